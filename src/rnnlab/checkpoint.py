@@ -1,0 +1,221 @@
+"""Self-describing checkpoints: one safetensors file, tensors plus a JSON description.
+
+A checkpoint is a single ``.safetensors`` file. Its tensors are the model weights
+(``model.*``), the optimizer's tensor state (``optim.*``), the carried hidden state
+(``state.*``) and the torch RNG state (``rng.*``). Its metadata holds one JSON document with
+everything else: format and version, the run config, the model config, the vocabulary, the
+optimizer's non-tensor state, the schedule, the data position and the metrics so far. So
+``eval``, ``sample`` and ``resume`` need only the path, and loading never unpickles anything.
+
+Writes are atomic: the bytes go to a temporary file in the same directory, are fsynced, and
+replace the old file with ``os.replace``; a crash at any moment leaves either the old or the new
+checkpoint, never a broken one. Tied weights are stored once and re-linked on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from rnnlab.errors import CheckpointError
+
+FORMAT = "rnnlab-checkpoint"
+VERSION = 1
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+RUN_CONFIG = "run.json"
+
+
+@dataclass
+class Checkpoint:
+    """The JSON description (``meta``) and the named tensors of one checkpoint."""
+
+    meta: dict[str, Any]
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+
+    def group(self, prefix: str) -> dict[str, Tensor]:
+        """Tensors under ``prefix.`` with the prefix removed."""
+        p = prefix + "."
+        return {k[len(p) :]: v for k, v in self.tensors.items() if k.startswith(p)}
+
+
+def _dedupe(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Drop tensors that share storage with an earlier one (tied weights); return the aliases."""
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    kept: dict[str, Tensor] = {}
+    aliases: dict[str, str] = {}
+    for name, t in tensors.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if t.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        kept[name] = t.detach().to("cpu").contiguous()
+    return kept, aliases
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
+    """Write ``ckpt`` to ``path`` atomically; on failure the previous file is untouched."""
+    path = Path(path)
+    tensors, aliases = _dedupe(ckpt.tensors)
+    meta = dict(ckpt.meta, format=FORMAT, version=VERSION, aliases=aliases)
+    blob = st_save(tensors, metadata={"format": FORMAT, "rnnlab": json.dumps(meta)})
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        kept = "; the previous checkpoint is kept" if path.exists() else ""
+        raise CheckpointError(
+            f"could not save checkpoint {path}: {e.strerror or e}{kept}; free disk space or "
+            "fix permissions, then resume with --resume"
+        ) from None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint onto the CPU, refusing anything that is not an rnnlab checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        path = checkpoint_in(path)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    header = _read_header(blob, path)
+    raw = (header.get("__metadata__") or {}).get("rnnlab")
+    if (header.get("__metadata__") or {}).get("format") != FORMAT or raw is None:
+        raise CheckpointError(f"{path} is a safetensors file but not an rnnlab checkpoint")
+    try:
+        meta = json.loads(raw)
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors raises its own error types for corrupt payloads
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(e).__name__})") from None
+    if meta.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer rnnlab (format {meta.get('version')}); upgrade rnnlab"
+        )
+    for alias, target in meta.get("aliases", {}).items():
+        if target not in tensors:
+            raise CheckpointError(f"{path} is corrupt: tied tensor {target} is missing")
+        tensors[alias] = tensors[target]
+    return Checkpoint(meta=meta, tensors=tensors)
+
+
+def _read_header(blob: bytes, path: Path) -> dict[str, Any]:
+    """Parse the safetensors header by hand first, so foreign files get a clear message."""
+    foreign = (
+        f"{path} is not an rnnlab checkpoint (not a safetensors file; pickled .pt files are "
+        "refused, never loaded)"
+    )
+    if len(blob) < 8:
+        raise CheckpointError(f"{path} is empty or truncated, not an rnnlab checkpoint")
+    n = int.from_bytes(blob[:8], "little")
+    if n <= 0 or 8 + n > len(blob):
+        raise CheckpointError(foreign)
+    try:
+        header = json.loads(blob[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(foreign) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(foreign)
+    return header
+
+
+def checkpoint_in(run_dir: str | Path, which: str = "best") -> Path:
+    """The checkpoint file of a run directory: ``best`` (falling back to ``last``) or ``last``."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise CheckpointError(f"{run_dir} does not exist; give a run directory made by rnnlab train")
+    if not run_dir.is_dir():
+        return run_dir
+    order = [BEST, LAST] if which == "best" else [LAST]
+    for name in order:
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise CheckpointError(
+        f"{run_dir} holds no rnnlab checkpoint ({' or '.join(order)}); train one with rnnlab train"
+    )
+
+
+def optimizer_to_checkpoint(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Split an optimizer ``state_dict`` into JSON and flat tensors (``optim.<param>.<key>``)."""
+    tensors: dict[str, Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for pid, entries in state["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                plain.setdefault(str(pid), {})[key] = value
+    return {"param_groups": state["param_groups"], "plain": plain}, tensors
+
+
+def optimizer_from_checkpoint(ckpt: Checkpoint) -> dict[str, Any]:
+    """Rebuild an optimizer ``state_dict`` saved by :func:`optimizer_to_checkpoint`."""
+    info = ckpt.meta.get("optimizer")
+    if info is None:
+        raise CheckpointError("the checkpoint holds no optimizer state; it cannot be resumed")
+    state: dict[int, dict[str, Any]] = {}
+    for name, t in ckpt.group("optim").items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = t
+    for pid, entries in info["plain"].items():
+        state.setdefault(int(pid), {}).update(entries)
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def rng_to_checkpoint() -> dict[str, Tensor]:
+    """The torch RNG states (CPU, and CUDA where present) as tensors."""
+    out = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda{i}"] = s
+    return out
+
+
+def rng_from_checkpoint(ckpt: Checkpoint) -> None:
+    """Restore the RNG states saved by :func:`rng_to_checkpoint` (CUDA ones where possible)."""
+    rng = ckpt.group("rng")
+    if "cpu" in rng:
+        torch.set_rng_state(rng["cpu"])
+    if torch.cuda.is_available():
+        cuda = [rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write a small JSON file atomically (the run config, results)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write {path}: {e.strerror or e}") from None

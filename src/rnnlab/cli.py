@@ -1,0 +1,389 @@
+"""The ``rnnlab`` command: thin subcommands that parse arguments and call the library.
+
+Every user-facing failure is a :class:`rnnlab.errors.RnnlabError`; :func:`main` prints it as one
+line on stderr and exits with its code (2 for bad input, 3 for a diverged run, 130 when
+interrupted). Results go to stdout; progress bars and logs to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rnnlab.errors import ConfigError, DataError, RnnlabError
+
+log = logging.getLogger("rnnlab")
+
+# flag -> (section of RunConfig, field)
+TRAIN_FLAGS: dict[str, tuple[str, str]] = {
+    "corpus": ("data", "corpus"),
+    "text": ("data", "text"),
+    "valid_text": ("data", "valid_text"),
+    "test_text": ("data", "test_text"),
+    "encoding": ("data", "encoding"),
+    "level": ("data", "level"),
+    "min_count": ("data", "min_count"),
+    "max_vocab": ("data", "max_vocab"),
+    "data_fraction": ("data", "data_fraction"),
+    "cell": ("model", "cell"),
+    "layers": ("model", "num_layers"),
+    "hidden": ("model", "hidden_size"),
+    "embed": ("model", "embed_size"),
+    "dropout": ("model", "dropout"),
+    "tie": ("model", "tie_weights"),
+    "init_range": ("model", "init_range"),
+    "impl": ("model", "impl"),
+    "optimizer": ("optim", "optimizer"),
+    "lr": ("optim", "lr"),
+    "momentum": ("optim", "momentum"),
+    "weight_decay": ("optim", "weight_decay"),
+    "clip": ("optim", "clip"),
+    "schedule": ("optim", "schedule"),
+    "decay_start": ("optim", "decay_start"),
+    "decay_factor": ("optim", "decay_factor"),
+    "bptt": ("train", "bptt"),
+    "variable_bptt": ("train", "variable_bptt"),
+    "batch_size": ("train", "batch_size"),
+    "eval_batch_size": ("train", "eval_batch_size"),
+    "epochs": ("train", "epochs"),
+    "max_steps": ("train", "max_steps"),
+    "max_minutes": ("train", "max_minutes"),
+    "patience": ("train", "patience"),
+    "seed": ("train", "seed"),
+    "save_every": ("train", "save_every"),
+    "log_every": ("train", "log_every"),
+    "device": ("train", "device"),
+}
+# what may change when a run is resumed (extending it, moving it to another device)
+RESUME_FLAGS = {"epochs", "max_steps", "max_minutes", "save_every", "log_every", "device", "patience"}
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a language model (no arguments: the quick offline default)")
+    p.add_argument("--preset", help="a named setup (see README); flags override it")
+    src = p.add_argument_group("data")
+    src.add_argument("--corpus", help="a named corpus (rnnlab corpora lists them)")
+    src.add_argument("--text", help="a local text file (split 90/5/5 unless --valid-text/--test-text)")
+    src.add_argument("--valid-text")
+    src.add_argument("--test-text")
+    src.add_argument("--encoding", help="encoding of --text files (default utf-8)")
+    src.add_argument("--level", choices=["char", "word"])
+    src.add_argument("--min-count", type=int)
+    src.add_argument("--max-vocab", type=int)
+    src.add_argument("--data-fraction", type=float, help="train on the first fraction of the training text")
+    m = p.add_argument_group("model")
+    m.add_argument("--cell", help="rnn, rnn-relu, gru, gru-reset-before, lstm, lstm-fb1")
+    m.add_argument("--layers", type=int)
+    m.add_argument("--hidden", type=int)
+    m.add_argument("--embed", type=int)
+    m.add_argument("--dropout", type=float)
+    m.add_argument("--tie", action="store_const", const=True, help="tie decoder and embedding weights")
+    m.add_argument("--init-range", type=float, help="uniform init in ±X (Zaremba et al.)")
+    m.add_argument("--impl", choices=["auto", "fused", "explicit"])
+    o = p.add_argument_group("optimization")
+    o.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    o.add_argument("--lr", type=float)
+    o.add_argument("--momentum", type=float)
+    o.add_argument("--weight-decay", type=float)
+    o.add_argument("--clip", type=float, help="gradient-norm clipping threshold (0: off)")
+    o.add_argument("--schedule", choices=["constant", "decay", "plateau"])
+    o.add_argument("--decay-start", type=int)
+    o.add_argument("--decay-factor", type=float)
+    t = p.add_argument_group("loop")
+    t.add_argument("--bptt", type=int, help="truncated-BPTT window (time steps)")
+    t.add_argument("--variable-bptt", action="store_const", const=True)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--eval-batch-size", type=int)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--max-minutes", type=float)
+    t.add_argument("--patience", type=int, help="stop after N epochs without validation improvement")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--save-every", type=int, help="checkpoint every N steps (default: every epoch)")
+    t.add_argument("--log-every", type=int)
+    t.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--out", help="run directory (default runs/<name>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-sample", action="store_true", help="do not print a sample at the end")
+    p.add_argument("--json", action="store_true", help="print the final results as JSON")
+    p.set_defaults(func=cmd_train)
+
+
+def build_run_config(args: argparse.Namespace) -> Any:
+    """Defaults, then the preset, then the flags given."""
+    from rnnlab.presets import get_preset
+    from rnnlab.train import RunConfig
+
+    given = {k: v for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
+    preset = args.preset
+    if preset is None and "corpus" not in given and "text" not in given:
+        preset = "quick"
+    d: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "optim": {}, "train": {}}
+    if preset is not None:
+        for section, values in get_preset(preset).overrides.items():
+            d[section].update(values)
+    if "corpus" in given or "text" in given:  # a new source replaces the preset's
+        for key in ("corpus", "text", "max_chars"):
+            d["data"].pop(key, None)
+    for flag, value in given.items():
+        section, name = TRAIN_FLAGS[flag]
+        d[section][name] = value
+    return RunConfig.from_dict({**d, "preset": preset})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rnnlab.train import Trainer, load_run_config
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_run_config(run_dir)
+        given = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
+        if args.preset or given - RESUME_FLAGS:
+            bad = sorted(given - RESUME_FLAGS) + (["preset"] if args.preset else [])
+            raise ConfigError(
+                f"--resume continues a run with its saved settings; it cannot change "
+                f"{', '.join('--' + b.replace('_', '-') for b in bad)} (allowed: "
+                f"{', '.join('--' + f.replace('_', '-') for f in sorted(RESUME_FLAGS))})"
+            )
+        for flag in given:
+            section, name = TRAIN_FLAGS[flag]
+            setattr(getattr(config, section), name, getattr(args, flag))
+        if given:
+            type(config.train).__post_init__(config.train)
+    else:
+        config = build_run_config(args)
+        name = config.preset or Path(config.data.describe()).stem
+        run_dir = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (run_dir / "run.json").exists():
+            raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+    print(f"rnnlab: run directory {run_dir}", file=sys.stderr)
+    trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    data = trainer.data
+    print(
+        f"rnnlab: {data.name} ({data.level}), {len(data.train):,} train tokens, vocabulary {len(data.vocab):,}; "
+        f"{config.model.cell} {config.model.num_layers}x{config.model.hidden_size}, "
+        f"{trainer.model.num_parameters():,} parameters, device {trainer.device}",
+        file=sys.stderr,
+    )
+    result = trainer.fit()
+    summary = {
+        "run_dir": str(run_dir),
+        "valid": result.valid.to_dict() if result.valid else None,
+        "test": result.test.to_dict() if result.test else None,
+        "steps": result.progress.step,
+        "epochs": result.progress.epoch,
+        "wall_time": round(result.progress.elapsed, 2),
+    }
+    sample_text = None
+    if not args.no_sample:
+        from rnnlab.sampling import SamplingConfig, generate
+
+        length = 300 if data.level == "char" else 60
+        sample_text = generate(
+            trainer.model, data.vocab, data.level, length=length, cfg=SamplingConfig(temperature=0.8), seed=0
+        )[0]
+    if args.json:
+        summary["sample"] = sample_text
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    for split in ("valid", "test"):
+        r = summary[split]
+        bpc = f", {r['bpc']:.3f} bits/char" if "bpc" in r else ""
+        print(f"{split}: loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}{bpc} ({r['tokens']:,} tokens)")
+    print(f"trained {summary['steps']} steps in {summary['wall_time']:.0f}s; checkpoints in {run_dir}")
+    if sample_text is not None:
+        print("--- sample (temperature 0.8) ---")
+        print(sample_text)
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="exact perplexity of a trained model on a split")
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    p.add_argument("--corpus")
+    p.add_argument("--text")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--batch-size", type=int, default=10, help="columns (1 = every token sees its whole history)")
+    p.add_argument("--bptt", type=int, default=100)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--allow-unk", action="store_true", help="evaluate even when many tokens are unknown")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+
+UNK_LIMIT = 0.10  # more unknown tokens than this means the text is not what the model was trained on
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rnnlab.dataset import DataConfig, load_data
+    from rnnlab.evaluate import evaluate
+    from rnnlab.train import load_model
+
+    model, vocab, ckpt = load_model(args.run_dir, device=args.device)
+    data_cfg = DataConfig.from_dict(ckpt.meta["run"]["data"])
+    if args.corpus or args.text:
+        data_cfg = DataConfig(corpus=args.corpus, text=args.text, encoding=args.encoding, level=ckpt.meta["level"])
+    data = load_data(data_cfg, vocab=vocab)
+    ids = data.split(args.split)
+    unk = float((ids == vocab.unk_id).float().mean()) if len(ids) else 0.0
+    if unk > UNK_LIMIT and not args.allow_unk:
+        raise DataError(
+            f"{unk:.0%} of the {args.split} tokens are outside the model's vocabulary (it was trained on "
+            f"{ckpt.meta.get('corpus')}); evaluate on matching text or pass --allow-unk"
+        )
+    result = evaluate(model, ids, batch_size=args.batch_size, bptt=args.bptt, level=ckpt.meta["level"])
+    out = dict(result.to_dict(), split=args.split, corpus=data.name)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        bpc = f", {result.bpc:.4f} bits/char" if result.bpc is not None else ""
+        print(f"{data.name} {args.split}: loss {result.loss:.4f}, perplexity {result.perplexity:.2f}{bpc} ({result.tokens:,} tokens)")
+    return 0
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate text from a trained model")
+    p.add_argument("run_dir")
+    p.add_argument("--prime", default="", help="text the samples continue")
+    p.add_argument("--length", type=int, default=300, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sample)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from rnnlab.sampling import SamplingConfig, generate
+    from rnnlab.train import load_model
+
+    cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    model, vocab, ckpt = load_model(args.run_dir, device=args.device)
+    texts = generate(
+        model, vocab, ckpt.meta["level"], prime=args.prime, length=args.length, cfg=cfg, count=args.count, seed=args.seed
+    )
+    if args.json:
+        print(json.dumps([{"text": t} for t in texts], ensure_ascii=False))
+    else:
+        print("\n\n".join(texts))
+    return 0
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="per-token log-probabilities of a text under a trained model")
+    p.add_argument("run_dir")
+    p.add_argument("stdin", nargs="?", choices=["-"], help="read the text from standard input")
+    p.add_argument("--text", help="a file to score ('-' for standard input)")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rnnlab.corpora import read_text_file
+    from rnnlab.evaluate import score_tokens
+    from rnnlab.sampling import boundary_token
+    from rnnlab.train import load_model
+    from rnnlab.vocab import make_tokenizer
+
+    if args.text is None and args.stdin is None:
+        raise ConfigError("give the text to score: --text FILE, or - to read standard input")
+    if args.text in (None, "-"):
+        raw = sys.stdin.buffer.read()
+        try:
+            text = raw.decode(args.encoding).lstrip("\ufeff")
+        except (UnicodeDecodeError, LookupError):
+            raise DataError(f"standard input is not valid {args.encoding}; pass the right --encoding") from None
+    else:
+        text = read_text_file(args.text, encoding=args.encoding)
+    model, vocab, ckpt = load_model(args.run_dir, device=args.device)
+    level = ckpt.meta["level"]
+    tokens = make_tokenizer(level).tokenize(text)
+    scores = score_tokens(model, boundary_token(vocab, level), vocab.encode(tokens), vocab.itos)
+    total = sum(s.logprob for s in scores)
+    ppl = math.exp(-total / len(scores))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "tokens": [{"token": t, "id_token": s.token, "logprob": s.logprob} for t, s in zip(tokens, scores, strict=True)],
+                    "total_logprob": total,
+                    "count": len(scores),
+                    "perplexity": ppl,
+                },
+                ensure_ascii=False,
+            )
+        )
+        return 0
+    for t, s in zip(tokens, scores, strict=True):
+        shown = t if s.token == t else f"{t} ({s.token})"
+        print(f"{s.logprob:10.4f}\t{json.dumps(shown, ensure_ascii=False)[1:-1]}")
+    print(f"total log-probability {total:.4f} nats over {len(scores)} tokens; perplexity {ppl:.2f}")
+    return 0
+
+
+def _add_corpora(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corpora", help="list the named corpora and where each would come from")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_corpora)
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from rnnlab.corpora import corpus_status, list_corpora
+
+    rows = [
+        {"name": s.name, "level": s.level, "status": corpus_status(s), "description": s.description}
+        for s in list_corpora()
+    ]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+    else:
+        for r in rows:
+            print(f"{r['name']:<16} {r['level']:<5} {r['status']:<13} {r['description']}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnlab", description="Recurrent neural language models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_train, _add_eval, _add_sample, _add_score, _add_corpora):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="rnnlab: %(message)s", stream=sys.stderr
+    )
+    if args.command is None:
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "train"])
+    try:
+        return int(args.func(args) or 0)
+    except RnnlabError as e:
+        print(f"rnnlab: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rnnlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""From a data config to id streams: corpus -> tokenizer -> vocabulary -> 1-D id tensors.
+
+This is the one place that turns "which text" (a named corpus, a local file, or the offline
+default) into the three token-id streams the trainer and evaluator consume. The vocabulary is
+built on the training split only, or taken from a checkpoint so ids mean the same thing later.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rnnlab.corpora import Corpus, default_corpus, load_corpus, load_text_file
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.vocab import Vocab, build_vocab, make_tokenizer
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("char", "word")
+
+
+@dataclass
+class DataConfig:
+    """Which text to model and how to cut it into tokens.
+
+    Attributes:
+        corpus: a named corpus (``rnnlab corpora`` lists them); None with no ``text`` means the
+            offline default (the Python standard library's own source code).
+        text: a local UTF-8 (or ``encoding``) text file, split by ``valid_fraction`` /
+            ``test_fraction`` unless ``valid_text`` / ``test_text`` are given.
+        level: "char" or "word"; None takes the corpus's natural level.
+        min_count, max_vocab: vocabulary limits (rarer symbols become ``<unk>``).
+        data_fraction: train on the first fraction of the training split (data-size studies).
+        corpus_options: extra options of a named corpus (e.g. ``{"script": "traditional"}``).
+    """
+
+    corpus: str | None = None
+    text: str | None = None
+    valid_text: str | None = None
+    test_text: str | None = None
+    encoding: str = "utf-8"
+    level: str | None = None
+    min_count: int = 1
+    max_vocab: int | None = None
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+    max_chars: int | None = None
+    data_fraction: float = 1.0
+    corpus_options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.corpus is not None and self.text is not None:
+            raise ConfigError("give either --corpus or --text, not both")
+        if self.level is not None and self.level not in LEVELS:
+            raise ConfigError(f"unknown level {self.level!r}; choose char or word")
+        if not 0.0 < self.data_fraction <= 1.0:
+            raise ConfigError(f"data fraction must be in (0, 1], got {self.data_fraction}")
+        if self.min_count < 1:
+            raise ConfigError(f"min count must be at least 1, got {self.min_count}")
+        if self.max_vocab is not None and self.max_vocab < 2:
+            raise ConfigError(f"max vocabulary size must be at least 2, got {self.max_vocab}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def describe(self) -> str:
+        if self.text:
+            return self.text
+        return self.corpus or "stdlib (offline default)"
+
+
+@dataclass
+class LMData:
+    """Token-id streams of the three splits with the vocabulary that maps them."""
+
+    name: str
+    level: str
+    vocab: Vocab
+    train: Tensor  # (N_train,) int64
+    valid: Tensor  # (N_valid,)
+    test: Tensor  # (N_test,)
+
+    def split(self, name: str) -> Tensor:
+        if name not in ("train", "valid", "test"):
+            raise ConfigError(f"unknown split {name!r}; choose train, valid or test")
+        return getattr(self, name)
+
+
+def load_text(cfg: DataConfig) -> Corpus:
+    """The raw text of the three splits that ``cfg`` names."""
+    if cfg.text is not None:
+        return load_text_file(
+            cfg.text,
+            encoding=cfg.encoding,
+            valid_fraction=cfg.valid_fraction,
+            test_fraction=cfg.test_fraction,
+            valid_path=cfg.valid_text,
+            test_path=cfg.test_text,
+            level=cfg.level or "char",
+        )
+    if cfg.corpus is not None:
+        return load_corpus(cfg.corpus, **(cfg.corpus_options or {}))
+    if cfg.max_chars is not None:
+        return default_corpus(max_chars=cfg.max_chars)
+    return default_corpus()
+
+
+def load_data(cfg: DataConfig, vocab: Vocab | None = None) -> LMData:
+    """Tokenize the corpus of ``cfg``; build the vocabulary on train unless one is given."""
+    corpus = load_text(cfg)
+    level = cfg.level or corpus.level
+    tokenizer = make_tokenizer(level)
+    train_tokens = tokenizer.tokenize(corpus.splits["train"])
+    if cfg.data_fraction < 1.0:
+        train_tokens = train_tokens[: max(2, int(len(train_tokens) * cfg.data_fraction))]
+    if vocab is None:
+        vocab = build_vocab(train_tokens, min_count=cfg.min_count, max_size=cfg.max_vocab, level=level)
+    if len(vocab) < 2:
+        raise DataError(
+            f"the training text has only {len(vocab)} distinct symbol(s); a language model needs "
+            "at least two: give a longer or more varied text"
+        )
+
+    def ids(tokens: list[str]) -> Tensor:
+        return torch.tensor(vocab.encode(tokens), dtype=torch.long)
+
+    data = LMData(
+        name=corpus.name,
+        level=level,
+        vocab=vocab,
+        train=ids(train_tokens),
+        valid=ids(tokenizer.tokenize(corpus.splits["valid"])),
+        test=ids(tokenizer.tokenize(corpus.splits["test"])),
+    )
+    log.info(
+        "%s (%s level): %d train / %d valid / %d test tokens, vocabulary %d",
+        data.name,
+        level,
+        len(data.train),
+        len(data.valid),
+        len(data.test),
+        len(vocab),
+    )
+    return data

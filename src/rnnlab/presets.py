@@ -1,0 +1,96 @@
+"""Named training setups from the literature, each with its source.
+
+A preset is a set of overrides on the defaults of :class:`rnnlab.train.RunConfig`; flags given on
+the command line override the preset in turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rnnlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    source: str
+    overrides: dict[str, dict[str, Any]]
+
+
+def _zaremba(hidden: int, dropout: float, bptt: int, epochs: int, decay: float, start: int, clip: float, init: float) -> dict:
+    return {
+        "data": {"corpus": "ptb", "level": "word"},
+        "model": {
+            "cell": "lstm",
+            "num_layers": 2,
+            "embed_size": hidden,
+            "hidden_size": hidden,
+            "dropout": dropout,
+            "init_range": init,
+        },
+        "optim": {
+            "optimizer": "sgd",
+            "lr": 1.0,
+            "clip": clip,
+            "schedule": "decay",
+            "decay_start": start,
+            "decay_factor": decay,
+        },
+        "train": {"bptt": bptt, "batch_size": 20, "epochs": epochs, "eval_batch_size": 10},
+    }
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "quick",
+            "a small character LSTM on the offline default (Python's own standard library source), a few minutes",
+            "rnnlab's smoke-test default",
+            {
+                "data": {"max_chars": 1_000_000},
+                "model": {"cell": "lstm", "num_layers": 2, "embed_size": 64, "hidden_size": 256, "dropout": 0.0},
+                "optim": {"optimizer": "adam", "lr": 3e-3, "clip": 1.0, "schedule": "plateau", "plateau_factor": 0.5},
+                "train": {"bptt": 64, "batch_size": 32, "epochs": 3, "max_minutes": 3.0, "log_every": 20},
+            },
+        ),
+        Preset(
+            "ptb-small",
+            "PTB words, 2x200 LSTM, no dropout, bptt 20, 13 epochs, SGD lr 1 halved each epoch after epoch 4, clip 5, init ±0.1",
+            "Zaremba, Sutskever & Vinyals 2014, 'Recurrent Neural Network Regularization', small config (test ppl 114.5)",
+            _zaremba(200, 0.0, 20, 13, 0.5, 4, 5.0, 0.1),
+        ),
+        Preset(
+            "ptb-medium",
+            "PTB words, 2x650 LSTM, dropout 0.5, bptt 35, 39 epochs, SGD lr 1 divided by 1.2 each epoch after epoch 6, clip 5, init ±0.05",
+            "Zaremba et al. 2014, medium config (test ppl 82.7)",
+            _zaremba(650, 0.5, 35, 39, 1 / 1.2, 6, 5.0, 0.05),
+        ),
+        Preset(
+            "ptb-large",
+            "PTB words, 2x1500 LSTM, dropout 0.65, bptt 35, 55 epochs, SGD lr 1 divided by 1.15 each epoch after epoch 14, clip 10, init ±0.04",
+            "Zaremba et al. 2014, large config (test ppl 78.4)",
+            _zaremba(1500, 0.65, 35, 55, 1 / 1.15, 14, 10.0, 0.04),
+        ),
+        Preset(
+            "char-shakespeare",
+            "Tiny Shakespeare characters, 2x512 LSTM, dropout 0.2, bptt 128, batch 64, Adam 2e-3 halved on plateau",
+            "the char-rnn setup (Karpathy 2015) with nanoGPT's 90/10 split",
+            {
+                "data": {"corpus": "tinyshakespeare", "level": "char"},
+                "model": {"cell": "lstm", "num_layers": 2, "embed_size": 128, "hidden_size": 512, "dropout": 0.2},
+                "optim": {"optimizer": "adam", "lr": 2e-3, "clip": 5.0, "schedule": "plateau", "plateau_factor": 0.5},
+                "train": {"bptt": 128, "batch_size": 64, "epochs": 20, "max_minutes": 30.0, "eval_batch_size": 16, "log_every": 20},
+            },
+        ),
+    ]
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,134 @@
+"""The trainer: learning, exact resume, interruption, divergence, schedules, early stopping."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from rnnlab import checkpoint as ck
+from rnnlab.dataset import DataConfig
+from rnnlab.errors import RnnlabError, TrainingDiverged
+from rnnlab.model import LanguageModelConfig
+from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer, load_model
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 40 + "pack my box with five dozen liquor jugs.\n" * 40
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    p = tmp_path / "corpus.txt"
+    p.write_text(TEXT, encoding="utf-8")
+    return p
+
+
+def config(text_file, cell="lstm", **train) -> RunConfig:
+    t = dict(bptt=8, batch_size=4, eval_batch_size=2, epochs=2, log_every=5, seed=7)
+    t.update(train)
+    return RunConfig(
+        data=DataConfig(text=str(text_file)),
+        model=LanguageModelConfig(cell=cell, embed_size=16, hidden_size=24, num_layers=2, dropout=0.1),
+        optim=OptimConfig(optimizer="adam", lr=0.01, clip=1.0, schedule="constant"),
+        train=TrainConfig(**t),
+    )
+
+
+def weights(run_dir, which="last"):
+    return ck.load_checkpoint(run_dir / f"{which}.safetensors").group("model")
+
+
+def test_loss_falls_and_results_are_written(text_file, tmp_path):
+    run = tmp_path / "run"
+    result = Trainer(config(text_file, epochs=3), run).fit()
+    train_rows = [r for r in result.history if r["kind"] == "train"]
+    assert train_rows[-1]["train_loss"] < train_rows[0]["train_loss"] - 0.5
+    assert result.valid.perplexity < 10  # uniform guess would be ~ vocabulary size (30)
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"]["tokens"] == result.test.tokens
+    assert (run / "best.safetensors").is_file() and (run / "run.json").is_file()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "epoch", "train_loss", "tokens_per_s", "grad_norm", "lr", "wall_time"} <= set(rows[0])
+    assert any(r["kind"] == "valid" and "valid_ppl" in r for r in rows)
+
+
+@pytest.mark.parametrize("cell,variable", [("lstm", False), ("gru", True)])
+def test_resumed_run_ends_with_identical_weights(text_file, tmp_path, cell, variable):
+    full = tmp_path / "full"
+    Trainer(config(text_file, cell, variable_bptt=variable), full).fit()
+    part = tmp_path / "part"
+    Trainer(config(text_file, cell, variable_bptt=variable, max_steps=13), part).fit()  # stops mid-epoch 1
+    cfg = config(text_file, cell, variable_bptt=variable)
+    Trainer(cfg, part, resume=True).fit()
+    a, b = weights(full), weights(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_interrupt_saves_then_resume_matches(text_file, tmp_path):
+    full = tmp_path / "full"
+    Trainer(config(text_file), full).fit()
+    run = tmp_path / "run"
+    trainer = Trainer(config(text_file), run)
+
+    def ctrl_c(row):
+        if row["kind"] == "train" and row["step"] == 10:
+            trainer._request_stop(2, None)
+
+    trainer.on_log = ctrl_c
+    with pytest.raises(RnnlabError) as e:
+        trainer.fit()
+    assert e.value.exit_code == 130 and "--resume" in str(e.value)
+    Trainer(config(text_file), run, resume=True).fit()
+    a, b = weights(full), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_before_first_checkpoint_starts_over(text_file, tmp_path):
+    run = tmp_path / "run"
+    Trainer(config(text_file), run)  # wrote run.json, died before any checkpoint
+    assert not (run / "last.safetensors").exists()
+    Trainer(config(text_file), run, resume=True).fit()
+    full = tmp_path / "full"
+    Trainer(config(text_file), full).fit()
+    a, b = weights(full), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(text_file, tmp_path):
+    run = tmp_path / "run"
+    cfg = config(text_file, save_every=2, epochs=5)
+    cfg.optim = OptimConfig(optimizer="sgd", lr=1e6, clip=0.0, schedule="constant")
+    cfg.model.cell = "rnn-relu"
+    trainer = Trainer(cfg, run)
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        trainer.fit()
+    if (run / "last.safetensors").exists():
+        kept = weights(run)
+        assert all(torch.isfinite(t).all() for t in kept.values())
+
+
+def test_decay_schedule_follows_zaremba(text_file, tmp_path):
+    cfg = config(text_file, epochs=5)
+    cfg.optim = OptimConfig(optimizer="sgd", lr=1.0, clip=5.0, schedule="decay", decay_start=2, decay_factor=0.5)
+    result = Trainer(cfg, tmp_path / "run").fit()
+    lrs = {}
+    for r in result.history:
+        if r["kind"] == "train":
+            lrs.setdefault(r["epoch"], r["lr"])
+    assert lrs == {1: 1.0, 2: 1.0, 3: 0.5, 4: 0.25, 5: 0.125}
+
+
+def test_early_stopping_on_plateau(text_file, tmp_path):
+    cfg = config(text_file, epochs=50, patience=1)
+    cfg.optim = OptimConfig(optimizer="sgd", lr=1e-9, clip=1.0, schedule="constant")
+    result = Trainer(cfg, tmp_path / "run").fit()
+    assert result.progress.epoch < 50
+
+
+def test_checkpoint_is_self_describing(text_file, tmp_path):
+    run = tmp_path / "run"
+    Trainer(config(text_file, max_steps=5), run).fit()
+    model, vocab, ckpt = load_model(run)
+    assert ckpt.meta["level"] == "char" and len(vocab) == model.config.vocab_size
+    assert math.isfinite(ckpt.meta["progress"]["best_saved"])
