@@ -60,9 +60,10 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "save_every": ("train", "save_every"),
     "log_every": ("train", "log_every"),
     "device": ("train", "device"),
+    "threads": ("train", "threads"),
 }
 # what may change when a run is resumed (extending it, moving it to another device)
-RESUME_FLAGS = {"epochs", "max_steps", "max_minutes", "save_every", "log_every", "device", "patience"}
+RESUME_FLAGS = {"epochs", "max_steps", "max_minutes", "save_every", "log_every", "device", "patience", "threads"}
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -109,6 +110,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--save-every", type=int, help="checkpoint every N steps (default: every epoch)")
     t.add_argument("--log-every", type=int)
     t.add_argument("--device", help="auto, cpu, cuda")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", help="run directory (default runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -90,13 +90,14 @@ class TrainConfig:
     save_every: int | None = None
     log_every: int = 200
     device: str = "auto"
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
 
     def __post_init__(self) -> None:
         for name in ("bptt", "batch_size", "eval_batch_size", "epochs", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("max_steps", "save_every", "patience"):
+        for name in ("max_steps", "save_every", "patience", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -211,6 +212,8 @@ class Trainer:
         self.show_progress = progress
         self.on_log = on_log
         self.device = pick_device(config.train.device)
+        if config.train.threads is not None:
+            torch.set_num_threads(config.train.threads)
         self._stop_requested = False
         self.history: list[dict[str, Any]] = []
 
