@@ -1,0 +1,194 @@
+"""Forward+backward speed of rnnlab.RNN/GRU/LSTM (both impl paths) against torch.nn, same process.
+
+For every shape and cell, the torch.nn layer and the rnnlab layers (``impl="fused"`` and
+``impl="explicit"``) hold the same weights and run the same batch. Repetitions are interleaved
+(and the order rotates each repetition) so that drifts in machine load hit every contender
+alike; each reports tokens/s = T * B * iters / seconds from the median repetition, and the
+ratio from the fastest repetitions too (``ratio_best``: on a shared machine, load from other
+processes only ever slows a repetition down, so the minimum is the steadier estimate). A second,
+identical torch.nn layer runs alongside as a control: ``control_ratio`` (ideally 1.0) shows how
+far apart two equal contenders land, i.e. the noise floor of the run.
+
+    python benchmarks/bench_layers.py                # full run -> benchmarks/results/layers.json
+    python benchmarks/bench_layers.py --quick        # short smoke run
+    python benchmarks/bench_layers.py --shapes word --cells lstm --reps 9
+
+Shapes: "word" = 2 layers x 200 hidden, input 200, batch 20, 20 steps (Zaremba et al. small);
+"char" = 2 layers x 512 hidden, input 512, batch 64, 128 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+import rnnlab.recurrent as rr
+
+SHAPES = {
+    "word": {"num_layers": 2, "hidden_size": 200, "input_size": 200, "batch": 20, "steps": 20},
+    "char": {"num_layers": 2, "hidden_size": 512, "input_size": 512, "batch": 64, "steps": 128},
+}
+CELLS = {"lstm": (rr.LSTM, nn.LSTM), "gru": (rr.GRU, nn.GRU), "rnn": (rr.RNN, nn.RNN)}
+IMPLS = ("fused", "explicit")
+
+
+def machine_info(device: torch.device) -> dict:
+    """Where the numbers come from."""
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "num_threads": torch.get_num_threads(),
+        "device": str(device),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def make_step(model: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]:
+    """One forward+backward pass of ``model`` on ``x``, gradients dropped before each pass."""
+    params = list(model.parameters())
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        output, _ = model(x)
+        output.backward(grad)
+
+    return step
+
+
+def time_once(step: Callable[[], None], iters: int, device: torch.device) -> float:
+    """Seconds for ``iters`` calls of ``step``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def bench_case(
+    cell: str, shape: dict, reps: int, iters: int, warmup: int, device: torch.device
+) -> list[dict]:
+    """Time torch.nn and both rnnlab paths for one cell and shape, interleaved."""
+    ours_cls, torch_cls = CELLS[cell]
+    size = (shape["input_size"], shape["hidden_size"], shape["num_layers"])
+    reference = torch_cls(*size).to(device)
+    control = torch_cls(*size).to(device)  # a second torch.nn copy: shows the noise floor
+    control.load_state_dict(reference.state_dict())
+    contenders = {"torch": reference, "torch_control": control}
+    for impl in IMPLS:
+        model = ours_cls(*size, impl=impl).to(device)
+        model.load_state_dict(reference.state_dict())
+        contenders[impl] = model
+    x = torch.randn(shape["steps"], shape["batch"], shape["input_size"], device=device)
+    grad = torch.randn(shape["steps"], shape["batch"], shape["hidden_size"], device=device)
+    steps = {name: make_step(model, x, grad) for name, model in contenders.items()}
+    for step in steps.values():
+        time_once(step, warmup, device)
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for rep in range(reps):
+        shift = rep % len(names)  # rotate who goes first, so position effects cancel
+        for name in names[shift:] + names[:shift]:
+            seconds[name].append(time_once(steps[name], iters, device))
+    tokens = shape["steps"] * shape["batch"] * iters
+    rate = {name: tokens / statistics.median(s) for name, s in seconds.items()}
+    best = {name: tokens / min(s) for name, s in seconds.items()}
+    return [
+        {
+            "cell": cell,
+            "impl": impl,
+            "rnnlab_tokens_per_s": rate[impl],
+            "torch_tokens_per_s": rate["torch"],
+            "ratio": rate[impl] / rate["torch"],
+            "ratio_best": best[impl] / best["torch"],
+            "control_ratio": rate["torch_control"] / rate["torch"],
+            "rnnlab_seconds": seconds[impl],
+            "torch_seconds": seconds["torch"],
+            "torch_control_seconds": seconds["torch_control"],
+        }
+        for impl in IMPLS
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/layers.json"))
+    parser.add_argument("--quick", action="store_true", help="short smoke run (2 reps, few iters)")
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
+    parser.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=list(CELLS))
+    parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions")
+    parser.add_argument("--iters", type=int, default=0, help="passes per rep (0: per shape)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.reps, args.warmup = 2, 1
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    default_iters = {"word": 5, "char": 1} if args.quick else {"word": 20, "char": 2}
+    results = []
+    for shape_name in args.shapes:
+        shape = SHAPES[shape_name]
+        iters = args.iters or default_iters[shape_name]
+        for cell in args.cells:
+            for row in bench_case(cell, shape, args.reps, iters, args.warmup, device):
+                row = {"shape": shape_name, **row}
+                results.append(row)
+                print(
+                    f"{shape_name:5s} {row['cell']:5s} {row['impl']:9s} "
+                    f"rnnlab {row['rnnlab_tokens_per_s']:10.0f} tok/s  "
+                    f"torch {row['torch_tokens_per_s']:10.0f} tok/s  ratio {row['ratio']:.3f} "
+                    f"(best-of-reps {row['ratio_best']:.3f}; torch-vs-torch control "
+                    f"{row['control_ratio']:.3f})",
+                    flush=True,
+                )
+    report = {
+        "benchmark": "layers: forward+backward tokens/s, rnnlab vs torch.nn, same process",
+        "command": "python benchmarks/bench_layers.py " + " ".join(argv or []),
+        "machine": machine_info(device),
+        "config": {
+            "shapes": {name: SHAPES[name] for name in args.shapes},
+            "cells": args.cells,
+            "reps": args.reps,
+            "iters": args.iters or default_iters,
+            "warmup": args.warmup,
+            "quick": args.quick,
+            "seed": args.seed,
+            "statistic": "tokens/s from the median time over interleaved reps; ratio_best from the "
+            "minimum times (less sensitive to load from other processes)",
+        },
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

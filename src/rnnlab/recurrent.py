@@ -1,0 +1,662 @@
+"""Multi-layer recurrent layers with the signature, parameters and return values of torch.nn.
+
+:class:`RNN`, :class:`GRU` and :class:`LSTM` take the arguments of ``torch.nn.RNN/GRU/LSTM``
+(``bidirectional`` and ``proj_size`` are not implemented), name their parameters
+``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` so a ``state_dict``
+copies across in both directions, and return ``(output, h_n)`` or ``(output, (h_n, c_n))``.
+
+Two implementations compute the same function:
+
+* **fused** - when the equations are exactly those of torch's kernel, the layer calls it
+  (``torch._VF.lstm`` / ``gru`` / ``rnn_tanh`` / ``rnn_relu``; cuDNN on a GPU).
+* **explicit** - a readable time loop over the cells' own ``step`` (:mod:`rnnlab.cells`).
+  For each layer the input projection of the whole sequence is one GEMM before the loop::
+
+      proj = x W_ih^T + b_ih            # (T, B, G*H), one GEMM
+      for gi in proj.unbind(0):         # (B, G*H) per step; never x[t] (quadratic backward)
+          h = Cell.step(gi, h, W_hh, b_hh)
+
+  It runs for ``impl="explicit"`` and for variants torch has no kernel for
+  (``GRU(reset="before")``).
+
+``impl="auto"`` (default) picks the fused kernel whenever it computes the same equations.
+Dropout is applied to the output of every layer but the last, in training mode, as torch does.
+
+Shapes: T time, B batch, I input size, H hidden size, L layers, G gates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import _VF, Tensor, nn
+from torch.autograd.function import FunctionCtx
+
+from rnnlab.cells import (
+    NONLINEARITIES,
+    RESET_MODES,
+    GRUCell,
+    LSTMCell,
+    RNNCell,
+    add_forget_bias,
+)
+from rnnlab.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+IMPLS = ("auto", "fused", "explicit")
+CELL_NAMES = ("rnn", "rnn-relu", "gru", "gru-reset-before", "lstm", "lstm-fb1")
+
+State = Tensor | tuple[Tensor, Tensor]
+
+
+class Recurrent(nn.Module):
+    """Shared machinery of :class:`RNN`, :class:`GRU` and :class:`LSTM`.
+
+    Subclasses set ``num_gates`` and ``num_states`` (1 for h, 2 for (h, c)) and implement
+    ``_fused`` (the torch kernel) and ``_scan`` (one layer of the explicit loop). Inside, a state
+    is always a tuple of (L, B, H) tensors; ``forward`` converts to torch's public structure.
+    """
+
+    num_gates: int = 1
+    num_states: int = 1
+    fold_hh_bias: bool = True  # b_hh can be added to the input projection before the loop
+    mode: str = ""  # torch's name for the kernel: RNN_TANH, RNN_RELU, GRU, LSTM
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if bidirectional:
+            raise NotImplementedError(
+                f"rnnlab.{name} is unidirectional; use torch.nn.{name}(bidirectional=True)"
+            )
+        if proj_size:
+            raise NotImplementedError(
+                f"rnnlab.{name} has no projection; use torch.nn.LSTM(proj_size=...) instead"
+            )
+        for arg, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name}: {arg} must be a positive integer, got {value!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+            raise ConfigError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ConfigError(f"{name}: dropout must be in [0, 1], got {dropout}")
+        if impl not in IMPLS:
+            raise ConfigError(f"{name}: unknown impl {impl!r}; choose one of {', '.join(IMPLS)}")
+        if dropout > 0 and num_layers == 1:
+            logger.warning(
+                "%s: dropout=%s acts only between layers, so it does nothing with num_layers=1",
+                name,
+                dropout,
+            )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = False
+        self.proj_size = 0
+        self.impl = impl
+
+        factory = {"device": device, "dtype": dtype}
+        gates = self.num_gates * hidden_size
+        names = []
+        for k in range(num_layers):
+            layer_input = input_size if k == 0 else hidden_size
+            layer = {
+                f"weight_ih_l{k}": torch.empty(gates, layer_input, **factory),  # (G*H, I)
+                f"weight_hh_l{k}": torch.empty(gates, hidden_size, **factory),  # (G*H, H)
+            }
+            if bias:
+                layer[f"bias_ih_l{k}"] = torch.empty(gates, **factory)  # (G*H,)
+                layer[f"bias_hh_l{k}"] = torch.empty(gates, **factory)  # (G*H,)
+            for param_name, tensor in layer.items():
+                self.register_parameter(param_name, nn.Parameter(tensor))
+                names.append(param_name)
+        # Parameter names in the order torch's kernels take them: per layer w_ih, w_hh, b_ih, b_hh.
+        self._flat_weights_names = names
+        self.reset_parameters()
+        self.flatten_parameters()
+
+    # ----------------------------------------------------------------- parameters
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), in torch.nn's order."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def layer_weights(self, k: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of layer ``k``; biases None if bias=False."""
+        w_ih = getattr(self, f"weight_ih_l{k}")
+        w_hh = getattr(self, f"weight_hh_l{k}")
+        if not self.bias:
+            return w_ih, w_hh, None, None
+        return w_ih, w_hh, getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}")
+
+    def _flat_weights(self) -> list[Tensor]:
+        """The parameters as the flat list torch's kernels take (read fresh: no stale cache)."""
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    def flatten_parameters(self) -> None:
+        """On a GPU with cuDNN, put all weights in one contiguous buffer (as torch.nn does).
+
+        cuDNN wants one weight buffer; without it, it would copy the weights on every call.
+        A no-op on the CPU, for mixed dtypes, or when parameters alias each other.
+        """
+        weights = self._flat_weights()
+        first = weights[0]
+        if not first.is_cuda or not torch.backends.cudnn.is_acceptable(first):
+            return
+        if any(w.dtype != first.dtype or not w.is_cuda for w in weights):
+            return
+        if len({w.data_ptr() for w in weights}) != len(weights):
+            return
+        if not torch._use_cudnn_rnn_flatten_weight():
+            return
+        from torch.backends.cudnn import rnn as cudnn_rnn
+
+        with torch.cuda.device_of(first), torch.no_grad():
+            torch._cudnn_rnn_flatten_weight(
+                weights,
+                4 if self.bias else 2,
+                self.input_size,
+                cudnn_rnn.get_cudnn_mode(self.mode),
+                self.hidden_size,
+                0,  # proj_size
+                self.num_layers,
+                self.batch_first,
+                False,  # bidirectional
+            )
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Recurrent:
+        module = super()._apply(fn, recurse)
+        self.flatten_parameters()  # after .to(device) / .cuda() / .half(), as torch.nn
+        return module
+
+    # ----------------------------------------------------------------- state
+
+    def zero_state(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> State:
+        """The zero initial state: (L, B, H) tensor, or an (h, c) tuple of them for the LSTM.
+
+        Device and dtype default to those of the parameters.
+        """
+        ref = self.weight_hh_l0
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        zeros = [
+            torch.zeros(shape, device=device or ref.device, dtype=dtype or ref.dtype)
+            for _ in range(self.num_states)
+        ]
+        return self._pack(tuple(zeros))
+
+    def _pack(self, states: tuple[Tensor, ...]) -> State:
+        """Internal tuple of states -> the public structure (tensor, or (h, c))."""
+        return states[0] if self.num_states == 1 else (states[0], states[1])
+
+    def _unpack(self, hx: State) -> tuple[Tensor, ...]:
+        """Public state structure -> internal tuple, with a helpful error on a wrong structure."""
+        if self.num_states == 1:
+            if not isinstance(hx, Tensor):
+                raise ValueError(f"{type(self).__name__}: hx must be a tensor, got {type(hx)}")
+            return (hx,)
+        if not isinstance(hx, tuple | list) or len(hx) != 2:
+            raise ValueError(f"{type(self).__name__}: hx must be a tuple (h_0, c_0) of tensors")
+        return (hx[0], hx[1])
+
+    # ----------------------------------------------------------------- forward
+
+    def uses_fused(self) -> bool:
+        """Whether ``forward`` calls torch's fused kernel (True) or the explicit loop (False)."""
+        return self.impl != "explicit"
+
+    def forward(self, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
+        """Run the stack over a sequence.
+
+        input: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
+        hx: (L, B, H) for RNN/GRU, (h_0, c_0) for LSTM; (L, H) when unbatched; None for zeros.
+        Returns output (T, B, H) (or (B, T, H), or (T, H)) from the last layer, and the final
+        state of every layer in the structure of ``hx``.
+        """
+        batched = self._check_input(input)
+        batch_dim = 0 if self.batch_first else 1
+        if not batched:
+            input = input.unsqueeze(batch_dim)
+        if hx is None:
+            batch = input.size(batch_dim)
+            shape = (self.num_layers, batch, self.hidden_size)
+            states = tuple(input.new_zeros(shape) for _ in range(self.num_states))
+        else:
+            states = self._check_states(self._unpack(hx), input.size(batch_dim), batched)
+        if self.uses_fused():
+            output, states = self._fused(input, states)
+        else:
+            x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
+            output, states = self._explicit(x, states)  # (T, B, H)
+            if self.batch_first:
+                output = output.transpose(0, 1)  # (B, T, H)
+        if not batched:
+            output = output.squeeze(batch_dim)
+            states = tuple(s.squeeze(1) for s in states)
+        return output, self._pack(states)
+
+    def _check_input(self, input: Tensor) -> bool:
+        """Validate the input's shape; return whether it has a batch dimension."""
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a tensor, got {type(input).__name__}")
+        if input.dim() not in (2, 3):
+            layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
+            raise ValueError(
+                f"{name}: expected a 3-D input {layout} or a 2-D unbatched (time, features), "
+                f"got shape {tuple(input.shape)}"
+            )
+        if input.size(-1) != self.input_size:
+            raise ValueError(
+                f"{name}: input has {input.size(-1)} features in its last dimension but "
+                f"input_size is {self.input_size}; check the layout (batch_first="
+                f"{self.batch_first}) or build the layer with input_size={input.size(-1)}"
+            )
+        if input.size(1 if self.batch_first and input.dim() == 3 else 0) == 0:
+            raise ValueError(f"{name}: the input sequence is empty (0 time steps)")
+        return input.dim() == 3
+
+    def _check_states(
+        self, states: tuple[Tensor, ...], batch: int, batched: bool
+    ) -> tuple[Tensor, ...]:
+        """Validate hx against the input; return it as (L, B, H) tensors."""
+        expected = (self.num_layers, batch, self.hidden_size)
+        if not batched:
+            expected = (self.num_layers, self.hidden_size)
+        for s in states:
+            if tuple(s.shape) != expected:
+                kind = "batched" if batched else "unbatched"
+                raise ValueError(
+                    f"{type(self).__name__}: for {kind} input the state must have shape "
+                    f"{expected} (num_layers, {'batch, ' if batched else ''}hidden_size), "
+                    f"got {tuple(s.shape)}; pass hx=None for zeros"
+                )
+        return states if batched else tuple(s.unsqueeze(1) for s in states)
+
+    def _explicit(self, x: Tensor, states: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The explicit stack: x (T, B, I) -> output (T, B, H), final states (L, B, H) each."""
+        per_layer = [s.unbind(0) for s in states]  # per state kind, L tensors of (B, H)
+        finals = []
+        for k in range(self.num_layers):
+            x, final = self._explicit_layer(k, x, tuple(s[k] for s in per_layer))  # (T, B, H)
+            finals.append(final)
+            if self.dropout and self.training and k < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        stacked = tuple(torch.stack(kind) for kind in zip(*finals, strict=True))  # (L, B, H)
+        return x, stacked
+
+    def _explicit_layer(
+        self, k: int, x: Tensor, state: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Layer ``k`` over the window: one GEMM for the input projection, then the time loop."""
+        w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
+        if self.fold_hh_bias and b_hh is not None:
+            b_ih, b_hh = b_ih + b_hh, None  # both just add to the pre-activation
+        proj = F.linear(x, w_ih, b_ih)  # (T, B, G*H): the whole window in one GEMM
+        if not (self._batches_hh_grad() and torch.is_grad_enabled() and w_hh.requires_grad):
+            return self._scan(proj, state, w_hh, b_hh)
+        # Same function, but W_hh's gradient comes from one GEMM over all steps (see
+        # _BatchedHiddenWeightGrad): route the per-step pre-activation term through it.
+        h_prev_box: list[Tensor] = []
+        if self.fold_hh_bias:
+            proj = _BatchedHiddenWeightGrad.apply(proj, w_hh, h_prev_box)
+        else:  # b_hh sits inside the cell (GRU): route it, per step, instead of proj
+            b_hh = proj.new_zeros(proj.shape) if b_hh is None else b_hh.expand(proj.shape)
+            b_hh = _BatchedHiddenWeightGrad.apply(b_hh, w_hh, h_prev_box)  # (T, B, G*H)
+        output, final = self._scan(proj, state, w_hh.detach(), b_hh)  # (T, B, H)
+        h_prev_box.append(torch.cat((state[0].unsqueeze(0), output[:-1])).detach())  # h_{t-1}
+        return output, final
+
+    def _batches_hh_grad(self) -> bool:
+        """Whether every step adds h W_hh^T (+ b_hh) to its pre-activation as one term, so the
+        gradient of W_hh can be batched over time by :class:`_BatchedHiddenWeightGrad`."""
+        return True
+
+    def _scan(
+        self, proj: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One layer's time loop: proj (T, B, G*H) -> outputs (T, B, H), final state."""
+        raise NotImplementedError
+
+    def _fused(
+        self, input: Tensor, states: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """torch's fused kernel on the (batched) input; same layout in, same layout out."""
+        raise NotImplementedError
+
+    def _kernel_args(self) -> tuple:
+        """The trailing arguments torch's kernels share, after the flat weight list."""
+        return (
+            self.bias,
+            self.num_layers,
+            self.dropout,
+            self.training,
+            False,  # bidirectional
+            self.batch_first,
+        )
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        if not self.bias:
+            text += ", bias=False"
+        if self.batch_first:
+            text += ", batch_first=True"
+        if self.dropout:
+            text += f", dropout={self.dropout}"
+        if self.impl != "auto":
+            text += f", impl={self.impl!r}"
+        return text
+
+
+class RNN(Recurrent):
+    r"""Multi-layer Elman RNN, a drop-in for ``torch.nn.RNN``.
+
+    Each layer computes :math:`h_t = \phi(W x_t + b_{ih} + U h_{t-1} + b_{hh})` with
+    :math:`\phi` = tanh or relu (see :class:`rnnlab.cells.RNNCell`).
+    """
+
+    num_gates = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        impl: str = "auto",
+    ) -> None:
+        if nonlinearity not in NONLINEARITIES:
+            raise ConfigError(
+                f"RNN: unknown nonlinearity {nonlinearity!r}; choose one of "
+                f"{', '.join(NONLINEARITIES)}"
+            )
+        self.nonlinearity = nonlinearity
+        self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            device,
+            dtype,
+            impl,
+        )
+
+    def _scan(
+        self, proj: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        (h,) = state
+        outputs = []
+        for gi in proj.unbind(0):  # (B, H)
+            h = RNNCell.step(gi, h, w_hh, b_hh, self.nonlinearity)
+            outputs.append(h)
+        return torch.stack(outputs), (h,)
+
+    def _fused(
+        self, input: Tensor, states: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        kernel = _VF.rnn_tanh if self.nonlinearity == "tanh" else _VF.rnn_relu
+        output, h_n = kernel(input, states[0], self._flat_weights(), *self._kernel_args())
+        return output, (h_n,)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return (
+            text if self.nonlinearity == "tanh" else text + f", nonlinearity={self.nonlinearity!r}"
+        )
+
+
+class GRU(Recurrent):
+    r"""Multi-layer GRU, a drop-in for ``torch.nn.GRU``; see :class:`rnnlab.cells.GRUCell`.
+
+    ``reset="after"`` (default) is torch's and cuDNN's form and runs on the fused kernel;
+    ``reset="before"`` (Cho et al. 2014) always runs the explicit loop.
+    """
+
+    num_gates = 3
+    fold_hh_bias = False  # b_hn sits inside r ∘ (U_n h + b_hn)
+    mode = "GRU"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        reset: str = "after",
+        impl: str = "auto",
+    ) -> None:
+        if reset not in RESET_MODES:
+            raise ConfigError(f"GRU: unknown reset {reset!r}; choose 'after' or 'before'")
+        if reset == "before" and impl == "fused":
+            raise ConfigError(
+                "GRU: torch has no fused kernel for reset='before'; use impl='auto' or 'explicit'"
+            )
+        self.reset = reset
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            device,
+            dtype,
+            impl,
+        )
+
+    def uses_fused(self) -> bool:
+        return self.impl != "explicit" and self.reset == "after"
+
+    def _batches_hh_grad(self) -> bool:
+        return self.reset == "after"  # "before" multiplies U_n by r∘h, not by h
+
+    def _scan(
+        self, proj: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        (h,) = state
+        per_step = b_hh is not None and b_hh.dim() == 3  # (T, B, 3H) from the batched gradient
+        biases = b_hh.unbind(0) if per_step else [b_hh] * proj.size(0)
+        outputs = []
+        for gi, b in zip(proj.unbind(0), biases, strict=True):  # (B, 3H) each
+            h = GRUCell.step(gi, h, w_hh, b, self.reset)
+            outputs.append(h)
+        return torch.stack(outputs), (h,)
+
+    def _fused(
+        self, input: Tensor, states: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        output, h_n = _VF.gru(input, states[0], self._flat_weights(), *self._kernel_args())
+        return output, (h_n,)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text if self.reset == "after" else text + ", reset='before'"
+
+
+class LSTM(Recurrent):
+    r"""Multi-layer LSTM, a drop-in for ``torch.nn.LSTM``; see :class:`rnnlab.cells.LSTMCell`.
+
+    ``forget_bias`` is added to the forget slice of every layer's ``bias_ih`` at initialisation
+    (Jozefowicz et al. 2015); the equations, and so the fused kernel, are unchanged.
+    """
+
+    num_gates = 4
+    num_states = 2
+    mode = "LSTM"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        forget_bias: float = 0.0,
+        impl: str = "auto",
+    ) -> None:
+        self.forget_bias = float(forget_bias)
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            impl,
+        )
+
+    def reset_parameters(self) -> None:
+        """Uniform init as torch.nn, then ``forget_bias`` added to each layer's bias_ih[H:2H]."""
+        super().reset_parameters()
+        for k in range(self.num_layers):
+            add_forget_bias(self.layer_weights(k)[2], self.hidden_size, self.forget_bias)
+
+    def _scan(
+        self, proj: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        outputs = []
+        for gi in proj.unbind(0):  # (B, 4H)
+            state = LSTMCell.step(gi, state, w_hh, b_hh)
+            outputs.append(state[0])
+        return torch.stack(outputs), state
+
+    def _fused(
+        self, input: Tensor, states: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        output, h_n, c_n = _VF.lstm(input, states, self._flat_weights(), *self._kernel_args())
+        return output, (h_n, c_n)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text if self.forget_bias == 0.0 else text + f", forget_bias={self.forget_bias}"
+
+
+class _BatchedHiddenWeightGrad(torch.autograd.Function):
+    r"""Identity on ``z`` whose backward also gives the recurrent weight's gradient in ONE GEMM.
+
+    The time loop computes every step's pre-activation as ``z_t + h_{t-1} W_hh^T`` with ``W_hh``
+    *detached*, so autograd skips the small (G*H, B) x (B, H) GEMM it would otherwise run for
+    ``dW_hh`` at every step. The gradient reaching ``z`` is then that of the pre-activations of
+    all steps, and
+
+    .. math::  \frac{\partial L}{\partial W_{hh}} = \sum_t \delta_t^\top h_{t-1}
+               = \delta_{(TB, GH)}^\top H^{prev}_{(TB, H)}
+
+    is one large GEMM, as fused RNN kernels do it. ``h_prev_box`` is a list the caller fills
+    with the detached (T, B, H) tensor of previous states once the loop has produced them.
+    First-order gradients only: double backward raises (the cells in :mod:`rnnlab.cells` are
+    plain autograd and support it).
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, z: Tensor, w_hh: Tensor, h_prev_box: list[Tensor]) -> Tensor:
+        ctx.h_prev_box = h_prev_box
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:
+        if torch.is_grad_enabled():  # backward(create_graph=True): would be silently wrong
+            raise RuntimeError(
+                "double backward through an explicit rnnlab layer is not supported; "
+                "use impl='fused', or loop over rnnlab.cells for higher-order gradients"
+            )
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            (h_prev,) = ctx.h_prev_box  # (T, B, H)
+            grad_w = grad.flatten(0, 1).t().mm(h_prev.flatten(0, 1))  # (G*H, H)
+        return grad, grad_w, None
+
+
+def make_recurrent(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    dropout: float = 0.0,
+    batch_first: bool = False,
+    impl: str = "auto",
+) -> Recurrent:
+    """Build a recurrent stack by cell name (one of :data:`CELL_NAMES`).
+
+    "rnn" (tanh), "rnn-relu", "gru", "gru-reset-before" (Cho et al. 2014 form), "lstm",
+    "lstm-fb1" (forget-gate bias initialised to 1.0, Jozefowicz et al. 2015).
+    """
+    common = {
+        "num_layers": num_layers,
+        "dropout": dropout,
+        "batch_first": batch_first,
+        "impl": impl,
+    }
+    if cell == "rnn":
+        return RNN(input_size, hidden_size, nonlinearity="tanh", **common)
+    if cell == "rnn-relu":
+        return RNN(input_size, hidden_size, nonlinearity="relu", **common)
+    if cell == "gru":
+        return GRU(input_size, hidden_size, reset="after", **common)
+    if cell == "gru-reset-before":
+        return GRU(input_size, hidden_size, reset="before", **common)
+    if cell == "lstm":
+        return LSTM(input_size, hidden_size, **common)
+    if cell == "lstm-fb1":
+        return LSTM(input_size, hidden_size, forget_bias=1.0, **common)
+    raise ConfigError(f"unknown cell {cell!r}; choose one of {', '.join(CELL_NAMES)}")
