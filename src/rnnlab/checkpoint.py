@@ -48,27 +48,44 @@ class Checkpoint:
 
 
 def _dedupe(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Drop tensors that share storage with an earlier one (tied weights); return the aliases."""
-    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    """Store tensors that are the same view of the same memory (tied weights) once.
+
+    Returns the tensors to write and ``aliases`` (dropped name -> kept name). A tensor that only
+    overlaps another one's memory (a different view) is copied, since safetensors refuses to
+    write shared memory.
+    """
+    seen: dict[tuple[Any, ...], str] = {}
+    storages: set[tuple[str, int]] = set()
     kept: dict[str, Tensor] = {}
     aliases: dict[str, str] = {}
     for name, t in tensors.items():
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        t = t.detach()
+        ptr = t.untyped_storage().data_ptr()
+        key = (t.device, ptr, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
         if t.numel() and key in seen:
             aliases[name] = seen[key]
             continue
         seen[key] = name
-        kept[name] = t.detach().to("cpu").contiguous()
+        shared = t.numel() > 0 and (t.device.type, ptr) in storages
+        storages.add((t.device.type, ptr))
+        t = t.to("cpu")
+        kept[name] = t.clone(memory_format=torch.contiguous_format) if shared else t.contiguous()
     return kept, aliases
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
-    """Write ``ckpt`` to ``path`` atomically; on failure the previous file is untouched."""
+    """Write ``ckpt`` to ``path`` atomically; on failure the previous file is untouched.
+
+    The bytes go to ``.<name>.tmp-<pid>`` beside ``path``, are fsynced and renamed over
+    ``path``; whatever fails (disk full, permissions, an interrupt), the temporary file is
+    removed and ``path`` holds the old checkpoint or none, never a partial one.
+    """
     path = Path(path)
     tensors, aliases = _dedupe(ckpt.tensors)
     meta = dict(ckpt.meta, format=FORMAT, version=VERSION, aliases=aliases)
     blob = st_save(tensors, metadata={"format": FORMAT, "rnnlab": json.dumps(meta)})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    replaced = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -76,61 +93,113 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replaced = True
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         kept = "; the previous checkpoint is kept" if path.exists() else ""
         raise CheckpointError(
-            f"could not save checkpoint {path}: {e.strerror or e}{kept}; free disk space or "
-            "fix permissions, then resume with --resume"
+            f"could not save checkpoint {path}: {e.strerror or e}{kept}; free disk space or fix "
+            f"permissions, then continue with rnnlab train --resume {path.parent}"
         ) from None
+    finally:
+        if not replaced:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable; best effort (some systems cannot open or fsync a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint onto the CPU, refusing anything that is not an rnnlab checkpoint."""
+    """Read a checkpoint onto the CPU, refusing anything that is not an rnnlab checkpoint.
+
+    ``path`` is a checkpoint file or a run directory (its best, else last, checkpoint). The
+    header is parsed by hand and checked before any tensor is read; nothing is unpickled.
+    """
     path = Path(path)
     if path.is_dir():
         path = checkpoint_in(path)
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}") from None
+        raise CheckpointError(
+            f"no checkpoint at {path}; give a run directory or checkpoint made by rnnlab train"
+        ) from None
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     header = _read_header(blob, path)
-    raw = (header.get("__metadata__") or {}).get("rnnlab")
-    if (header.get("__metadata__") or {}).get("format") != FORMAT or raw is None:
-        raise CheckpointError(f"{path} is a safetensors file but not an rnnlab checkpoint")
+    info = header.get("__metadata__")
+    info = info if isinstance(info, dict) else {}
+    raw = info.get("rnnlab")
+    if info.get("format") != FORMAT or not isinstance(raw, str):
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an rnnlab checkpoint (no rnnlab description); "
+            "give a checkpoint made by rnnlab train"
+        )
     try:
         meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path} is corrupt (its description is not JSON); retrain") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is corrupt (its description is not a JSON object); retrain")
+    version = meta.get("version", 0)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path} is corrupt (format version {version!r}); retrain")
+    if version > VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer rnnlab (format {version}); upgrade rnnlab"
+        )
+    try:
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own error types for corrupt payloads
-        raise CheckpointError(f"{path} is corrupt or truncated ({type(e).__name__})") from None
-    if meta.get("version", 0) > VERSION:
         raise CheckpointError(
-            f"{path} was written by a newer rnnlab (format {meta.get('version')}); upgrade rnnlab"
-        )
-    for alias, target in meta.get("aliases", {}).items():
+            f"{path} is corrupt or truncated ({type(e).__name__}); use the run's other checkpoint "
+            "(best/last) or retrain"
+        ) from None
+    aliases = meta.get("aliases", {})
+    if not isinstance(aliases, dict):
+        raise CheckpointError(f"{path} is corrupt (its tied-tensor table is malformed); retrain")
+    for alias, target in aliases.items():
         if target not in tensors:
-            raise CheckpointError(f"{path} is corrupt: tied tensor {target} is missing")
+            raise CheckpointError(f"{path} is corrupt: tied tensor {target} is missing; retrain")
         tensors[alias] = tensors[target]
     return Checkpoint(meta=meta, tensors=tensors)
 
 
 def _read_header(blob: bytes, path: Path) -> dict[str, Any]:
-    """Parse the safetensors header by hand first, so foreign files get a clear message."""
+    """Parse the safetensors header by hand first, so foreign files get a clear message.
+
+    Layout: 8 bytes little-endian header length ``n``, then ``n`` bytes of JSON, then the data.
+    """
     foreign = (
         f"{path} is not an rnnlab checkpoint (not a safetensors file; pickled .pt files are "
-        "refused, never loaded)"
+        "refused, never loaded); give a checkpoint made by rnnlab train"
     )
+    if len(blob) == 0:
+        raise CheckpointError(f"{path} is empty, not an rnnlab checkpoint; retrain or use another")
     if len(blob) < 8:
-        raise CheckpointError(f"{path} is empty or truncated, not an rnnlab checkpoint")
+        raise CheckpointError(f"{path} is truncated ({len(blob)} bytes), not an rnnlab checkpoint")
     n = int.from_bytes(blob[:8], "little")
+    looks_like_header = blob[8:9] == b"{"
     if n <= 0 or 8 + n > len(blob):
+        if looks_like_header and 0 < n < 1 << 32:
+            raise CheckpointError(
+                f"{path} is truncated ({len(blob)} bytes, its header alone needs {8 + n}); use "
+                "the run's other checkpoint (best/last) or retrain"
+            )
         raise CheckpointError(foreign)
     try:
         header = json.loads(blob[8 : 8 + n].decode("utf-8"))
@@ -145,7 +214,9 @@ def checkpoint_in(run_dir: str | Path, which: str = "best") -> Path:
     """The checkpoint file of a run directory: ``best`` (falling back to ``last``) or ``last``."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
-        raise CheckpointError(f"{run_dir} does not exist; give a run directory made by rnnlab train")
+        raise CheckpointError(
+            f"{run_dir} does not exist; give a run directory made by rnnlab train"
+        )
     if not run_dir.is_dir():
         return run_dir
     order = [BEST, LAST] if which == "best" else [LAST]
@@ -208,6 +279,7 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write a small JSON file atomically (the run config, results)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    replaced = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
@@ -216,6 +288,14 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        replaced = True
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write {path}: {e.strerror or e}") from None
+        raise CheckpointError(
+            f"could not write {path}: {e.strerror or e}; free disk space or fix permissions"
+        ) from None
+    finally:
+        if not replaced:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass

@@ -15,9 +15,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from rnnlab.errors import ConfigError, DataError, RnnlabError
+from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError
 
 log = logging.getLogger("rnnlab")
 
@@ -63,29 +63,46 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "threads": ("train", "threads"),
 }
 # what may change when a run is resumed (extending it, moving it to another device)
-RESUME_FLAGS = {"epochs", "max_steps", "max_minutes", "save_every", "log_every", "device", "patience", "threads"}
+RESUME_FLAGS = {
+    "epochs",
+    "max_steps",
+    "max_minutes",
+    "save_every",
+    "log_every",
+    "device",
+    "patience",
+    "threads",
+}
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a language model (no arguments: the quick offline default)")
+    p = sub.add_parser(
+        "train", help="train a language model (no arguments: the quick offline default)"
+    )
     p.add_argument("--preset", help="a named setup (see README); flags override it")
     src = p.add_argument_group("data")
     src.add_argument("--corpus", help="a named corpus (rnnlab corpora lists them)")
-    src.add_argument("--text", help="a local text file (split 90/5/5 unless --valid-text/--test-text)")
+    src.add_argument(
+        "--text", help="a local text file (split 90/5/5 unless --valid-text/--test-text)"
+    )
     src.add_argument("--valid-text")
     src.add_argument("--test-text")
     src.add_argument("--encoding", help="encoding of --text files (default utf-8)")
     src.add_argument("--level", choices=["char", "word"])
     src.add_argument("--min-count", type=int)
     src.add_argument("--max-vocab", type=int)
-    src.add_argument("--data-fraction", type=float, help="train on the first fraction of the training text")
+    src.add_argument(
+        "--data-fraction", type=float, help="train on the first fraction of the training text"
+    )
     m = p.add_argument_group("model")
     m.add_argument("--cell", help="rnn, rnn-relu, gru, gru-reset-before, lstm, lstm-fb1")
     m.add_argument("--layers", type=int)
     m.add_argument("--hidden", type=int)
     m.add_argument("--embed", type=int)
     m.add_argument("--dropout", type=float)
-    m.add_argument("--tie", action="store_const", const=True, help="tie decoder and embedding weights")
+    m.add_argument(
+        "--tie", action="store_const", const=True, help="tie decoder and embedding weights"
+    )
     m.add_argument("--init-range", type=float, help="uniform init in ±X (Zaremba et al.)")
     m.add_argument("--impl", choices=["auto", "fused", "explicit"])
     o = p.add_argument_group("optimization")
@@ -105,7 +122,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int)
     t.add_argument("--max-steps", type=int)
     t.add_argument("--max-minutes", type=float)
-    t.add_argument("--patience", type=int, help="stop after N epochs without validation improvement")
+    t.add_argument(
+        "--patience", type=int, help="stop after N epochs without validation improvement"
+    )
     t.add_argument("--seed", type=int)
     t.add_argument("--save-every", type=int, help="checkpoint every N steps (default: every epoch)")
     t.add_argument("--log-every", type=int)
@@ -137,6 +156,8 @@ def build_run_config(args: argparse.Namespace) -> Any:
             d["data"].pop(key, None)
     for flag, value in given.items():
         section, name = TRAIN_FLAGS[flag]
+        if flag in ("text", "valid_text", "test_text"):
+            value = str(Path(value).absolute())  # the run is used later from other directories
         d[section][name] = value
     return RunConfig.from_dict({**d, "preset": preset})
 
@@ -163,14 +184,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = build_run_config(args)
         name = config.preset or Path(config.data.describe()).stem
-        run_dir = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = (
+            Path(args.out)
+            if args.out
+            else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
         if (run_dir / "run.json").exists():
-            raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
-    print(f"rnnlab: run directory {run_dir}", file=sys.stderr)
+            raise ConfigError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                "or pick another --out"
+            )
     trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     data = trainer.data
     print(
-        f"rnnlab: {data.name} ({data.level}), {len(data.train):,} train tokens, vocabulary {len(data.vocab):,}; "
+        f"rnnlab: run directory {run_dir}; "
+        f"{data.name} ({data.level}), {len(data.train):,} train tokens, "
+        f"vocabulary {len(data.vocab):,}; "
         f"{config.model.cell} {config.model.num_layers}x{config.model.hidden_size}, "
         f"{trainer.model.num_parameters():,} parameters, device {trainer.device}",
         file=sys.stderr,
@@ -190,7 +219,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         length = 300 if data.level == "char" else 60
         sample_text = generate(
-            trainer.model, data.vocab, data.level, length=length, cfg=SamplingConfig(temperature=0.8), seed=0
+            trainer.model,
+            data.vocab,
+            data.level,
+            length=length,
+            cfg=SamplingConfig(temperature=0.8),
+            seed=0,
         )[0]
     if args.json:
         summary["sample"] = sample_text
@@ -199,8 +233,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     for split in ("valid", "test"):
         r = summary[split]
         bpc = f", {r['bpc']:.3f} bits/char" if "bpc" in r else ""
-        print(f"{split}: loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}{bpc} ({r['tokens']:,} tokens)")
-    print(f"trained {summary['steps']} steps in {summary['wall_time']:.0f}s; checkpoints in {run_dir}")
+        print(
+            f"{split}: loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}{bpc} "
+            f"({r['tokens']:,} tokens)"
+        )
+    print(
+        f"trained {summary['steps']} steps in {summary['wall_time']:.0f}s; checkpoints in {run_dir}"
+    )
     if sample_text is not None:
         print("--- sample (temperature 0.8) ---")
         print(sample_text)
@@ -214,15 +253,23 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus")
     p.add_argument("--text")
     p.add_argument("--encoding", default="utf-8")
-    p.add_argument("--batch-size", type=int, default=10, help="columns (1 = every token sees its whole history)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=10,
+        help="columns (1 = every token sees its whole history)",
+    )
     p.add_argument("--bptt", type=int, default=100)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--allow-unk", action="store_true", help="evaluate even when many tokens are unknown")
+    p.add_argument(
+        "--allow-unk", action="store_true", help="evaluate even when many tokens are unknown"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
 
-UNK_LIMIT = 0.10  # more unknown tokens than this means the text is not what the model was trained on
+# more unknown tokens than this means the text is not what the model was trained on
+UNK_LIMIT = 0.10
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -231,24 +278,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rnnlab.train import load_model
 
     model, vocab, ckpt = load_model(args.run_dir, device=args.device)
-    data_cfg = DataConfig.from_dict(ckpt.meta["run"]["data"])
     if args.corpus or args.text:
-        data_cfg = DataConfig(corpus=args.corpus, text=args.text, encoding=args.encoding, level=ckpt.meta["level"])
-    data = load_data(data_cfg, vocab=vocab)
+        data_cfg = DataConfig(
+            corpus=args.corpus, text=args.text, encoding=args.encoding, level=ckpt.meta["level"]
+        )
+        data = load_data(data_cfg, vocab=vocab)
+    else:
+        recorded = (ckpt.meta.get("run") or {}).get("data")
+        if not isinstance(recorded, dict):
+            raise CheckpointError(
+                f"{args.run_dir} does not record its training data; "
+                "pass --text FILE or --corpus NAME"
+            )
+        try:
+            data = load_data(DataConfig.from_dict(recorded), vocab=vocab)
+        except DataError as e:
+            raise DataError(
+                f"{e} (the run's own data); or evaluate other text with --text FILE "
+                "or --corpus NAME"
+            ) from None
     ids = data.split(args.split)
     unk = float((ids == vocab.unk_id).float().mean()) if len(ids) else 0.0
     if unk > UNK_LIMIT and not args.allow_unk:
         raise DataError(
-            f"{unk:.0%} of the {args.split} tokens are outside the model's vocabulary (it was trained on "
+            f"{unk:.0%} of the {args.split} tokens are outside the model's vocabulary "
+            "(it was trained on "
             f"{ckpt.meta.get('corpus')}); evaluate on matching text or pass --allow-unk"
         )
-    result = evaluate(model, ids, batch_size=args.batch_size, bptt=args.bptt, level=ckpt.meta["level"])
+    result = evaluate(
+        model, ids, batch_size=args.batch_size, bptt=args.bptt, level=ckpt.meta["level"]
+    )
     out = dict(result.to_dict(), split=args.split, corpus=data.name)
     if args.json:
         print(json.dumps(out))
     else:
         bpc = f", {result.bpc:.4f} bits/char" if result.bpc is not None else ""
-        print(f"{data.name} {args.split}: loss {result.loss:.4f}, perplexity {result.perplexity:.2f}{bpc} ({result.tokens:,} tokens)")
+        print(
+            f"{data.name} {args.split}: loss {result.loss:.4f}, "
+            f"perplexity {result.perplexity:.2f}{bpc} ({result.tokens:,} tokens)"
+        )
     return 0
 
 
@@ -274,7 +342,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     model, vocab, ckpt = load_model(args.run_dir, device=args.device)
     texts = generate(
-        model, vocab, ckpt.meta["level"], prime=args.prime, length=args.length, cfg=cfg, count=args.count, seed=args.seed
+        model,
+        vocab,
+        ckpt.meta["level"],
+        prime=args.prime,
+        length=args.length,
+        cfg=cfg,
+        count=args.count,
+        seed=args.seed,
     )
     if args.json:
         print(json.dumps([{"text": t} for t in texts], ensure_ascii=False))
@@ -308,7 +383,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         try:
             text = raw.decode(args.encoding).lstrip("\ufeff")
         except (UnicodeDecodeError, LookupError):
-            raise DataError(f"standard input is not valid {args.encoding}; pass the right --encoding") from None
+            raise DataError(
+                f"standard input is not valid {args.encoding}; pass the right --encoding"
+            ) from None
     else:
         text = read_text_file(args.text, encoding=args.encoding)
     model, vocab, ckpt = load_model(args.run_dir, device=args.device)
@@ -321,7 +398,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "tokens": [{"token": t, "id_token": s.token, "logprob": s.logprob} for t, s in zip(tokens, scores, strict=True)],
+                    "tokens": [
+                        {"token": t, "id_token": s.token, "logprob": s.logprob}
+                        for t, s in zip(tokens, scores, strict=True)
+                    ],
                     "total_logprob": total,
                     "count": len(scores),
                     "perplexity": ppl,
@@ -358,9 +438,18 @@ def cmd_corpora(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: ``rnnlab: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"rnnlab: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnnlab", description="Recurrent neural language models.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser = _Parser(prog="rnnlab", description="Recurrent neural language models.")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress details to stderr"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_train, _add_eval, _add_sample, _add_score, _add_corpora):
         add(sub)
@@ -368,23 +457,60 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (0 success, 2 bad input, 3 diverged, 130 interrupted).
+
+    Every failure is one line on stderr starting ``rnnlab: error:``, never a traceback (with
+    ``--verbose`` an unexpected error also logs its traceback, for a bug report).
+    """
     parser = make_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "train"])
+    except SystemExit as e:  # --help, or a usage error already printed as one line
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="rnnlab: %(message)s", stream=sys.stderr
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="rnnlab: %(message)s",
+        stream=sys.stderr,
     )
-    if args.command is None:
-        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "train"])
     try:
         return int(args.func(args) or 0)
     except RnnlabError as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
+        print(f"rnnlab: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("rnnlab: interrupted", file=sys.stderr)
+        print("rnnlab: error: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # disk full, permissions, a file vanishing under us
+        where = f" ({e.filename})" if e.filename else ""
+        print(
+            f"rnnlab: error: {e.strerror or e}{where}; "
+            "free disk space or fix permissions and retry",
+            file=sys.stderr,
+        )
+        return 1
+    except MemoryError:
+        print(
+            "rnnlab: error: out of memory; use a smaller model, --batch-size or --bptt",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as e:  # a bug: still one line, the traceback only with --verbose
+        if args.verbose:
+            log.info("unexpected error", exc_info=True)
+        print(
+            f"rnnlab: error: unexpected {type(e).__name__}: {_one_line(str(e))}; this is a bug in "
+            "rnnlab, please report it with the output of --verbose",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

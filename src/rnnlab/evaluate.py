@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnlab.errors import DataError
+from rnnlab.errors import ConfigError, DataError
 from rnnlab.model import LanguageModel, detach_state, perplexity
 
 IGNORE = -100
@@ -69,6 +69,10 @@ def evaluate(
     level: str | None = None,
 ) -> EvalResult:
     """Exact mean cross-entropy of ``model`` on the 1-D id stream ``ids``."""
+    if batch_size < 1 or bptt < 1:
+        raise ConfigError(
+            f"evaluation batch size and bptt must be positive, got {batch_size} and {bptt}"
+        )
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnlab import checkpoint as ck
-from rnnlab.batching import batchify, iter_windows, window_lengths
+from rnnlab.batching import batchify, check_enough, iter_windows, window_lengths
 from rnnlab.dataset import DataConfig, LMData, load_data
 from rnnlab.errors import ConfigError, RnnlabError, TrainingDiverged
 from rnnlab.evaluate import EvalResult, evaluate
@@ -72,6 +72,12 @@ class OptimConfig:
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
         if self.clip < 0:
             raise ConfigError(f"clip must be >= 0 (0 turns clipping off), got {self.clip}")
+        for name in ("momentum", "weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("decay_factor", "plateau_factor"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
@@ -88,6 +94,7 @@ class TrainConfig:
     patience: int | None = None
     seed: int = 1
     save_every: int | None = None
+    eval_every: int | None = None  # also validate every N steps (log-only: learning curves)
     log_every: int = 200
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads (None: torch's default)
@@ -97,7 +104,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("max_steps", "save_every", "patience", "threads"):
+        for name in ("max_steps", "save_every", "eval_every", "patience", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -231,9 +238,8 @@ class Trainer:
         )
         self.model = LanguageModel(self.model_config).to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), config.optim)
+        check_enough(len(self.data.train), config.train.batch_size, config.train.bptt)
         self.train_data = batchify(self.data.train, config.train.batch_size).to(self.device)
-        if self.train_data.size(0) < 2:
-            raise RnnlabError("the training text is too short for one batch")
         self.progress = Progress(lr=config.optim.lr)
         self.state: State | None = None
         if resume_ckpt is not None:
@@ -364,6 +370,16 @@ class Trainer:
                             loss=f"{mean:.3f}", ppl=f"{row['train_ppl']:.1f}", tok_s=f"{row['tokens_per_s']:.0f}"
                         )
                     window_tokens, window_loss, window_count, mark = 0, 0.0, 0, now
+                every = cfg.train.eval_every
+                if every and p.step % every == 0 and p.window < len(lengths):
+                    # Log-only validation for learning curves (the epoch end validates anyway):
+                    # the schedule's memory (best_valid, bad_epochs) is untouched; the best
+                    # checkpoint may improve.
+                    tick = time.perf_counter()
+                    p.elapsed = elapsed0 + tick - started
+                    if self._validate_if_needed(schedule=False):
+                        self.save(best=True)
+                    mark += time.perf_counter() - tick  # tokens/s counts training time only
                 if cfg.train.save_every and p.step % cfg.train.save_every == 0:
                     p.elapsed = elapsed0 + time.perf_counter() - started
                     self.save()
@@ -536,6 +552,8 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[LanguageModel, Vo
     try:
         config = LanguageModelConfig.from_dict(ckpt.meta["model"])
         vocab = Vocab.from_dict(ckpt.meta["vocab"])
+        if ckpt.meta["level"] not in ("char", "word"):
+            raise TypeError(f"level {ckpt.meta['level']!r}")
     except (KeyError, TypeError, RnnlabError) as e:
         raise ck.CheckpointError(f"checkpoint {path} has an invalid description ({e})") from None
     if len(vocab) != config.vocab_size:
