@@ -21,6 +21,14 @@ class Preset:
 
 
 def _zaremba(hidden: int, dropout: float, bptt: int, epochs: int, decay: float, start: int, clip: float, init: float) -> dict:
+    """Zaremba et al.'s setup in rnnlab's units.
+
+    Their code minimises the cross-entropy SUMMED over the ``bptt`` steps of a window (averaged
+    over the batch) with learning rate 1 and clips that gradient's norm at ``clip``. rnnlab
+    minimises the mean over all tokens, whose gradient is ``bptt`` times smaller; the same updates
+    are learning rate ``bptt`` and clipping at ``clip / bptt`` (hence the PyTorch example's lr 20
+    and clip 0.25 for the small model).
+    """
     return {
         "data": {"corpus": "ptb", "level": "word"},
         "model": {
@@ -33,8 +41,8 @@ def _zaremba(hidden: int, dropout: float, bptt: int, epochs: int, decay: float, 
         },
         "optim": {
             "optimizer": "sgd",
-            "lr": 1.0,
-            "clip": clip,
+            "lr": float(bptt),
+            "clip": clip / bptt,
             "schedule": "decay",
             "decay_start": start,
             "decay_factor": decay,
