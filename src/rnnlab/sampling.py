@@ -1,24 +1,42 @@
-"""Sampling from a language model: temperature, top-k, top-p (nucleus), greedy; priming text.
+"""Decoding a language model: temperature, top-k, top-p, greedy, beam search; priming and stops.
 
-Generation runs one step at a time with the hidden state carried, so the prefix is read once:
+Generation runs one step at a time with the hidden state carried, so the context is read once
+(:mod:`rnnlab.stepper` makes each step a few fused ops)::
 
-    prime ──> model(prime, state0) ──> state, logits ──> pick w1 ──> model(w1, state) ──> ... wN
+    "\\n" + prime ──> start ──> logits ──> pick w1 ──> step(w1) ──> logits ──> pick w2 ──> ... wN
 
-Each pick draws from softmax(logits / T), restricted to the k most likely tokens (top-k) and/or
-to the smallest set whose probability reaches p (top-p, Holtzman et al. 2020). ``temperature=0``
-is greedy decoding.
+**Sampling.** Each pick draws from :math:`\\mathrm{softmax}(z / T)` over the logits :math:`z`,
+restricted to the k most likely tokens (top-k, Fan et al. 2018) and/or to the smallest set whose
+probability reaches p (top-p or nucleus sampling, Holtzman et al. 2020). ``temperature=0`` is
+greedy decoding (the argmax). ``count`` samples run at once as the rows of one batch, and a
+``torch.Generator`` seeded with ``seed`` makes the output reproducible.
+
+**Beam search** keeps the ``beam`` most probable partial sequences, extends each by every token
+and keeps the best ``beam`` again. A sequence ends when a stop condition holds or at the length
+limit. Finished sequences of different lengths are compared by the length-normalised score
+
+.. math::  s(y) = \\frac{\\log p(y \\mid \\text{context})}{|y|^{\\alpha}}
+
+(``length_penalty`` :math:`\\alpha`; 0 compares raw log-probabilities, which favours short
+sequences; 1 compares the mean log-probability per token).
+
+**Stops.** ``stop`` strings end a sample as soon as its text contains one; the returned text is
+cut before the stop string. ``length`` is the maximum number of generated tokens.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from rnnlab.errors import ConfigError
-from rnnlab.model import LanguageModel
-from rnnlab.vocab import Vocab, make_tokenizer
+from rnnlab.stepper import Stepper, make_stepper
+from rnnlab.vocab import Tokenizer, Vocab, make_tokenizer
+
+StopFn = Callable[[Sequence[int]], bool]
 
 
 @dataclass
@@ -38,29 +56,75 @@ class SamplingConfig:
             raise ConfigError(f"top-p must be in (0, 1], got {self.top_p}")
 
 
+@dataclass
+class Hypothesis:
+    """One beam-search result: generated ids (context excluded, stop token included).
+
+    ``logprob`` is :math:`\\sum_t \\log p(y_t \\mid y_{<t}, \\text{context})`; ``score`` is the
+    length-normalised ``logprob / len(tokens) ** length_penalty``; ``finished`` is True when a
+    stop condition ended it, False when it was cut at the length limit.
+    """
+
+    tokens: list[int]
+    logprob: float
+    score: float
+    finished: bool
+
+
+# ------------------------------------------------------------------------------ one pick
+
+
 def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:
-    """Scaled logits (..., V) with the tokens outside top-k / top-p set to -inf."""
+    """Scaled logits (..., V) with the tokens outside top-k / top-p set to -inf.
+
+    Top-k keeps every token whose logit is at least the k-th largest (ties at the k-th value
+    are all kept). Top-p keeps a token when the probability mass of the tokens ranked strictly
+    before it is < p: the smallest set whose mass reaches p.
+    """
     logits = logits.float() / max(cfg.temperature, 1e-8)
     if cfg.top_k is not None and cfg.top_k < logits.size(-1):
-        kth = torch.topk(logits, cfg.top_k, dim=-1).values[..., -1:]
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[..., -1:]  # (..., 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if cfg.top_p is not None and cfg.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = torch.softmax(sorted_logits, dim=-1)
-        # keep a token when the mass strictly before it is < p: the smallest set reaching p
-        before = torch.cumsum(probs, dim=-1) - probs
+        before = torch.cumsum(probs, dim=-1) - probs  # mass ranked strictly before each token
         drop_sorted = before >= cfg.top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
 
 
-def pick(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None) -> Tensor:
-    """One token id per row of ``logits`` (B, V)."""
+def pick(
+    logits: Tensor,
+    cfg: SamplingConfig,
+    generator: torch.Generator | None = None,
+    allowed: Tensor | None = None,
+) -> Tensor:
+    """One token id per row of ``logits`` (B, V).
+
+    ``allowed`` (B, V) or (V,) bool restricts the choice before temperature, top-k and top-p
+    apply (constrained decoding); every row must allow at least one token.
+    """
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
     if cfg.temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(filter_logits(logits, cfg), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A private random stream: seeded when ``seed`` is given, else from OS entropy."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+# ------------------------------------------------------------------------------ context, stops
 
 
 def boundary_token(vocab: Vocab, level: str) -> int:
@@ -71,9 +135,175 @@ def boundary_token(vocab: Vocab, level: str) -> int:
     return vocab.unk_id
 
 
-@torch.no_grad()
+def prime_tokens(prime: str, level: str) -> list[str]:
+    """The tokens of a prime: an unfinished line at word level (no closing ``<eos>``)."""
+    tokens = make_tokenizer(level).tokenize(prime) if prime else []
+    if level == "word" and tokens and tokens[-1] == "<eos>" and not prime.endswith("\n"):
+        tokens = tokens[:-1]
+    return tokens
+
+
+class StopStrings:
+    """``stop(tokens)`` is True once the text of ``tokens`` contains one of ``strings``.
+
+    Only the tail that can hold a new match is decoded: every token is at least one character,
+    so a stop string of n characters lies within the last n tokens.
+    """
+
+    def __init__(self, strings: Sequence[str], itos: Sequence[str], tokenizer: Tokenizer) -> None:
+        self.strings = [s for s in strings if s]
+        if len(self.strings) != len(strings):
+            raise ConfigError("stop strings must not be empty")
+        self.itos = itos
+        self.tokenizer = tokenizer
+        self.window = max((len(s) for s in self.strings), default=0)
+
+    def __bool__(self) -> bool:
+        return bool(self.strings)
+
+    def __call__(self, tokens: Sequence[int]) -> bool:
+        tail = self.tokenizer.detokenize([self.itos[i] for i in tokens[-self.window :]])
+        return any(s in tail for s in self.strings)
+
+    def cut(self, text: str) -> str:
+        """``text`` up to (not including) the first stop string."""
+        ends = [i for i in (text.find(s) for s in self.strings) if i >= 0]
+        return text[: min(ends)] if ends else text
+
+
+# ------------------------------------------------------------------------------ decoders
+
+
+def sample_ids(
+    stepper: Stepper,
+    context: Sequence[int],
+    *,
+    length: int,
+    count: int = 1,
+    cfg: SamplingConfig | None = None,
+    generator: torch.Generator | None = None,
+    stop: StopFn | None = None,
+) -> list[list[int]]:
+    """``count`` samples of up to ``length`` ids after ``context``, drawn as one batch.
+
+    A row stops after the step at which ``stop(row_ids)`` first holds (those ids included); the
+    loop ends when every row has stopped or at ``length``.
+    """
+    cfg = cfg or SamplingConfig()
+    if length < 1 or count < 1:
+        raise ConfigError(f"length and count must be positive, got {length} and {count}")
+    device = stepper.device
+    with torch.inference_mode():
+        logits, state = stepper.start(torch.tensor(list(context), device=device), count)
+        out = torch.empty(length, count, dtype=torch.long, device=device)  # (length, count)
+        rows: list[list[int]] = [[] for _ in range(count)]
+        done = [False] * count
+        steps = length
+        for t in range(length):
+            nxt = pick(logits, cfg, generator)  # (count,)
+            out[t] = nxt
+            if stop is not None:
+                for b, token in enumerate(nxt.tolist()):
+                    if not done[b]:
+                        rows[b].append(token)
+                        done[b] = stop(rows[b])
+                if all(done):
+                    steps = t + 1
+                    break
+            if t + 1 < length:
+                logits, state = stepper.step(nxt, state)
+    if stop is not None:
+        return rows
+    return out[:steps].t().tolist()
+
+
+def beam_search(
+    model: object,
+    context: Sequence[int],
+    *,
+    beam: int = 4,
+    length: int = 100,
+    length_penalty: float = 1.0,
+    stop: StopFn | None = None,
+    stepper: Stepper | None = None,
+) -> list[Hypothesis]:
+    """The ``beam`` best continuations of ``context`` found by beam search, best first.
+
+    Args:
+        model: a LanguageModel or any object with ``forward(tokens, state) -> (logits, state)``
+            (ignored when ``stepper`` is given).
+        context: the ids read before generation (at least one).
+        beam: hypotheses kept at each step.
+        length: maximum generated tokens; unfinished hypotheses are scored there.
+        length_penalty: :math:`\\alpha` of ``score = logprob / len ** alpha``.
+        stop: ``stop(ids) -> bool`` ends a hypothesis (e.g. it emitted a newline).
+
+    Each step scores every (hypothesis, token) pair, keeps the ``2 * beam`` best candidates,
+    moves those that ``stop`` to the finished pool and keeps up to ``beam`` live ones. The search
+    ends when no hypothesis is live, or when ``beam`` finished ones exist and no live one can
+    still beat them: a live hypothesis with log-probability ``lp <= 0`` can at best reach
+    ``lp / length ** alpha``. With a beam as large as the number of sequences it is exhaustive.
+    """
+    if beam < 1 or length < 1:
+        raise ConfigError(f"beam and length must be positive, got {beam} and {length}")
+    if length_penalty < 0:
+        raise ConfigError(f"length penalty must be >= 0, got {length_penalty}")
+    stepper = stepper or make_stepper(model)
+    device = stepper.device
+
+    def score(logprob: float, n: int) -> float:
+        return logprob / n**length_penalty
+
+    finished: list[Hypothesis] = []
+    live: list[list[int]] = [[]]
+    with torch.inference_mode():
+        logits, state = stepper.start(torch.tensor(list(context), device=device), 1)
+        live_lp = torch.zeros(1, dtype=torch.float64, device=device)  # (n_live,)
+        for t in range(length):
+            logp = torch.log_softmax(logits.double(), dim=-1)  # (n_live, V)
+            vocab_size = logp.size(-1)
+            cand = (live_lp.unsqueeze(1) + logp).view(-1)  # (n_live * V,)
+            top_lp, top_idx = cand.topk(min(2 * beam, cand.numel()))
+            keep_rows, keep_tokens, keep_lp, next_live = [], [], [], []
+            for lp, idx in zip(top_lp.tolist(), top_idx.tolist(), strict=True):
+                if lp == float("-inf"):
+                    break
+                row, token = divmod(idx, vocab_size)
+                seq = live[row] + [token]
+                if stop is not None and stop(seq):
+                    finished.append(Hypothesis(seq, lp, score(lp, len(seq)), True))
+                    continue
+                keep_rows.append(row)
+                keep_tokens.append(token)
+                keep_lp.append(lp)
+                next_live.append(seq)
+                if len(next_live) == beam:
+                    break
+            live = next_live
+            if not live or t + 1 == length:
+                break
+            live_lp = torch.tensor(keep_lp, dtype=torch.float64, device=device)
+            if len(finished) >= beam:
+                worst = sorted(h.score for h in finished)[-beam]
+                if max(keep_lp) / length**length_penalty <= worst:
+                    live, keep_lp = [], []
+                    break
+            index = torch.tensor(keep_rows, device=device)
+            tokens = torch.tensor(keep_tokens, device=device)
+            logits, state = stepper.step(tokens, stepper.select(state, index))
+        finished += [
+            Hypothesis(seq, lp, score(lp, len(seq)), False)
+            for seq, lp in zip(live, keep_lp, strict=True)
+        ]
+    finished.sort(key=lambda h: h.score, reverse=True)
+    return finished[:beam]
+
+
+# ------------------------------------------------------------------------------ text in, text out
+
+
 def generate(
-    model: LanguageModel,
+    model: object,
     vocab: Vocab,
     level: str,
     *,
@@ -82,31 +312,71 @@ def generate(
     cfg: SamplingConfig | None = None,
     count: int = 1,
     seed: int | None = None,
+    stop: Sequence[str] = (),
+    beam: int | None = None,
+    length_penalty: float = 1.0,
+    dtype: torch.dtype | None = None,
 ) -> list[str]:
-    """``count`` continuations of ``prime``, each ``length`` tokens long, decoded to text."""
+    """``count`` continuations of ``prime`` (each including the prime), decoded to text.
+
+    Each has at most ``length`` generated tokens and ends before the first ``stop`` string.
+    With ``beam``, the ``count`` best beam-search results (``count <= beam``; ``cfg`` and
+    ``seed`` are not used: beam search is deterministic); otherwise ``count`` samples.
+    ``dtype=torch.bfloat16`` runs the fast stepper in reduced precision (faster, approximate;
+    see :class:`rnnlab.stepper.FastStepper`).
+    """
     cfg = cfg or SamplingConfig()
     if length < 1 or count < 1:
         raise ConfigError(f"length and count must be positive, got {length} and {count}")
-    model.eval()
-    device = next(model.parameters()).device
+    if beam is not None and not 1 <= count <= beam:
+        raise ConfigError(
+            f"beam search returns at most --beam results: count {count} > beam {beam}"
+        )
+    if hasattr(model, "eval"):
+        model.eval()
     tokenizer = make_tokenizer(level)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    prime_ids = [boundary_token(vocab, level)]
-    prime_tokens = tokenizer.tokenize(prime) if prime else []
-    if level == "word" and prime_tokens and prime_tokens[-1] == "<eos>" and not prime.endswith("\n"):
-        prime_tokens = prime_tokens[:-1]  # a prime is an unfinished line
-    prime_ids += vocab.encode(prime_tokens)
-    x = torch.tensor(prime_ids, device=device).unsqueeze(1).expand(-1, count)  # (P, count)
-    logits, state = model(x, model.init_state(count))
-    last = logits[-1]  # (count, V)
-    out = torch.empty(length, count, dtype=torch.long, device=device)
-    for t in range(length):
-        nxt = pick(last, cfg, generator)
-        out[t] = nxt
-        logits, state = model(nxt.unsqueeze(0), state)
-        last = logits[0]
+    start = prime_tokens(prime, level)
+    context = [boundary_token(vocab, level)] + vocab.encode(start)
+    stopper = StopStrings(list(stop), vocab.itos, tokenizer)
+    stepper = make_stepper(model, dtype=dtype)
+    if beam is not None:
+        hyps = beam_search(
+            model,
+            context,
+            beam=beam,
+            length=length,
+            length_penalty=length_penalty,
+            stop=stopper or None,
+            stepper=stepper,
+        )
+        rows = [h.tokens for h in hyps[:count]]
+    else:
+        generator = make_generator(seed, stepper.device)
+        rows = sample_ids(
+            stepper,
+            context,
+            length=length,
+            count=count,
+            cfg=cfg,
+            generator=generator,
+            stop=stopper or None,
+        )
+    k = len(tokenizer.detokenize(start))  # the prime's text is a prefix of every result
     texts = []
-    for column in out.t().tolist():
-        texts.append(tokenizer.detokenize(prime_tokens + vocab.decode(column)))
+    for row in rows:
+        full = tokenizer.detokenize(start + vocab.decode(row))
+        texts.append(full[:k] + stopper.cut(full[k:]))
     return texts
+
+
+def sequence_logprob(model: object, context: Sequence[int], tokens: Sequence[int]) -> float:
+    """:math:`\\log p(\\text{tokens} \\mid \\text{context})` under ``model``, step by step."""
+    stepper = make_stepper(model)
+    device = stepper.device
+    total = 0.0
+    with torch.inference_mode():
+        logits, state = stepper.start(torch.tensor(list(context), device=device), 1)
+        for token in tokens:
+            total += float(torch.log_softmax(logits.double(), dim=-1)[0, token])
+            logits, state = stepper.step(torch.tensor([token], device=device), state)
+    return total

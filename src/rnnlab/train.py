@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -30,9 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnlab import checkpoint as ck
-from rnnlab.batching import batchify, check_enough, iter_windows, window_lengths
+from rnnlab import distributed
+from rnnlab.batching import batchify, check_enough, column_slice, iter_windows, window_lengths
 from rnnlab.dataset import DataConfig, LMData, load_data
-from rnnlab.errors import ConfigError, RnnlabError, TrainingDiverged
+from rnnlab.errors import ConfigError, DataError, RnnlabError, TrainingDiverged
 from rnnlab.evaluate import EvalResult, evaluate
 from rnnlab.model import LanguageModel, LanguageModelConfig, State, detach_state, perplexity
 from rnnlab.vocab import Vocab
@@ -70,7 +72,7 @@ class OptimConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
-        if self.clip < 0:
+        if not self.clip >= 0:  # NaN too
             raise ConfigError(f"clip must be >= 0 (0 turns clipping off), got {self.clip}")
         for name in ("momentum", "weight_decay"):
             if not getattr(self, name) >= 0:
