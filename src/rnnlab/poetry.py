@@ -1,0 +1,611 @@
+"""Classical Chinese quatrains (绝句) and regulated verse (律诗) whose form is guaranteed.
+
+**Form.** A poem has 4 (绝句) or 8 (律诗) lines of 5 (五言) or 7 (七言) characters; "，" follows
+the odd lines and "。" the even ones. The form is not hoped for, it is built: decoding walks a
+template in which the punctuation is placed by the template itself, and every character slot
+is masked so that only Chinese characters (CJK Unified Ideographs) of the model's vocabulary can
+be drawn: never ``<unk>``, punctuation, Latin letters or a newline. At the last slot of a line,
+any character that would make the line identical to an earlier line is masked too, so no line
+repeats another. Options: an acrostic (藏头诗: line k starts with the k-th given character), a
+given first line, or given starting characters. Nothing is ever retried: one pass per poem, with
+``count`` poems decoded as the rows of one batch. The model sees the text as the ``tang`` corpus
+holds it: a newline, then the poem on one line (``床前明月光，疑是地上霜。...``).
+
+**Prosody** (optional constraints), computed from *modern* Mandarin readings with ``pypinyin``.
+This only approximates the Middle Chinese tones and rhymes the Tang poets wrote in: the entering
+tone (入声) has merged into all four modern tones, and some rhymes have split or merged.
+
+* Tones: tones 1-2 are level (平), tones 3-4 oblique (仄). A character fits a slot if ANY of its
+  readings fits (polyphonic characters); neutral-tone readings are ignored when a character has a
+  toned one; a character with no toned reading (or unknown to pypinyin) fits every slot.
+* Tone patterns (平仄): the four standard quatrain patterns, built from the four line types
+  (five-character form; the seven-character line puts the opposite of the first two tones in
+  front, e.g. 平平 + 仄仄平平仄)::
+
+      A 仄仄平平仄   B 平平仄仄平   C 平平平仄仄   D 仄仄仄平平
+
+  The first line is one of A, B, C, D; the others follow the rules of opposition (对: lines
+  2, 4, ... oppose the line before and rhyme) and adhesion (粘: lines 3, 5, ... repeat the
+  second tone of the line before and do not rhyme): A B C D, D B C D, C D A B, B D A B; a
+  律诗 goes on by the same rules (A B C D A B C D, D B C D A B C D, ...). They are named by
+  the tone of the first line's second character (平起 / 仄起) and whether the first line
+  ends level, i.e. rhymes (首句入韵). Positions 1 and 3 (五言) or 1, 3 and 5 (七言) are free
+  (一三五不论); the finer rules (孤平, 三平尾) are not enforced.
+* Rhyme: lines 2 and 4 (and 6, 8) end in characters of one rhyme group. Groups are the thirteen
+  rhyme classes of northern Chinese (十三辙) by pinyin final (韵母), :data:`RHYME_GROUPS`; a
+  character belongs to the group of each of its readings.
+
+Constraints are enforced by masking at each slot: each poem keeps the set of tone patterns and
+of rhyme groups still open to it; a slot allows the characters that fit any open pattern (and,
+at a rhyme slot, any open group), and the drawn character closes the patterns and groups it does
+not fit. Rhyme groups are open only if they have at least as many usable characters as the poem
+has lines, so a slot can never be left empty; a request that cannot be met (too few characters,
+a given first line that fits no tone pattern) fails before decoding with one
+:class:`~rnnlab.errors.ConfigError` line. Each poem is then checked independently by
+:func:`check_form`, :func:`check_rhyme` and :func:`check_tones`, and reports what it satisfies.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.sampling import SamplingConfig, make_generator, pick
+from rnnlab.stepper import make_stepper
+from rnnlab.vocab import Vocab
+
+COMMA, PERIOD = "，", "。"
+LEVEL, OBLIQUE, EITHER = "平", "仄", "中"
+LINE_BREAKS = "，。？！；：、\n"
+
+# 十三辙: rhyme class -> pinyin finals (pypinyin's strict finals, ü written v; the short
+# spellings iu / ui / un are listed too). 儿 (er) is counted in 一七, as is usual.
+RHYME_GROUPS: dict[str, tuple[str, ...]] = {
+    "发花": ("a", "ia", "ua"),
+    "梭波": ("o", "e", "uo", "io"),
+    "乜斜": ("ie", "ve", "ue", "ê"),
+    "一七": ("i", "v", "er"),
+    "姑苏": ("u",),
+    "怀来": ("ai", "uai"),
+    "灰堆": ("ei", "uei", "ui"),
+    "遥条": ("ao", "iao"),
+    "油求": ("ou", "iou", "iu"),
+    "言前": ("an", "ian", "uan", "van"),
+    "人辰": ("en", "in", "uen", "un", "vn"),
+    "江阳": ("ang", "iang", "uang"),
+    "中东": ("eng", "ing", "ong", "iong", "ueng"),
+}
+
+# five-character line types; the four first lines of the standard patterns
+LINE_TYPES: dict[str, str] = {
+    "A": "仄仄平平仄",
+    "B": "平平仄仄平",
+    "C": "平平平仄仄",
+    "D": "仄仄仄平平",
+}
+
+
+# ---------------------------------------------------------------------------- characters
+
+
+def is_hanzi(token: str) -> bool:
+    """True for one character of the CJK Unified Ideographs blocks (main block and extensions)."""
+    return len(token) == 1 and unicodedata.name(token, "").startswith("CJK UNIFIED IDEOGRAPH")
+
+
+@functools.lru_cache(maxsize=65536)
+def readings(char: str) -> tuple[tuple[str, int], ...]:
+    """(final, tone) of every modern reading of ``char``; tone 0 is neutral. Empty if unknown."""
+    from pypinyin import Style, pinyin
+
+    if not is_hanzi(char):
+        return ()
+    rows = pinyin(
+        char, style=Style.FINALS_TONE3, heteronym=True, neutral_tone_with_five=True, errors="ignore"
+    )
+    out = []
+    for reading in rows[0] if rows else []:
+        if reading and reading[-1].isdigit():
+            tone = int(reading[-1])
+            out.append((reading[:-1], 0 if tone == 5 else tone))
+    return tuple(out)
+
+
+def tone_classes(char: str) -> frozenset[str]:
+    """{平}, {仄}, both (polyphonic) or empty (no toned reading known: fits any slot)."""
+    tones = {t for _, t in readings(char) if t}
+    return frozenset(LEVEL if t <= 2 else OBLIQUE for t in tones)
+
+
+def fits_tone(char: str, required: str) -> bool:
+    """Whether ``char`` may stand where the pattern asks for ``required`` (平, 仄 or 中)."""
+    classes = tone_classes(char)
+    return required == EITHER or not classes or required in classes
+
+
+def rhyme_groups(char: str) -> frozenset[str]:
+    """The rhyme groups (十三辙) of all readings of ``char``."""
+    finals = {final for final, _ in readings(char)}
+    return frozenset(g for g, members in RHYME_GROUPS.items() if finals & set(members))
+
+
+# ---------------------------------------------------------------------------- tone patterns
+
+
+def line_pattern(kind: str, chars: int) -> str:
+    """The tones of a line of type A-D, 5 or 7 characters, with the free positions as 中."""
+    five = LINE_TYPES[kind]
+    tones = five if chars == 5 else "".join(_flip(t) for t in five[:2]) + five
+    free = (0, 2) if chars == 5 else (0, 2, 4)
+    return "".join(EITHER if i in free else t for i, t in enumerate(tones))
+
+
+def line_types(first: str, lines: int) -> list[str]:
+    """The line types of a poem opening with type ``first`` (rules of 对 and 粘)."""
+    kinds = [first]
+    for i in range(1, lines):
+        prev = kinds[-1]
+        if i % 2 == 1:  # an even line: opposes the one before and rhymes
+            kinds.append({"A": "B", "C": "D", "B": "D", "D": "B"}[prev])
+        else:  # an odd line: adheres to the one before, does not rhyme
+            kinds.append({"B": "C", "D": "A"}[prev])
+    return kinds
+
+
+def tone_patterns(chars: int, lines: int) -> dict[str, list[str]]:
+    """The four standard patterns: name -> one tone string (平/仄/中) per line."""
+    out = {}
+    for first in "ADCB":
+        second = LINE_TYPES[first][1] if chars == 5 else _flip(LINE_TYPES[first][1])
+        rhymes = LINE_TYPES[first][-1] == LEVEL
+        name = f"{second}起首句{'入韵' if rhymes else '不入韵'}"
+        out[name] = [line_pattern(k, chars) for k in line_types(first, lines)]
+    return out
+
+
+def _flip(tone: str) -> str:
+    return LEVEL if tone == OBLIQUE else OBLIQUE
+
+
+# ---------------------------------------------------------------------------- checkers
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a poem written with punctuation and/or newlines, punctuation removed."""
+    lines, current = [], []
+    for ch in text:
+        if ch in LINE_BREAKS:
+            if current:
+                lines.append("".join(current))
+            current = []
+        elif not ch.isspace():
+            current.append(ch)
+    if current:
+        lines.append("".join(current))
+    return lines
+
+
+def check_form(
+    text: str,
+    chars: int,
+    lines: int,
+    *,
+    acrostic: str | None = None,
+    first_line: str | None = None,
+) -> bool:
+    """True iff ``text`` is exactly ``lines`` newline-separated lines of ``chars`` Chinese
+    characters, "，" after odd and "。" after even lines, no line repeated, and the acrostic
+    heads / first line as given."""
+    rows = text.split("\n")
+    if len(rows) != lines:
+        return False
+    bodies = []
+    for k, row in enumerate(rows):
+        body, punct = row[:-1], row[-1:]
+        if punct != (COMMA if k % 2 == 0 else PERIOD) or len(body) != chars:
+            return False
+        if not all(is_hanzi(c) for c in body):
+            return False
+        bodies.append(body)
+    if len(set(bodies)) != lines:
+        return False
+    if acrostic is not None and [b[0] for b in bodies] != list(acrostic):
+        return False
+    return first_line is None or bodies[0] == first_line
+
+
+def shared_rhyme_group(text: str) -> str | None:
+    """A rhyme group shared by the last characters of lines 2, 4, ... of ``text``, or None."""
+    lines = split_lines(text)
+    ends = [line[-1] for line in lines[1::2]]
+    if not ends:
+        return None
+    common = set(RHYME_GROUPS)
+    for ch in ends:
+        common &= rhyme_groups(ch)
+    return next((g for g in RHYME_GROUPS if g in common), None)
+
+
+def check_rhyme(text: str) -> bool:
+    """True iff lines 2, 4 (6, 8) of ``text`` end in characters of one rhyme group."""
+    return shared_rhyme_group(text) is not None
+
+
+def match_tone_pattern(text: str) -> str | None:
+    """The name of the first standard tone pattern that ``text`` fits, or None.
+
+    The poem must have 4 or 8 lines of 5 or 7 characters each.
+    """
+    lines = split_lines(text)
+    if len(lines) not in (4, 8) or len({len(line) for line in lines}) != 1:
+        return None
+    chars = len(lines[0])
+    if chars not in (5, 7):
+        return None
+    for name, pattern in tone_patterns(chars, len(lines)).items():
+        if all(
+            fits_tone(c, t)
+            for line, tones in zip(lines, pattern, strict=True)
+            for c, t in zip(line, tones, strict=True)
+        ):
+            return name
+    return None
+
+
+def check_tones(text: str) -> bool:
+    """True iff ``text`` fits one of the four standard tone patterns (see module docstring)."""
+    return match_tone_pattern(text) is not None
+
+
+# ---------------------------------------------------------------------------- the request
+
+
+@dataclass
+class PoemSpec:
+    """What to write.
+
+    Attributes:
+        chars: characters per line, 5 (五言) or 7 (七言).
+        lines: 4 (绝句) or 8 (律诗).
+        acrostic: one character per line: line k starts with the k-th (藏头诗).
+        first_line: the whole first line (``chars`` characters; punctuation ignored).
+        start: characters the poem starts with (may run past the first line; punctuation
+            and whitespace ignored).
+        rhyme: lines 2, 4 (6, 8) end in one rhyme group.
+        tones: the poem follows one of the four standard tone patterns.
+    """
+
+    chars: int = 5
+    lines: int = 4
+    acrostic: str | None = None
+    first_line: str | None = None
+    start: str | None = None
+    rhyme: bool = False
+    tones: bool = False
+
+    def __post_init__(self) -> None:
+        if self.chars not in (5, 7):
+            raise ConfigError(f"a line has 5 or 7 characters (--form 5|7), not {self.chars}")
+        if self.lines not in (4, 8):
+            raise ConfigError(f"a poem has 4 or 8 lines (--lines 4|8), not {self.lines}")
+        if self.acrostic is not None:
+            heads = _strip(self.acrostic)
+            if len(heads) != self.lines:
+                raise ConfigError(
+                    f"the acrostic needs one character per line: {self.lines} characters, got "
+                    f"{len(heads)} ({heads!r}); give {self.lines} or set --lines {len(heads)}"
+                )
+        if self.first_line is not None:
+            line = _strip(self.first_line)
+            if len(line) != self.chars:
+                raise ConfigError(
+                    f"the first line must have {self.chars} characters, got {len(line)} "
+                    f"({line!r}); use --form {len(line)} if that is 5 or 7"
+                )
+            if self.start is not None:
+                raise ConfigError("give a first line or starting characters, not both")
+        if self.start is not None and len(_strip(self.start)) > self.chars * self.lines:
+            raise ConfigError(
+                f"the starting text is longer than the whole poem "
+                f"({self.chars * self.lines} characters); shorten it"
+            )
+        if self.start is not None and not _strip(self.start):
+            raise ConfigError("the starting text has no characters")
+
+    def forced(self) -> dict[tuple[int, int], str]:
+        """(line, position) -> the character the request fixes there."""
+        fixed: dict[tuple[int, int], str] = {}
+        prefix = _strip(self.first_line or self.start or "")
+        for i, ch in enumerate(prefix):
+            fixed[divmod(i, self.chars)] = ch
+        for k, ch in enumerate(_strip(self.acrostic or "")):
+            if fixed.get((k, 0), ch) != ch:
+                raise ConfigError(
+                    f"line {k + 1} cannot start with both {fixed[(k, 0)]!r} (given text) and "
+                    f"{ch!r} (acrostic); make them agree"
+                )
+            fixed[(k, 0)] = ch
+        return fixed
+
+
+def _strip(text: str) -> str:
+    return "".join(ch for ch in text if ch not in LINE_BREAKS and not ch.isspace())
+
+
+@dataclass
+class Poem:
+    """A generated poem: ``lines`` (each with its punctuation), ``text`` (lines joined by
+    newlines) and what the independent checkers say."""
+
+    text: str
+    lines: list[str]
+    form: bool
+    rhyme: bool
+    tones: bool
+    rhyme_group: str | None = None
+    tone_pattern: str | None = None
+    requested: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def satisfies(self) -> list[str]:
+        return [name for name in ("form", "rhyme", "tones") if getattr(self, name)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["satisfies"] = self.satisfies
+        return d
+
+
+# ---------------------------------------------------------------------------- the vocabulary
+
+
+class VocabProsody:
+    """Masks over a vocabulary (V,) for constrained decoding.
+
+    ``hanzi``: single CJK ideographs (no specials, punctuation, Latin, newline); ``level`` /
+    ``oblique``: hanzi that may stand at a 平 / 仄 slot; ``groups`` (G, V): hanzi in each
+    rhyme group of :data:`RHYME_GROUPS` (in its order).
+    """
+
+    def __init__(self, vocab: Vocab) -> None:
+        size = len(vocab)
+        self.vocab = vocab
+        self.hanzi = torch.zeros(size, dtype=torch.bool)
+        self.level = torch.zeros(size, dtype=torch.bool)
+        self.oblique = torch.zeros(size, dtype=torch.bool)
+        self.group_names = list(RHYME_GROUPS)
+        self.groups = torch.zeros(len(self.group_names), size, dtype=torch.bool)
+        for i, token in enumerate(vocab.itos):
+            if not is_hanzi(token):
+                continue
+            self.hanzi[i] = True
+            self.level[i] = fits_tone(token, LEVEL)
+            self.oblique[i] = fits_tone(token, OBLIQUE)
+            for g in rhyme_groups(token):
+                self.groups[self.group_names.index(g), i] = True
+
+    def tone_mask(self, required: str) -> Tensor:
+        """(V,) hanzi that fit ``required`` (平, 仄 or 中)."""
+        return {LEVEL: self.level, OBLIQUE: self.oblique, EITHER: self.hanzi}[required]
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class _Plan:
+    """The template of one request, as tensors shared by every row of a batch."""
+
+    spec: PoemSpec
+    forced: dict[tuple[int, int], int]  # (line, pos) -> token id
+    slot_masks: list[list[Tensor]]  # [line][pos] -> (P, V) allowed per tone pattern
+    groups: Tensor  # (G, V) rhyme-group membership restricted to usable characters
+    open_groups: Tensor  # (G,) groups big enough to rhyme a whole poem
+    punct: tuple[int, int]  # ids of "，" and "。"
+    context: int  # the id read before the poem
+
+
+def _plan(vocab: Vocab, spec: PoemSpec, prosody: VocabProsody | None = None) -> _Plan:
+    """Check that ``spec`` can be met with ``vocab`` and lay out its masks.
+
+    Raises ConfigError (one line) for any request that could leave a slot without an allowed
+    character, so that decoding itself never fails or retries.
+    """
+    if vocab.level not in (None, "char"):
+        raise ConfigError("rnnlab poem needs a character-level model; train one with --corpus tang")
+    prosody = prosody or VocabProsody(vocab)
+    n_hanzi = int(prosody.hanzi.sum())
+    missing = [p for p in (COMMA, PERIOD) if p not in vocab.stoi]
+    if n_hanzi < spec.lines or missing:
+        raise ConfigError(
+            f"this model's vocabulary has {n_hanzi} Chinese characters"
+            + (f" and lacks {''.join(missing)}" if missing else "")
+            + "; rnnlab poem needs a model trained on Chinese poems (e.g. --corpus tang)"
+        )
+    forced = {}
+    for (line, pos), ch in spec.forced().items():
+        if ch not in vocab.stoi or not is_hanzi(ch):
+            what = (
+                "is not a Chinese character"
+                if not is_hanzi(ch)
+                else "is not in the model's vocabulary"
+            )
+            raise ConfigError(f"{ch!r} {what}; choose other characters")
+        forced[(line, pos)] = vocab.stoi[ch]
+    _check_forced_lines(spec)
+
+    patterns = (
+        tone_patterns(spec.chars, spec.lines)
+        if spec.tones
+        else {"free": [EITHER * spec.chars] * spec.lines}
+    )
+    names = list(patterns)
+    for required in (LEVEL, OBLIQUE) if spec.tones else (EITHER,):
+        if int(prosody.tone_mask(required).sum()) < spec.lines:
+            raise ConfigError(
+                f"the vocabulary has fewer than {spec.lines} characters of tone {required}; "
+                "drop --tones"
+            )
+    slot_masks = [
+        [
+            torch.stack([prosody.tone_mask(patterns[n][line][pos]) for n in names])
+            for pos in range(spec.chars)
+        ]
+        for line in range(spec.lines)
+    ]
+    # patterns the given characters leave open (they form a prefix or stand at free heads)
+    open_patterns = torch.ones(len(names), dtype=torch.bool)
+    for (line, pos), token in forced.items():
+        open_patterns &= slot_masks[line][pos][:, token]
+    if not bool(open_patterns.any()):
+        raise ConfigError(
+            "the given characters fit none of the four tone patterns; drop --tones or change them"
+        )
+    for line in range(spec.lines):  # patterns the given text rules out are closed for all rows
+        for pos in range(spec.chars):
+            slot_masks[line][pos] = slot_masks[line][pos] & open_patterns.unsqueeze(1)
+
+    rhyme_ok = prosody.level if spec.tones else prosody.hanzi  # rhyme slots are 平 in every pattern
+    groups = prosody.groups & rhyme_ok
+    open_groups = groups.sum(1) >= spec.lines
+    if spec.rhyme:
+        for line in range(1, spec.lines, 2):
+            if (line, spec.chars - 1) in forced:
+                open_groups &= groups[:, forced[(line, spec.chars - 1)]]
+        if not bool(open_groups.any()):
+            raise ConfigError(
+                f"no rhyme group has {spec.lines} usable characters in this vocabulary"
+                " (or the given text closes them); drop --rhyme"
+            )
+    context = vocab.stoi.get("\n", vocab.unk_id)
+    return _Plan(
+        spec,
+        forced,
+        slot_masks,
+        groups,
+        open_groups,
+        (vocab.stoi[COMMA], vocab.stoi[PERIOD]),
+        context,
+    )
+
+
+def _check_forced_lines(spec: PoemSpec) -> None:
+    """Lines fully given by the starting text must differ from each other."""
+    given = _strip(spec.first_line or spec.start or "")
+    full = [given[i : i + spec.chars] for i in range(0, len(given) - spec.chars + 1, spec.chars)]
+    if len(set(full)) != len(full):
+        raise ConfigError("the given text repeats a line; no line of a poem may repeat another")
+
+
+def generate_poems(
+    model: object,
+    vocab: Vocab,
+    spec: PoemSpec,
+    *,
+    count: int = 1,
+    cfg: SamplingConfig | None = None,
+    seed: int | None = None,
+    batch_size: int = 256,
+) -> list[Poem]:
+    """``count`` poems as ``spec`` asks, decoded in batches of ``batch_size`` rows.
+
+    Every poem has the exact form (see the module docstring); ``rhyme`` and ``tones`` are
+    enforced when asked for. Each poem reports the independent checks' verdicts.
+    """
+    cfg = cfg or SamplingConfig()
+    if count < 1 or batch_size < 1:
+        raise ConfigError(f"count and batch size must be positive, got {count} and {batch_size}")
+    plan = _plan(vocab, spec)
+    if hasattr(model, "eval"):
+        model.eval()
+    stepper = make_stepper(model)
+    generator = make_generator(seed, stepper.device)
+    rows: list[list[list[int]]] = []
+    for first in range(0, count, batch_size):
+        ids = _decode(stepper, plan, min(batch_size, count - first), cfg, generator)
+        rows += ids.tolist()
+    poems = []
+    requested = {"rhyme": spec.rhyme, "tones": spec.tones}
+    for lines_ids in rows:
+        lines = [
+            "".join(vocab.itos[i] for i in ids) + (COMMA if k % 2 == 0 else PERIOD)
+            for k, ids in enumerate(lines_ids)
+        ]
+        text = "\n".join(lines)
+        heads = _strip(spec.acrostic) if spec.acrostic else None
+        first = _strip(spec.first_line) if spec.first_line else None
+        group, pattern = shared_rhyme_group(text), match_tone_pattern(text)
+        poems.append(
+            Poem(
+                text=text,
+                lines=lines,
+                form=check_form(text, spec.chars, spec.lines, acrostic=heads, first_line=first),
+                rhyme=group is not None,
+                tones=pattern is not None,
+                rhyme_group=group,
+                tone_pattern=pattern,
+                requested=dict(requested),
+            )
+        )
+    return poems
+
+
+def _decode(
+    stepper: Any, p: _Plan, batch: int, cfg: SamplingConfig, generator: torch.Generator
+) -> Tensor:
+    """Decode ``batch`` poems along the template; returns ids (B, lines, chars)."""
+    spec = p.spec
+    device = stepper.device
+    n_lines, n_chars = spec.lines, spec.chars
+    out = torch.empty(batch, n_lines, n_chars, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        logits, state = stepper.start(torch.tensor([p.context], device=device), batch)
+        live_patterns = torch.ones(batch, p.slot_masks[0][0].size(0), device=device)  # (B, P)
+        live_groups = p.open_groups.to(device).float().expand(batch, -1).clone()  # (B, G)
+        groups = p.groups.to(device).float()  # (G, V)
+        for line in range(n_lines):
+            rhyme_slot = spec.rhyme and line % 2 == 1
+            for pos in range(n_chars):
+                masks = p.slot_masks[line][pos].to(device)  # (P, V)
+                forced = p.forced.get((line, pos))
+                last = pos == n_chars - 1
+                if forced is not None:
+                    token = torch.full((batch,), forced, dtype=torch.long, device=device)
+                else:
+                    allowed = (live_patterns @ masks.float()) > 0  # (B, V)
+                    if rhyme_slot and last:
+                        allowed &= (live_groups @ groups) > 0
+                    if last and line > 0:
+                        _forbid_repeats(allowed, out[:, :line], out[:, line, :pos])
+                    if not bool(allowed.any(dim=1).all()):  # excluded by _plan(); never retried
+                        raise RnnlabError(
+                            f"no character fits line {line + 1}, position {pos + 1}; "
+                            "relax the constraints"
+                        )
+                    token = pick(logits, cfg, generator, allowed)  # (B,)
+                out[:, line, pos] = token
+                live_patterns = live_patterns * masks[:, token].t().float()
+                if rhyme_slot and last:
+                    live_groups = live_groups * groups[:, token].t()
+                logits, state = stepper.step(token, state)
+            punct = p.punct[line % 2]
+            if line + 1 < n_lines:
+                logits, state = stepper.step(torch.full((batch,), punct, device=device), state)
+    return out
+
+
+def _forbid_repeats(allowed: Tensor, earlier: Tensor, prefix: Tensor) -> None:
+    """Mask (in place) the last characters that would repeat an earlier line.
+
+    ``earlier`` (B, K, C) are the finished lines, ``prefix`` (B, C-1) the current line so far:
+    where an earlier line starts with the same C-1 characters, its last character is banned.
+    """
+    same = (earlier[:, :, :-1] == prefix.unsqueeze(1)).all(dim=2)  # (B, K)
+    rows, k = same.nonzero(as_tuple=True)
+    allowed[rows, earlier[rows, k, -1]] = False

@@ -1,0 +1,259 @@
+"""One decoding step at a time, with the hidden state carried and no per-step framework overhead.
+
+Generation feeds one token per step, so every step is a handful of small matrix-vector
+products; calling ``torch.nn.LSTM`` (or :class:`~rnnlab.model.LanguageModel`) once per step adds
+module dispatch, argument checks, autograd bookkeeping and shape juggling around them that cost
+more than the arithmetic. :class:`FastStepper` pulls the weights out of the model **once** and
+runs each step as a few fused ops under ``torch.inference_mode()``::
+
+    layer 0:  gi = T[w]                         # (B, G*H): T = E W_ih^T + b_ih (+ b_hh), built once
+    layer k:  gi = addmm(b_ih, x, W_ih^T)        # (B, G*H): one GEMM for all gates
+              h  = Cell.step(gi, h, W_hh, b_hh)  # (B, H): the cell's own step (one more GEMM)
+    decoder:  logits = addmm(b_out, h_L, W_out^T)  # (B, V)
+
+The input table ``T`` replaces the embedding lookup and the first input GEMM by one row gather
+(an embedding followed by a linear map is a linear map of the one-hot token). The gate equations
+are not repeated here: each step calls the static ``step`` of :mod:`rnnlab.cells`, the code the
+training loop runs, so a step gives the same next-token distribution as ``model.forward``
+(``tests/test_sampling.py`` checks it for every cell).
+
+:class:`ForwardStepper` does the same job through ``model.forward`` for any object with the
+``forward(tokens, state) -> (logits, state)`` interface (a hand-made model in a test, a model
+with a cell the fast path does not know). :func:`make_stepper` picks one.
+
+State layout: a stepper's state is a tuple of (B, H) tensors, one per layer for RNN/GRU and two
+per layer (h, c) for LSTM, in layer order: ``(h_0, c_0, h_1, c_1, ...)``.
+
+Shapes: B batch, T time, V vocabulary, D embedding, H hidden size, G gates, L layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.cells import GRUCell, LSTMCell, RNNCell
+from rnnlab.errors import ConfigError
+
+TABLE_LIMIT = 1 << 25  # largest input table (V x G*H elements, 128 MiB in float32) built
+
+
+class Stepper(Protocol):
+    """Runs a language model one step at a time (see the module docstring)."""
+
+    device: torch.device
+
+    def start(self, prefix: Tensor, batch: int) -> tuple[Tensor, Any]:
+        """Read ``prefix`` (T,) of ids once; return the logits after it (batch, V) and the
+        state, repeated for ``batch`` rows."""
+        ...
+
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Feed ``tokens`` (B,); return the next-token logits (B, V) and the new state."""
+        ...
+
+    def select(self, state: Any, index: Tensor) -> Any:
+        """The state of rows ``index`` (B',) (beam search reorders and prunes rows)."""
+        ...
+
+
+@dataclass
+class _Layer:
+    """One layer's weights, detached: W_ih (G*H, I) or None for layer 0 (in the table)."""
+
+    w_ih: Tensor | None
+    b_ih: Tensor | None
+    w_hh: Tensor
+    b_hh: Tensor | None
+
+
+class FastStepper:
+    """The one-step inference path of a :class:`~rnnlab.model.LanguageModel`.
+
+    Args:
+        model: a LanguageModel (any cell of :data:`rnnlab.recurrent.CELL_NAMES`). Its weights
+            are copied by reference at construction: build a new stepper after changing them.
+        table_limit: build the layer-0 input table only up to this many elements (V * G * H);
+            above it, layer 0 gathers embeddings and runs one input GEMM instead.
+        dtype: None (default) computes in the model's own dtype and gives its exact
+            distributions. ``torch.bfloat16`` keeps weights, activations and state in bfloat16
+            (the tables are built in full precision first): half the bytes to stream per step,
+            and bf16 dot-product instructions where the CPU has them (AVX512-BF16, AMX), about
+            3x faster on such CPUs, at about 3 significant digits, so the next-token
+            distributions are close to, not equal to, the model's. Logits are returned in the
+            model's dtype.
+
+    Dropout is ignored (inference), and so is the LSTM forget-bias option: it only initialises
+    ``bias_ih``, whose trained value is read like any other weight.
+    """
+
+    def __init__(
+        self, model: nn.Module, table_limit: int = TABLE_LIMIT, dtype: torch.dtype | None = None
+    ) -> None:
+        config = getattr(model, "config", None)
+        cell = getattr(config, "cell", None)
+        if cell is None:
+            raise ConfigError("FastStepper needs an rnnlab LanguageModel; use ForwardStepper")
+        rnn = model.rnn
+        self.kind = {"lstm-fb1": "lstm", "rnn-relu": "rnn", "gru-reset-before": "gru"}.get(
+            cell, cell
+        )
+        if self.kind not in ("lstm", "gru", "rnn"):
+            raise ConfigError(f"FastStepper does not know cell {cell!r}; use ForwardStepper")
+        self.nonlinearity = getattr(rnn, "nonlinearity", "tanh")
+        self.reset = getattr(rnn, "reset", "after")
+        self.num_layers = rnn.num_layers
+        self.hidden_size = rnn.hidden_size
+        self.states_per_layer = 2 if self.kind == "lstm" else 1
+        # b_hh adds to the pre-activation directly for LSTM/RNN (fold it into gi); the GRU needs
+        # it apart, inside r * (U_n h + b_hn).
+        fold = self.kind != "gru"
+        with torch.no_grad():
+            self.layers: list[_Layer] = []
+            for k in range(self.num_layers):
+                w_ih, w_hh, b_ih, b_hh = (
+                    None if w is None else w.detach() for w in rnn.layer_weights(k)
+                )
+                if fold and b_hh is not None:
+                    b_ih, b_hh = (b_hh if b_ih is None else b_ih + b_hh), None
+                self.layers.append(_Layer(w_ih, b_ih, w_hh, b_hh))
+            emb = model.embedding.weight.detach()  # (V, D)
+            first = self.layers[0]
+            self.table: Tensor | None = None
+            self.embedding: Tensor | None = None
+            if emb.size(0) * first.w_hh.size(0) <= table_limit:
+                # (V, G*H): row w is the layer-0 input projection of token w
+                self.table = _linear(emb, first.w_ih, first.b_ih)
+                first.w_ih = None
+            else:
+                self.embedding = emb
+            self.w_out = model.decoder.weight.detach()  # (V, H)
+            self.b_out = model.decoder.bias.detach()  # (V,)
+            self.out_dtype = self.w_out.dtype
+            if dtype is not None and dtype != self.out_dtype:
+                self._cast(dtype)
+
+    def _cast(self, dtype: torch.dtype) -> None:
+        """Hold every weight in ``dtype`` (reduced-precision inference)."""
+
+        def cast(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(dtype)
+
+        for layer in self.layers:
+            layer.w_ih, layer.b_ih = cast(layer.w_ih), cast(layer.b_ih)
+            layer.w_hh, layer.b_hh = cast(layer.w_hh), cast(layer.b_hh)
+        self.table, self.embedding = cast(self.table), cast(self.embedding)
+        self.w_out, self.b_out = cast(self.w_out), cast(self.b_out)
+
+    @property
+    def device(self) -> torch.device:
+        return self.w_out.device
+
+    def init_state(self, batch: int) -> tuple[Tensor, ...]:
+        """Zeros: (B, H) per layer and per state kind."""
+        zeros = self.w_out.new_zeros(batch, self.hidden_size)
+        return tuple(zeros for _ in range(self.num_layers * self.states_per_layer))
+
+    @torch.inference_mode()
+    def step(self, tokens: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Feed ``tokens`` (B,); return logits (B, V) and the new state (see class docstring)."""
+        s = self.states_per_layer
+        new_state: list[Tensor] = []
+        x = tokens
+        for k, layer in enumerate(self.layers):
+            if k == 0 and self.table is not None:
+                gi = self.table[tokens]  # (B, G*H): embedding and input GEMM in one gather
+            else:
+                inp = self.embedding[tokens] if k == 0 else x  # (B, I)
+                gi = _linear(inp, layer.w_ih, layer.b_ih)  # (B, G*H)
+            if self.kind == "lstm":
+                h, c = LSTMCell.step(gi, (state[s * k], state[s * k + 1]), layer.w_hh, None)
+                new_state += (h, c)
+            elif self.kind == "gru":
+                h = GRUCell.step(gi, state[k], layer.w_hh, layer.b_hh, self.reset)
+                new_state.append(h)
+            else:
+                h = RNNCell.step(gi, state[k], layer.w_hh, None, self.nonlinearity)
+                new_state.append(h)
+            x = h  # (B, H)
+        logits = torch.addmm(self.b_out, x, self.w_out.t())  # (B, V)
+        return logits.to(self.out_dtype), tuple(new_state)
+
+    def start(self, prefix: Tensor, batch: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Read ``prefix`` (T,) at batch 1, then repeat the state for ``batch`` rows."""
+        if prefix.numel() == 0:
+            raise ConfigError("generation needs at least one context token")
+        state = self.init_state(1)
+        for token in prefix.to(self.device).view(-1, 1):  # (1,) per step
+            logits, state = self.step(token, state)
+        return logits.expand(batch, -1).clone(), tuple(t.expand(batch, -1).clone() for t in state)
+
+    def select(self, state: tuple[Tensor, ...], index: Tensor) -> tuple[Tensor, ...]:
+        return tuple(t.index_select(0, index) for t in state)
+
+    def to_model_state(self, state: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, Tensor]:
+        """The state in the layout of ``LanguageModel.forward``: (L, B, H) or a pair of them."""
+        if self.kind == "lstm":
+            return torch.stack(state[0::2]), torch.stack(state[1::2])
+        return torch.stack(state)
+
+
+class ForwardStepper:
+    """One step through ``model.forward(tokens, state)`` for any model with that interface.
+
+    The state is whatever the model returns; :meth:`select` picks rows along dimension 1 of
+    every tensor in it (the (L, B, H) layout), and leaves ``None`` alone.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        params = getattr(model, "parameters", None)
+        first = next(iter(params()), None) if params is not None else None
+        self.device = first.device if first is not None else torch.device("cpu")
+
+    @torch.inference_mode()
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        logits, state = self.model(tokens.unsqueeze(0), state)  # (1, B, V)
+        return logits[0], state
+
+    @torch.inference_mode()
+    def start(self, prefix: Tensor, batch: int) -> tuple[Tensor, Any]:
+        if prefix.numel() == 0:
+            raise ConfigError("generation needs at least one context token")
+        logits, state = self.model(prefix.view(-1, 1), None)  # (T, 1, V)
+        return logits[-1].expand(batch, -1).clone(), _map_state(state, lambda t: _repeat1(t, batch))
+
+    def select(self, state: Any, index: Tensor) -> Any:
+        return _map_state(state, lambda t: t.index_select(1, index))
+
+
+def make_stepper(
+    model: Any, fast: bool = True, dtype: torch.dtype | None = None
+) -> FastStepper | ForwardStepper:
+    """A :class:`FastStepper` (in ``dtype``, see there) for an rnnlab LanguageModel when
+    ``fast``, else a :class:`ForwardStepper`."""
+    if fast and getattr(getattr(model, "config", None), "cell", None) is not None:
+        return FastStepper(model, dtype=dtype)
+    return ForwardStepper(model)
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x W^T + b in one fused call."""
+    return x.mm(weight.t()) if bias is None else torch.addmm(bias, x, weight.t())
+
+
+def _repeat1(t: Tensor, batch: int) -> Tensor:
+    """Repeat a (L, 1, ...) state tensor to (L, batch, ...)."""
+    return t.expand(t.size(0), batch, *t.shape[2:]).clone()
+
+
+def _map_state(state: Any, fn: Any) -> Any:
+    """Apply ``fn`` to every tensor of a nested tuple/list state."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return fn(state)
+    return type(state)(_map_state(s, fn) for s in state)

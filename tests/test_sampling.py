@@ -1,0 +1,326 @@
+"""Decoding: the fast stepper against model.forward, top-k/top-p sets, seeds, stops, and beam
+search against brute-force enumeration on a model whose probabilities are known."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from rnnlab.errors import ConfigError
+from rnnlab.model import LanguageModel, LanguageModelConfig
+from rnnlab.recurrent import CELL_NAMES
+from rnnlab.sampling import (
+    SamplingConfig,
+    beam_search,
+    filter_logits,
+    generate,
+    make_generator,
+    pick,
+    sample_ids,
+    sequence_logprob,
+)
+from rnnlab.stepper import FastStepper, ForwardStepper, make_stepper
+from rnnlab.vocab import Vocab
+
+
+class TableModel:
+    """A bigram model with known probabilities: p(next | previous token) = table[previous].
+
+    Same interface as LanguageModel: forward(tokens (T, B), state) -> (logits (T, B, V), state).
+    """
+
+    def __init__(self, table):
+        self.table = torch.as_tensor(table, dtype=torch.float64)
+
+    def __call__(self, tokens, state=None):
+        return self.table[tokens].log(), state
+
+    def eval(self):
+        return self
+
+
+def tiny_model(cell="lstm", vocab_size=11, layers=2, seed=0):
+    torch.manual_seed(seed)
+    config = LanguageModelConfig(
+        vocab_size=vocab_size, cell=cell, embed_size=6, hidden_size=10, num_layers=layers
+    )
+    return LanguageModel(config).eval()
+
+
+# ------------------------------------------------------------------------------ fast stepper
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("table", [True, False])
+def test_fast_stepper_equals_model_forward(cell, table):
+    model = tiny_model(cell)
+    with torch.no_grad():  # non-zero biases everywhere, so a misplaced bias would show
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    stepper = FastStepper(model, table_limit=1 << 30 if table else 0)
+    assert (stepper.table is not None) == table
+    tokens = torch.randint(0, 11, (9, 3))  # (T, B)
+    expected, expected_state = model(tokens, model.init_state(3))
+    state = stepper.init_state(3)
+    got = []
+    for t in range(tokens.size(0)):
+        logits, state = stepper.step(tokens[t], state)
+        got.append(logits)
+    torch.testing.assert_close(torch.stack(got), expected, atol=1e-6, rtol=1e-5)
+    model_state = stepper.to_model_state(state)
+    if isinstance(expected_state, tuple):
+        for a, b in zip(model_state, expected_state, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    else:
+        torch.testing.assert_close(model_state, expected_state, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru-reset-before"])
+def test_bfloat16_stepper_is_close_to_the_model(cell):
+    model = tiny_model(cell, vocab_size=30)
+    stepper = FastStepper(model, dtype=torch.bfloat16)
+    assert stepper.w_out.dtype == torch.bfloat16
+    tokens = torch.randint(0, 30, (60, 4))
+    expected = torch.softmax(model(tokens)[0].double(), dim=-1)  # (T, B, V)
+    state = stepper.init_state(4)
+    for t in range(tokens.size(0)):
+        logits, state = stepper.step(tokens[t], state)
+        assert logits.dtype == torch.float32
+        total_variation = 0.5 * (torch.softmax(logits.double(), -1) - expected[t]).abs().sum(-1)
+        assert total_variation.max() < 0.02
+
+
+def test_stepper_start_reads_the_context_once_and_repeats_it():
+    model = tiny_model("gru")
+    context = torch.tensor([1, 4, 2, 7])
+    fast, slow = FastStepper(model), ForwardStepper(model)
+    logits_f, state_f = fast.start(context, 5)
+    logits_s, state_s = slow.start(context, 5)
+    expected = model(context.view(-1, 1))[0][-1]  # (1, V)
+    torch.testing.assert_close(logits_f, expected.expand(5, -1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(logits_s, expected.expand(5, -1), atol=1e-6, rtol=1e-5)
+    nxt = torch.tensor([0, 1, 2, 3, 4])
+    a, _ = fast.step(nxt, state_f)
+    b, _ = slow.step(nxt, state_s)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    # select reorders rows of the state
+    c, _ = fast.step(nxt.flip(0), fast.select(state_f, torch.tensor([4, 3, 2, 1, 0])))
+    torch.testing.assert_close(c, a.flip(0), atol=1e-6, rtol=1e-5)
+
+
+def test_make_stepper_picks_the_fast_path_for_language_models():
+    assert isinstance(make_stepper(tiny_model()), FastStepper)
+    assert isinstance(make_stepper(tiny_model(), fast=False), ForwardStepper)
+    assert isinstance(make_stepper(TableModel(torch.full((3, 3), 1 / 3))), ForwardStepper)
+
+
+# ------------------------------------------------------------------------------ one pick
+
+
+def test_top_k_keeps_exactly_the_k_largest():
+    gen = torch.Generator().manual_seed(0)
+    for k in (1, 3, 7, 20):
+        logits = torch.randn(4, 20, generator=gen)
+        kept = filter_logits(logits, SamplingConfig(top_k=k)).isfinite()
+        expected = torch.zeros_like(kept)
+        expected.scatter_(1, logits.argsort(dim=1, descending=True)[:, :k], True)
+        assert torch.equal(kept, expected)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    gen = torch.Generator().manual_seed(1)
+    for p in (0.05, 0.3, 0.5, 0.9, 0.99):
+        logits = torch.randn(6, 15, generator=gen) * 2
+        kept = filter_logits(logits, SamplingConfig(top_p=p)).isfinite()
+        probs = torch.softmax(logits.double(), dim=1)
+        for row in range(6):
+            order = probs[row].argsort(descending=True).tolist()
+            mass, want = 0.0, set()
+            for i in order:  # add tokens, most likely first, until the mass reaches p
+                want.add(i)
+                mass += float(probs[row, i])
+                if mass >= p:
+                    break
+            assert set(kept[row].nonzero().view(-1).tolist()) == want
+
+
+def test_top_p_hand_example_and_temperature():
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    assert filter_logits(logits, SamplingConfig(top_p=0.7)).isfinite().tolist() == [1, 1, 0, 0]
+    assert filter_logits(logits, SamplingConfig(top_p=0.9)).isfinite().tolist() == [1, 1, 1, 0]
+    scaled = filter_logits(logits, SamplingConfig(temperature=2.0))
+    torch.testing.assert_close(scaled, logits / 2)
+
+
+def test_pick_respects_allowed_and_greedy():
+    logits = torch.tensor([[5.0, 1.0, 0.0, -1.0]] * 200)
+    allowed = torch.tensor([False, True, True, False])
+    gen = make_generator(0)
+    drawn = pick(logits, SamplingConfig(), gen, allowed)
+    assert set(drawn.tolist()) <= {1, 2} and len(set(drawn.tolist())) == 2
+    assert pick(logits, SamplingConfig(temperature=0), allowed=allowed).eq(1).all()
+    assert pick(logits, SamplingConfig(temperature=0)).eq(0).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"temperature": -1}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5}]
+)
+def test_bad_sampling_settings_are_config_errors(kwargs):
+    with pytest.raises(ConfigError):
+        SamplingConfig(**kwargs)
+
+
+# ------------------------------------------------------------------------------ generate
+
+
+def char_vocab():
+    return Vocab(["<unk>", "\n", *"abcdefgh "], level="char")
+
+
+def test_same_seed_same_output_different_seed_different():
+    model, vocab = tiny_model(vocab_size=11), char_vocab()
+    a = generate(model, vocab, "char", prime="ab", length=40, count=3, seed=7)
+    b = generate(model, vocab, "char", prime="ab", length=40, count=3, seed=7)
+    c = generate(model, vocab, "char", prime="ab", length=40, count=3, seed=8)
+    assert a == b and a != c
+    assert len(a) == 3 and all(t.startswith("ab") and len(t) >= 42 for t in a)
+    assert len(set(a)) == 3  # the rows of one batch are different samples
+
+
+def test_greedy_equals_argmax_of_full_forward_passes():
+    model, vocab = tiny_model("gru-reset-before", vocab_size=11), char_vocab()
+    text = generate(model, vocab, "char", prime="fa", length=25, cfg=SamplingConfig(0))[0]
+    ids = [vocab.stoi["\n"], *vocab.encode(list("fa"))]
+    for _ in range(25):  # reference: re-run the whole sequence through model.forward each time
+        logits, _ = model(torch.tensor(ids).view(-1, 1))
+        ids.append(int(logits[-1, 0].argmax()))
+    assert text == "".join(vocab.decode(ids[1:]))
+
+
+def cycle_model(vocab, text):
+    """Deterministic next character: each character of ``text`` is followed by the next one."""
+    table = torch.full((len(vocab), len(vocab)), 1e-9)
+    for a, b in zip(text, text[1:] + text[0], strict=True):
+        table[vocab.stoi[a], vocab.stoi[b]] = 1.0
+    return TableModel(table / table.sum(1, keepdim=True))
+
+
+def test_stop_strings_and_max_length():
+    vocab = char_vocab()
+    model = cycle_model(vocab, "abcd\n")
+    assert generate(model, vocab, "char", prime="a", length=30, stop=["d\n"], seed=0) == ["abc"]
+    assert generate(model, vocab, "char", prime="a", length=30, stop=["c", "b"], seed=0) == ["a"]
+    assert generate(model, vocab, "char", prime="a", length=3, seed=0) == ["abcd"]
+    assert generate(model, vocab, "char", prime="a", length=2, stop=["\n"], seed=0) == ["abc"]
+    # the prime is never cut, even if it contains a stop string
+    assert generate(model, vocab, "char", prime="bc", length=9, stop=["c"], seed=0) == ["bcd\nab"]
+    # beam search honours the same stops
+    assert generate(model, vocab, "char", prime="a", length=30, stop=["\n"], beam=2) == ["abcd"]
+
+
+def test_sample_ids_batched_rows_stop_independently():
+    vocab = char_vocab()
+    model = TableModel(torch.full((11, 11), 1 / 11))
+    gen = make_generator(3)
+    rows = sample_ids(
+        ForwardStepper(model), [1], length=50, count=64, generator=gen, stop=lambda r: r[-1] == 1
+    )
+    assert len(rows) == 64
+    for row in rows:
+        assert (row[-1] == 1 and 1 not in row[:-1]) or (len(row) == 50 and 1 not in row)
+    assert len({len(r) for r in rows}) > 5
+    del vocab
+
+
+# ------------------------------------------------------------------------------ beam search
+
+
+def brute_force(table, context, length, end, alpha):
+    """Every sequence of up to ``length`` tokens (ending at ``end`` or at the limit), scored."""
+    logp = torch.as_tensor(table, dtype=torch.float64).log()
+    out = []
+
+    def walk(prev, seq, lp):
+        for token in range(logp.size(1)):
+            step = float(logp[prev, token])
+            if step == -math.inf:
+                continue
+            s, total = seq + [token], lp + step
+            if token == end or len(s) == length:
+                out.append((s, total / len(s) ** alpha))
+            else:
+                walk(token, s, total)
+
+    walk(context[-1], [], 0.0)
+    return sorted(out, key=lambda x: -x[1])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_wide_beam_equals_brute_force(alpha, seed):
+    gen = torch.Generator().manual_seed(seed)
+    table = torch.rand(4, 4, generator=gen, dtype=torch.float64) ** 3
+    table /= table.sum(1, keepdim=True)
+    model, end, length = TableModel(table), 0, 4
+    expected = brute_force(table, [1], length, end, alpha)
+    hyps = beam_search(
+        model, [1], beam=4**length, length=length, length_penalty=alpha, stop=lambda s: s[-1] == end
+    )
+    # every sequence, in score order (a bigram model ties permutations: compare as a mapping)
+    assert len(hyps) == len(expected)
+    assert [h.score for h in hyps] == pytest.approx([sc for _, sc in expected], abs=1e-9)
+    truth = {tuple(s): sc for s, sc in expected}
+    assert all(h.score == pytest.approx(truth[tuple(h.tokens)], abs=1e-9) for h in hyps)
+    for h in hyps[:5]:
+        assert h.logprob == pytest.approx(sequence_logprob(model, [1], h.tokens), abs=1e-9)
+        assert h.finished == (h.tokens[-1] == end)
+
+
+def test_beam_finds_what_greedy_misses():
+    # from token 1: 2 is likelier than 3, but after 2 everything is flat while 3 -> END is sure
+    table = torch.tensor(
+        [
+            [0.25, 0.25, 0.25, 0.25],  # 0 = END (not reached)
+            [0.00, 0.00, 0.60, 0.40],  # 1 = context
+            [0.34, 0.33, 0.33, 0.00],  # 2
+            [1.00, 0.00, 0.00, 0.00],  # 3
+        ],
+        dtype=torch.float64,
+    )
+    model = TableModel(table)
+    stop = lambda s: s[-1] == 0  # noqa: E731
+    best = brute_force(table, [1], 2, 0, 0.0)[0][0]
+    assert best == [3, 0]
+    greedy = beam_search(model, [1], beam=1, length=2, length_penalty=0.0, stop=stop)[0]
+    assert greedy.tokens != best
+    found = beam_search(model, [1], beam=2, length=2, length_penalty=0.0, stop=stop)[0]
+    assert found.tokens == best and found.logprob == pytest.approx(math.log(0.4))
+
+
+def test_beam_search_on_a_language_model_agrees_with_its_probabilities():
+    model = tiny_model("lstm", vocab_size=5, layers=1)
+    hyps = beam_search(model, [1, 2], beam=3, length=6, length_penalty=1.0)
+    assert len(hyps) == 3 and [h.score for h in hyps] == sorted(
+        (h.score for h in hyps), reverse=True
+    )
+    for h in hyps:
+        assert len(h.tokens) == 6 and not h.finished
+        lp = sequence_logprob(model, [1, 2], h.tokens)
+        assert h.logprob == pytest.approx(lp, abs=1e-5)
+        assert h.score == pytest.approx(lp / 6, abs=1e-5)
+    # exhaustive over 5**3 sequences: the beam's best is the true best
+    best = max(
+        itertools.product(range(5), repeat=3), key=lambda s: sequence_logprob(model, [1, 2], s)
+    )
+    assert beam_search(model, [1, 2], beam=125, length=3)[0].tokens == list(best)
+
+
+def test_beam_settings_are_checked():
+    model, vocab = tiny_model(vocab_size=11), char_vocab()
+    with pytest.raises(ConfigError):
+        generate(model, vocab, "char", length=5, beam=2, count=3)
+    with pytest.raises(ConfigError):
+        beam_search(model, [1], beam=0)
+    with pytest.raises(ConfigError):
+        beam_search(model, [1], beam=2, length_penalty=-1)
