@@ -324,3 +324,12 @@ def test_beam_settings_are_checked():
         beam_search(model, [1], beam=0)
     with pytest.raises(ConfigError):
         beam_search(model, [1], beam=2, length_penalty=-1)
+
+
+def test_character_samples_never_spell_out_unk():
+    vocab = char_vocab()
+    model = tiny_model(vocab_size=len(vocab))
+    with torch.no_grad():
+        model.decoder.bias[vocab.unk_id] = 50.0  # the model all but insists on <unk>
+    texts = generate(model, vocab, "char", length=40, count=3, seed=0)
+    assert all("<unk>" not in t and len(t) == 40 for t in texts)

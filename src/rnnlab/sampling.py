@@ -183,8 +183,11 @@ def sample_ids(
     cfg: SamplingConfig | None = None,
     generator: torch.Generator | None = None,
     stop: StopFn | None = None,
+    allowed: Tensor | None = None,
 ) -> list[list[int]]:
     """``count`` samples of up to ``length`` ids after ``context``, drawn as one batch.
+
+    ``allowed`` (V,) bool, if given, is the set of ids that may be drawn at every step.
 
     A row stops after the step at which ``stop(row_ids)`` first holds (those ids included); the
     loop ends when every row has stopped or at ``length``.
@@ -200,7 +203,7 @@ def sample_ids(
         done = [False] * count
         steps = length
         for t in range(length):
-            nxt = pick(logits, cfg, generator)  # (count,)
+            nxt = pick(logits, cfg, generator, allowed)  # (count,)
             out[t] = nxt
             if stop is not None:
                 for b, token in enumerate(nxt.tolist()):
@@ -352,6 +355,11 @@ def generate(
         rows = [h.tokens for h in hyps[:count]]
     else:
         generator = make_generator(seed, stepper.device)
+        allowed = None
+        if level == "char" and len(vocab) > 1:
+            # <unk> is not a character: a character model never writes it out
+            allowed = torch.ones(len(vocab), dtype=torch.bool, device=stepper.device)
+            allowed[vocab.unk_id] = False
         rows = sample_ids(
             stepper,
             context,
@@ -360,6 +368,7 @@ def generate(
             cfg=cfg,
             generator=generator,
             stop=stopper or None,
+            allowed=allowed,
         )
     k = len(tokenizer.detokenize(start))  # the prime's text is a prefix of every result
     texts = []
