@@ -166,6 +166,51 @@ def test_column_slice_splits_columns_between_ranks() -> None:
         column_slice(data, 3, 3)
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(8, 400),
+    per_rank=st.integers(1, 4),
+    world=st.integers(1, 4),
+    bptt=st.integers(1, 12),
+    variable=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_rank_slices_of_every_window_are_the_windows_of_rank_slices(
+    n: int, per_rank: int, world: int, bptt: int, variable: bool, seed: int
+) -> None:
+    """Data parallelism splits each window by columns: rank r's windows (over its own columns)
+    are exactly its columns of the combined windows, and the ranks together cover each window
+    once, so every rank steps through the same windows in the same order."""
+    batch = per_rank * world
+    if n // batch < 2:
+        return
+    data = batchify(torch.arange(n), batch)
+    lengths = window_lengths(data.shape[0], bptt, variable=variable, seed=seed)
+    full = list(iter_windows(data, lengths))
+    ranks = [list(iter_windows(column_slice(data, r, world), lengths)) for r in range(world)]
+    for k, w in enumerate(full):
+        parts = [windows[k] for windows in ranks]
+        assert all((p.index, p.offset, p.length) == (w.index, w.offset, w.length) for p in parts)
+        assert torch.equal(torch.cat([p.inputs for p in parts], dim=1), w.inputs)
+        assert torch.equal(torch.cat([p.targets for p in parts], dim=1), w.targets)
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(4, 300), batch=st.integers(1, 4), bptt=st.integers(1, 9), data=st.data())
+def test_resuming_at_any_window_gives_the_rest_of_the_epoch(n, batch, bptt, data) -> None:
+    if n // batch < 2:
+        return
+    ids = batchify(torch.arange(n), batch)
+    lengths = window_lengths(ids.shape[0], bptt, variable=True, seed=n)
+    start = data.draw(st.integers(0, len(lengths)))
+    full = list(iter_windows(ids, lengths))
+    resumed = list(iter_windows(ids, lengths, start=start))
+    assert [w.index for w in resumed] == list(range(start, len(lengths)))
+    for a, b in zip(resumed, full[start:], strict=True):
+        assert a.offset == b.offset and torch.equal(a.inputs, b.inputs)
+        assert torch.equal(a.targets, b.targets)
+
+
 def test_lr_scale() -> None:
     assert lr_scale(35, 35) == 1.0
     assert lr_scale(70, 35) == 2.0

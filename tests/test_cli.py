@@ -21,6 +21,7 @@ import torch
 from rnnlab import checkpoint as ck
 from rnnlab.cli import main
 from rnnlab.evaluate import evaluate
+from rnnlab.poetry import check_form, check_rhyme, check_tones
 from rnnlab.sampling import boundary_token
 from rnnlab.train import load_model
 
@@ -800,3 +801,79 @@ def test_keyboard_interrupt_saves_then_resume_finishes(texts, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", step + 3, *QUIET)
     assert code == 0, err
     assert json.loads((out / "results.json").read_text())["steps"] == step + 3
+
+
+# ---------------------------------------------------------------- poem and sample (issue 4)
+@pytest.fixture(scope="module")
+def zh_run(texts, tmp_path_factory):
+    """A small character model of Chinese poem text."""
+    out = tmp_path_factory.mktemp("runs") / "zh"
+    code = main(
+        ["train", "--text", str(texts / "chinese.txt"), "--max-steps", "10", *SMALL, *QUIET]
+        + ["--out", str(out)]
+    )
+    assert code == 0
+    return out
+
+
+def test_poem_json_has_exact_form_and_reports_constraints(zh_run, capsys):
+    code, out, err = run_cli(
+        capsys, "poem", zh_run, "--count", 20, "--rhyme", "--tones", "--seed", 1, "--json"
+    )
+    assert code == 0, err
+    poems = json.loads(out)
+    assert len(poems) == 20
+    for p in poems:
+        assert check_form(p["text"], 5, 4) and check_rhyme(p["text"]) and check_tones(p["text"])
+        assert {"form", "rhyme", "tones"} <= set(p["satisfies"])
+
+
+def test_poem_acrostic_first_line_and_text_output(zh_run, capsys):
+    code, out, _ = run_cli(capsys, "poem", zh_run, "--acrostic", "明月故乡", "--seed", 2, "--json")
+    assert code == 0
+    assert check_form(json.loads(out)[0]["text"], 5, 4, acrostic="明月故乡")
+    code, out, _ = run_cli(capsys, "poem", zh_run, "--first-line", "床前明月光", "--seed", 2)
+    assert code == 0
+    assert out.splitlines()[0] == "床前明月光，" and out.splitlines()[4].strip() == "(form)"
+    a = run_cli(capsys, "poem", zh_run, "--form", 7, "--lines", 8, "--seed", 5, "--json")[1]
+    b = run_cli(capsys, "poem", zh_run, "--form", 7, "--lines", 8, "--seed", 5, "--json")[1]
+    assert a == b and check_form(json.loads(a)[0]["text"], 7, 8)
+
+
+@pytest.mark.parametrize(
+    "args,mention",
+    [
+        (["--acrostic", "春夏秋冬"], "not in the model's vocabulary"),
+        (["--acrostic", "明月"], "one character per line"),
+        (["--first-line", "床前明月"], "must have 5 characters"),
+        (["--form", "6"], "5 or 7"),
+        (["--lines", "5"], "4 or 8"),
+        (["--lines", "8", "--rhyme"], "rhyme"),
+        (["--count", "0"], "count"),
+    ],
+)
+def test_impossible_poem_requests_are_one_line_errors(zh_run, capsys, args, mention):
+    code, _, err = run_cli(capsys, "poem", zh_run, *args)
+    assert_one_line_error(code, err, mention)
+
+
+def test_poem_refuses_a_non_chinese_model(run, capsys):
+    code, _, err = run_cli(capsys, "poem", run)
+    assert_one_line_error(code, err, "Chinese")
+
+
+def test_sample_beam_stop_and_count(run, capsys):
+    code, out, err = run_cli(
+        capsys, "sample", run, "--beam", 3, "--count", 2, "--length", 30, "--stop", r"\n", "--json"
+    )
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 2 and rows[0]["text"] != rows[1]["text"]
+    assert all("\n" not in r["text"] for r in rows)
+    beam = ["sample", run, "--beam", 3, "--count", 2, "--length", 30, "--json"]
+    assert run_cli(capsys, *beam)[1] == run_cli(capsys, *beam)[1]  # deterministic
+    stop = ["sample", run, "--length", 200, "--stop", "e", "--seed", 1, "--json"]
+    code, out, _ = run_cli(capsys, *stop)
+    assert code == 0 and "e" not in json.loads(out)[0]["text"]
+    code, _, err = run_cli(capsys, "sample", run, "--beam", 2, "--count", 3)
+    assert_one_line_error(code, err, "beam")

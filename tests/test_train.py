@@ -2,17 +2,32 @@
 
 import json
 import math
+import os
 
 import pytest
 import torch
 
 from rnnlab import checkpoint as ck
 from rnnlab.dataset import DataConfig
-from rnnlab.errors import RnnlabError, TrainingDiverged
-from rnnlab.model import LanguageModelConfig
-from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer, load_model
+from rnnlab.errors import ConfigError, RnnlabError, TrainingDiverged
+from rnnlab.model import LanguageModel, LanguageModelConfig
+from rnnlab.train import (
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    Trainer,
+    load_model,
+    machine_memory,
+    make_optimizer,
+    remove_stale_temp_files,
+    training_memory,
+    trim_metrics,
+)
 
-TEXT = "the quick brown fox jumps over the lazy dog. " * 40 + "pack my box with five dozen liquor jugs.\n" * 40
+TEXT = (
+    "the quick brown fox jumps over the lazy dog. " * 40
+    + "pack my box with five dozen liquor jugs.\n" * 40
+)
 
 
 @pytest.fixture
@@ -27,7 +42,9 @@ def config(text_file, cell="lstm", **train) -> RunConfig:
     t.update(train)
     return RunConfig(
         data=DataConfig(text=str(text_file)),
-        model=LanguageModelConfig(cell=cell, embed_size=16, hidden_size=24, num_layers=2, dropout=0.1),
+        model=LanguageModelConfig(
+            cell=cell, embed_size=16, hidden_size=24, num_layers=2, dropout=0.1
+        ),
         optim=OptimConfig(optimizer="adam", lr=0.01, clip=1.0, schedule="constant"),
         train=TrainConfig(**t),
     )
@@ -47,7 +64,9 @@ def test_loss_falls_and_results_are_written(text_file, tmp_path):
     assert results["test"]["tokens"] == result.test.tokens
     assert (run / "best.safetensors").is_file() and (run / "run.json").is_file()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert {"step", "epoch", "train_loss", "tokens_per_s", "grad_norm", "lr", "wall_time"} <= set(rows[0])
+    assert {"step", "epoch", "train_loss", "tokens_per_s", "grad_norm", "lr", "wall_time"} <= set(
+        rows[0]
+    )
     assert any(r["kind"] == "valid" and "valid_ppl" in r for r in rows)
 
 
@@ -56,7 +75,9 @@ def test_resumed_run_ends_with_identical_weights(text_file, tmp_path, cell, vari
     full = tmp_path / "full"
     Trainer(config(text_file, cell, variable_bptt=variable), full).fit()
     part = tmp_path / "part"
-    Trainer(config(text_file, cell, variable_bptt=variable, max_steps=13), part).fit()  # stops mid-epoch 1
+    Trainer(
+        config(text_file, cell, variable_bptt=variable, max_steps=13), part
+    ).fit()  # stops mid-epoch 1
     cfg = config(text_file, cell, variable_bptt=variable)
     Trainer(cfg, part, resume=True).fit()
     a, b = weights(full), weights(part)
@@ -110,7 +131,9 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(text_file, tmp_path):
 
 def test_decay_schedule_follows_zaremba(text_file, tmp_path):
     cfg = config(text_file, epochs=5)
-    cfg.optim = OptimConfig(optimizer="sgd", lr=1.0, clip=5.0, schedule="decay", decay_start=2, decay_factor=0.5)
+    cfg.optim = OptimConfig(
+        optimizer="sgd", lr=1.0, clip=5.0, schedule="decay", decay_start=2, decay_factor=0.5
+    )
     result = Trainer(cfg, tmp_path / "run").fit()
     lrs = {}
     for r in result.history:
@@ -132,3 +155,85 @@ def test_checkpoint_is_self_describing(text_file, tmp_path):
     model, vocab, ckpt = load_model(run)
     assert ckpt.meta["level"] == "char" and len(vocab) == model.config.vocab_size
     assert math.isfinite(ckpt.meta["progress"]["best_saved"])
+
+
+# ---------------------------------------------------------------- crash safety and hostile sizes
+
+
+def test_best_is_written_before_last(text_file, tmp_path, monkeypatch):
+    trainer = Trainer(config(text_file, max_steps=3), tmp_path / "run")
+    written = []
+    real = ck.save_checkpoint
+    monkeypatch.setattr(
+        ck, "save_checkpoint", lambda path, c: (written.append(path.name), real(path, c))
+    )
+    trainer.save(best=True)
+    assert written == ["best.safetensors", "last.safetensors"]  # a crash between: last is older
+
+
+def test_weights_that_are_not_finite_are_never_saved(text_file, tmp_path):
+    run = tmp_path / "run"
+    trainer = Trainer(config(text_file), run)
+    trainer.save()
+    before = (run / "last.safetensors").read_bytes()
+    with torch.no_grad():
+        trainer.model.decoder.bias[0] = math.inf
+    with pytest.raises(TrainingDiverged, match="no longer finite.*last good checkpoint is kept"):
+        trainer.save(best=True)
+    assert (run / "last.safetensors").read_bytes() == before
+    assert not (run / "best.safetensors").exists()
+
+
+def test_resume_trims_metrics_written_after_the_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"kind": "train", "step": s}) for s in (1, 2, 3, 4, 5)]
+    path.write_text("\n".join(rows) + '\n{"kind": "train", "st')  # cut off by a crash
+    trim_metrics(path, 3)
+    assert path.read_text().splitlines() == rows[:3]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+    trim_metrics(tmp_path / "missing.jsonl", 3)  # nothing to trim
+
+
+def test_stale_temporary_files_of_killed_processes_are_removed(tmp_path):
+    mine = f".last.safetensors.tmp-{os.getpid()}"
+    names = [".last.safetensors.tmp-99999999", ".run.json.tmp-1", ".notes.tmp-1", mine, "keep.txt"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    remove_stale_temp_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".notes.tmp-1", mine, "keep.txt"])
+
+
+@pytest.mark.parametrize(
+    "optim,slots",
+    [
+        (OptimConfig(optimizer="adam", lr=0.01), 2),
+        (OptimConfig(optimizer="sgd", lr=1.0, momentum=0.9), 1),
+        (OptimConfig(optimizer="sgd", lr=1.0), 0),
+    ],
+)
+def test_memory_estimate_of_the_state_is_exact(optim, slots):
+    """Without activations (batch 0) the estimate is exactly the bytes of the weights, their
+    gradients and the optimizer's tensors after a step."""
+    cfg = LanguageModelConfig(vocab_size=11, cell="gru", embed_size=6, hidden_size=7, num_layers=2)
+    model = LanguageModel(cfg)
+    opt = make_optimizer(model.parameters(), optim)
+    logits, _ = model(torch.randint(11, (5, 3)))
+    logits.sum().backward()
+    opt.step()
+    held = [p for p in model.parameters()] + [p.grad for p in model.parameters()]
+    held += [t for s in opt.state.values() for k, t in s.items() if k != "step"]
+    assert training_memory(cfg, optim, batch_size=0, bptt=0) == sum(4 * t.numel() for t in held)
+    assert sum(4 * t.numel() for t in held) == 4 * model.num_parameters() * (2 + slots)
+    assert training_memory(cfg, optim, batch_size=4, bptt=8) > training_memory(cfg, optim, 0, 0)
+
+
+def test_too_big_a_model_is_refused_before_it_is_built(text_file, tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr("rnnlab.train.machine_memory", lambda device: 10**4)
+    monkeypatch.setattr("rnnlab.train.LanguageModel", never)
+    with pytest.raises(ConfigError, match=r"would need at least .* more than the 9\.8 KiB"):
+        Trainer(config(text_file), tmp_path / "run")
+    memory = machine_memory(torch.device("cpu"))
+    assert memory is None or memory > 2**20

@@ -139,6 +139,44 @@ def test_unknown_level() -> None:
         make_tokenizer("bytes")
 
 
+WORDS = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(WORDS, max_size=6), max_size=8))
+def test_word_round_trip_of_canonical_text_is_exact(lines: list[list[str]]) -> None:
+    """Words separated by single spaces, every line ended by a newline: decode(encode) is the
+    identity (``<eos>`` in the text would read as a line end, so it is left out)."""
+    lines = [[w for w in words if w != EOS and w.split() == [w]] for words in lines]
+    text = "".join(" ".join(words) + "\n" for words in lines)
+    tok = make_tokenizer("word")
+    vocab = build_vocab(tok.tokenize(text), level="word")
+    assert decode_ids(encode_text(text, tok, vocab), tok, vocab) == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(known=st.lists(st.text(max_size=3)), asked=st.lists(st.text(max_size=3)))
+def test_encode_decode_keeps_known_tokens_and_unks_the_rest(known, asked) -> None:
+    vocab = build_vocab(known)
+    ids = vocab.encode(asked)
+    assert all(0 <= i < len(vocab) for i in ids)
+    assert vocab.decode(ids) == [t if t in vocab else UNK for t in asked]
+    assert vocab.encode(vocab.decode(range(len(vocab)))) == list(range(len(vocab)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    tokens=st.lists(st.text()),
+    level=st.sampled_from([None, "char", "word"]),
+    max_size=st.one_of(st.none(), st.integers(1, 20)),
+    min_count=st.integers(1, 3),
+)
+def test_any_vocabulary_survives_json(tokens, level, max_size, min_count) -> None:
+    vocab = build_vocab(tokens, level=level, max_size=max_size, min_count=min_count)
+    again = Vocab.from_dict(json.loads(json.dumps(vocab.to_dict(), ensure_ascii=False)))
+    assert again == vocab and again.stoi == vocab.stoi and again.unk_id == vocab.unk_id
+
+
 # --- published counts on the real corpora ---------------------------------------------------
 
 

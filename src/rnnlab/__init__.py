@@ -5,7 +5,14 @@ The public API, re-exported from the modules that define it.
 
 from rnnlab.batching import batchify, iter_windows, window_lengths
 from rnnlab.cells import GRUCell, LSTMCell, RNNCell
-from rnnlab.corpora import Corpus, CorpusSpec, default_corpus, list_corpora, load_corpus, load_text_file
+from rnnlab.corpora import (
+    Corpus,
+    CorpusSpec,
+    default_corpus,
+    list_corpora,
+    load_corpus,
+    load_text_file,
+)
 from rnnlab.dataset import DataConfig, LMData, load_data
 from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError, TrainingDiverged
 from rnnlab.evaluate import EvalResult, evaluate

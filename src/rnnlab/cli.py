@@ -163,8 +163,12 @@ def build_run_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rnnlab import distributed
     from rnnlab.train import Trainer, load_run_config
 
+    main_rank = distributed.env_rank() == 0  # under torchrun only rank 0 reports and writes
+    if not main_rank:
+        logging.getLogger("rnnlab").setLevel(logging.ERROR)
     if args.resume:
         run_dir = Path(args.resume)
         config = load_run_config(run_dir)
@@ -189,12 +193,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.out
             else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        if (run_dir / "run.json").exists():
+        if main_rank and (run_dir / "run.json").exists():
             raise ConfigError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                 "or pick another --out"
             )
     trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    if not trainer.is_main:
+        trainer.fit()
+        trainer.close()
+        return 0
     data = trainer.data
     print(
         f"rnnlab: run directory {run_dir}; "
@@ -205,6 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     result = trainer.fit()
+    trainer.close()
     summary = {
         "run_dir": str(run_dir),
         "valid": result.valid.to_dict() if result.valid else None,
@@ -324,11 +333,25 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate text from a trained model")
     p.add_argument("run_dir")
     p.add_argument("--prime", default="", help="text the samples continue")
-    p.add_argument("--length", type=int, default=300, help="tokens to generate")
+    p.add_argument("--length", type=int, default=300, help="tokens to generate (at most)")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--top-k", type=int, help="draw from the K most likely tokens only")
+    p.add_argument("--top-p", type=float, help="draw from the smallest set of mass >= P (nucleus)")
+    p.add_argument("--beam", type=int, metavar="N", help="beam search with N beams (deterministic)")
+    p.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="beam score = log p / length**ALPHA (default 1: mean log-probability per token)",
+    )
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help=r"end a sample before this text (repeatable; \n is a newline)",
+    )
+    p.add_argument("--count", type=int, default=1, help="samples, drawn as one batch")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
@@ -340,6 +363,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from rnnlab.train import load_model
 
     cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    if args.beam is not None and args.beam < 1:
+        raise ConfigError(f"--beam must be at least 1, got {args.beam}")
+    stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
     model, vocab, ckpt = load_model(args.run_dir, device=args.device)
     texts = generate(
         model,
@@ -350,11 +376,86 @@ def cmd_sample(args: argparse.Namespace) -> int:
         cfg=cfg,
         count=args.count,
         seed=args.seed,
+        stop=stops,
+        beam=args.beam,
+        length_penalty=args.length_penalty,
     )
     if args.json:
         print(json.dumps([{"text": t} for t in texts], ensure_ascii=False))
     else:
         print("\n\n".join(texts))
+    return 0
+
+
+def _add_poem(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "poem", help="classical Chinese quatrains (绝句) or regulated verse (律诗), form guaranteed"
+    )
+    p.add_argument(
+        "run_dir", help="a character model trained on Chinese poems (--preset tang-quatrains)"
+    )
+    p.add_argument("--form", type=int, default=5, help="characters per line: 5 (五言) or 7 (七言)")
+    p.add_argument("--lines", type=int, default=4, help="4 (绝句) or 8 (律诗)")
+    p.add_argument(
+        "--acrostic", metavar="HEADS", help="藏头诗: line k starts with the k-th character"
+    )
+    p.add_argument("--first-line", metavar="TEXT", help="the whole first line")
+    p.add_argument("--start", metavar="TEXT", help="characters the poem starts with")
+    p.add_argument(
+        "--rhyme", action="store_true", help="lines 2, 4 (6, 8) rhyme (十三辙, modern readings)"
+    )
+    p.add_argument(
+        "--tones",
+        action="store_true",
+        help="follow a standard 平仄 pattern (modern tones approximate Middle Chinese)",
+    )
+    p.add_argument("--count", type=int, default=1, help="poems, decoded as one batch")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="a JSON list, one object per poem")
+    p.set_defaults(func=cmd_poem)
+
+
+def cmd_poem(args: argparse.Namespace) -> int:
+    from rnnlab.poetry import PoemSpec, generate_poems
+    from rnnlab.sampling import SamplingConfig
+    from rnnlab.train import load_model
+
+    spec = PoemSpec(
+        chars=args.form,
+        lines=args.lines,
+        acrostic=args.acrostic,
+        first_line=args.first_line,
+        start=args.start,
+        rhyme=args.rhyme,
+        tones=args.tones,
+    )
+    cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    if args.count < 1:
+        raise ConfigError(f"--count must be at least 1, got {args.count}")
+    model, vocab, ckpt = load_model(args.run_dir, device=args.device)
+    if ckpt.meta.get("level", "char") != "char":
+        raise ConfigError(
+            f"{args.run_dir} is a {ckpt.meta.get('level')}-level model; rnnlab poem needs a "
+            "character model trained on Chinese poems (--preset tang-quatrains)"
+        )
+    poems = generate_poems(model, vocab, spec, count=args.count, cfg=cfg, seed=args.seed)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in poems], ensure_ascii=False))
+        return 0
+    for i, poem in enumerate(poems):
+        if i:
+            print()
+        print(poem.text)
+        notes = ["form"]
+        if poem.rhyme:
+            notes.append(f"rhyme {poem.rhyme_group}")
+        if poem.tones:
+            notes.append(f"tones {poem.tone_pattern}")
+        print(f"  ({', '.join(notes)})")
     return 0
 
 
@@ -816,6 +917,7 @@ def make_parser() -> argparse.ArgumentParser:
         _add_train,
         _add_eval,
         _add_sample,
+        _add_poem,
         _add_score,
         _add_corpora,
         _add_compare,

@@ -10,6 +10,16 @@ One loop serves ``train``, ``--resume``, fine-tuning and the comparison grid. Pe
 The trainer knows nothing of which cell it trains. Everything that decides the next step (weights,
 optimizer, learning rate, best score, the carried hidden state, RNG states, the epoch and the window
 within it) goes into the checkpoint, so a resumed run continues bit for bit.
+
+**Crash safety.** Checkpoints are written atomically (:mod:`rnnlab.checkpoint`), ``best`` before
+``last``, and never with weights that are no longer finite; a resumed run drops the metrics rows
+logged after its checkpoint and the temporary files of killed writers. So a run killed at any
+moment (SIGKILL included) and resumed ends with exactly the weights of an uninterrupted run on the
+CPU; killed before its first checkpoint, ``--resume`` starts it over from ``run.json``.
+
+**Data parallelism.** Under ``torchrun`` each process trains its own block of the batch columns
+inside DistributedDataParallel; see :mod:`rnnlab.distributed`. Sizes that cannot fit in memory are
+refused before the model is built (:func:`check_memory`).
 """
 
 from __future__ import annotations
@@ -67,7 +77,9 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}"
+            )
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -76,10 +88,14 @@ class OptimConfig:
             raise ConfigError(f"clip must be >= 0 (0 turns clipping off), got {self.clip}")
         for name in ("momentum", "weight_decay"):
             if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
+                )
         for name in ("decay_factor", "plateau_factor"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
+                )
 
 
 @dataclass
@@ -105,13 +121,19 @@ class TrainConfig:
         for name in ("bptt", "batch_size", "eval_batch_size", "epochs", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be a positive integer, got {value!r}"
+                )
         for name in ("max_steps", "save_every", "eval_every", "patience", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be a positive integer, got {value!r}"
+                )
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"max-minutes must be positive, got {self.max_minutes}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
 
 @dataclass
@@ -155,6 +177,7 @@ class Progress:
     best_valid: float = math.inf  # best epoch-end validation loss: the schedule's memory
     best_saved: float = math.inf  # validation loss of best.safetensors
     bad_epochs: int = 0
+    validated_step: int = -1  # the step last validated (not again after a resume)
     done: bool = False
 
 
@@ -175,13 +198,17 @@ def pick_device(name: str) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        raise ConfigError(
+            "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
+        )
     return device
 
 
 def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -192,8 +219,96 @@ def explosion_threshold(vocab_size: int) -> float:
     return 3.0 * math.log(vocab_size) + 10.0
 
 
+def training_memory(
+    model: LanguageModelConfig, optim: OptimConfig, batch_size: int, bptt: int, ddp: bool = False
+) -> int:
+    """A rough lower bound on the bytes one training process needs (float32)::
+
+        weights:      4 P (2 + s + d)   P parameters; weights and gradients, s optimizer slots
+                                        (Adam 2, SGD with momentum 1, else 0), d = 1 under DDP
+                                        (its gradient buckets)
+        activations:  4 tau B (3 V + 10 g H layers + 2 E)   kept for backpropagation: logits,
+                                        softmax and their gradient; g gates, states and cells
+                                        per layer; embeddings
+
+    It errs low on purpose: it serves to refuse sizes that cannot fit, before allocating them.
+    """
+    slots = 2 if optim.optimizer in ("adam", "adamw") else (1 if optim.momentum else 0)
+    weights = 4 * model.num_parameters() * (2 + slots + int(ddp))
+    gates = {"rnn": 1, "rnn-relu": 1, "gru": 3, "gru-reset-before": 3}.get(model.cell, 4)
+    per_token = 3 * model.vocab_size + 10 * gates * model.hidden_size * model.num_layers
+    per_token += 2 * model.embed_size
+    return weights + 4 * bptt * batch_size * per_token
+
+
+def machine_memory(device: torch.device) -> int | None:
+    """Total memory of ``device``: the GPU's, or the machine's RAM (capped by a cgroup limit);
+    None where the system does not say."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = int(Path(limit_file).read_text().strip())
+        except (OSError, ValueError):  # absent, or "max"
+            continue
+        total = min(total, limit)
+    return total if total > 0 else None
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n_bytes < 1024 or unit == "TiB":
+            return f"{n_bytes:,.0f} {unit}" if unit == "bytes" else f"{n_bytes:,.1f} {unit}"
+        n_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_memory(
+    model: LanguageModelConfig,
+    config: RunConfig,
+    device: torch.device,
+    *,
+    processes: int = 1,
+    ddp: bool = False,
+) -> None:
+    """Refuse, before allocating anything, a model that cannot fit in ``device``'s memory.
+
+    ``processes`` share the device (data-parallel ranks on one CPU machine).
+    """
+    t = config.train
+    need = training_memory(model, config.optim, t.batch_size, t.bptt, ddp) * processes
+    have = machine_memory(device)
+    if have is not None and need > have:
+        who = f" for {processes} processes" if processes > 1 else ""
+        raise ConfigError(
+            f"the model would need at least {_size(need)} of memory{who} "
+            f"({model.num_parameters():,} parameters), more than the {_size(have)} of "
+            f"{'this GPU' if device.type == 'cuda' else 'this machine'}; use a smaller --hidden, "
+            "--embed, --layers, --batch-size or --max-vocab"
+        )
+
+
+def check_trainable(data: LMData) -> None:
+    """Refuse a training text of a single repeated symbol: there is nothing to learn."""
+    train = data.train
+    if train.numel() and not bool((train != train[0]).any()):
+        symbol = data.vocab.itos[int(train[0])]
+        raise DataError(
+            f"the training text is one symbol ({symbol!r}) repeated; a language model needs at "
+            "least two different symbols: give a longer or more varied text"
+        )
+
+
 class Trainer:
     """Trains a :class:`LanguageModel` as ``config`` says and keeps ``run_dir`` up to date.
+
+    Under ``torchrun`` (see :mod:`rnnlab.distributed`) every process builds a Trainer with the
+    same arguments: each trains on its own block of the batch columns inside
+    DistributedDataParallel, and only rank 0 writes to ``run_dir``, logs and shows progress.
 
     Args:
         config: the run config.
@@ -218,12 +333,24 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.show_progress = progress
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"{self.run_dir} is a file, not a run directory; pick another --out")
+        cpus = os.cpu_count() or 1
+        if config.train.threads is not None and config.train.threads > MAX_THREADS_PER_CPU * cpus:
+            raise ConfigError(
+                f"{config.train.threads} threads is far more than this machine's {cpus} CPUs; "
+                f"use at most --threads {MAX_THREADS_PER_CPU * cpus}"
+            )
         self.on_log = on_log
-        self.device = pick_device(config.train.device)
+        self.dist = distributed.setup(config.train.device)
+        self.is_main = self.dist is None or self.dist.is_main
+        self.world_size = 1 if self.dist is None else self.dist.world_size
+        self.show_progress = progress and self.is_main
+        self.device = self.dist.device if self.dist else pick_device(config.train.device)
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         self._stop_requested = False
+        self._stop_time = 0.0
         self.history: list[dict[str, Any]] = []
 
         resume_ckpt = None
@@ -233,30 +360,56 @@ class Trainer:
         self.data = data if data is not None else load_data(config.data, vocab=vocab)
         if resume_ckpt and len(self.data.vocab) != resume_ckpt.meta["model"]["vocab_size"]:
             raise RnnlabError("the resumed run's vocabulary does not match its data")
+        check_trainable(self.data)
+        check_enough(len(self.data.train), config.train.batch_size, config.train.bptt)
+        train_data = batchify(self.data.train, config.train.batch_size)  # (T, B)
+        if self.dist is not None:
+            distributed.check_same(self.dist, _data_fingerprint(self.data), "training data")
+            # this rank's own columns: (T, B / W)
+            train_data = column_slice(train_data, self.dist.rank, self.world_size).contiguous()
+        self.train_data = train_data.to(self.device)
 
         torch.manual_seed(config.train.seed)
         self.model_config = LanguageModelConfig.from_dict(
             dict(config.model.to_dict(), vocab_size=len(self.data.vocab))
         )
+        processes = self.dist.local_world_size if self.dist and self.device.type == "cpu" else 1
+        check_memory(
+            self.model_config, config, self.device, processes=processes, ddp=self.dist is not None
+        )
         self.model = LanguageModel(self.model_config).to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), config.optim)
-        check_enough(len(self.data.train), config.train.batch_size, config.train.bptt)
-        self.train_data = batchify(self.data.train, config.train.batch_size).to(self.device)
+        if self.dist is not None and self.dist.rank > 0:
+            # Each rank draws its own dropout masks; rank 0 keeps the single-process stream.
+            torch.manual_seed(_rank_seed(config.train.seed, self.dist.rank))
         self.progress = Progress(lr=config.optim.lr)
         self.state: State | None = None
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
-        else:
+        elif self.is_main:
             ck.write_json_atomic(self.run_dir / ck.RUN_CONFIG, config.to_dict())
+        if self.dist is not None:
+            where = f"checkpoint of {self.run_dir} (use a directory all machines share)"
+            distributed.check_same(self.dist, self.progress.step, where)
+        if self.is_main and self.run_dir.is_dir():
+            remove_stale_temp_files(self.run_dir)
+            if resume:  # rows logged after the checkpoint will be logged again
+                trim_metrics(self.run_dir / METRICS, self.progress.step)
+        # what the training step calls: the model itself, or its DDP wrapper
+        self.net = self.model if self.dist is None else distributed.wrap(self.model, self.dist)
 
     # ----------------------------------------------------------------------------- checkpoints
     def _checkpoint(self) -> ck.Checkpoint:
+        """The checkpoint of this moment; every rank takes part (states are gathered)."""
         optim_meta, optim_tensors = ck.optimizer_to_checkpoint(self.optimizer.state_dict())
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update(optim_tensors)
         tensors.update(ck.rng_to_checkpoint())
+        tensors.update(self._rank_rng_states())
         if self.state is not None:
             parts = self.state if isinstance(self.state, tuple) else (self.state,)
+            if self.dist is not None:  # (layers, B / W, H) per rank -> (layers, B, H)
+                parts = tuple(distributed.gather_columns(self.dist, s) for s in parts)
             tensors.update({f"state.{i}": s for i, s in enumerate(parts)})
         meta = {
             "run": self.config.to_dict(),
@@ -266,22 +419,60 @@ class Trainer:
             "corpus": self.data.name,
             "optimizer": optim_meta,
             "progress": asdict(self.progress),
+            "world_size": self.world_size,
             "saved_at": time.time(),
         }
         return ck.Checkpoint(meta=meta, tensors=tensors)
 
+    def _rank_rng_states(self) -> dict[str, Tensor]:
+        """RNG states of ranks 1.. (``rng.rank<r>.cpu`` / ``.cuda``); rank 0's are ``rng.cpu``."""
+        if self.dist is None:
+            return {}
+        out = {}
+        for r, s in enumerate(distributed.gather_tensors(self.dist, torch.get_rng_state())):
+            out[f"rng.rank{r}.cpu"] = s
+        if self.device.type == "cuda":
+            states = distributed.gather_tensors(self.dist, torch.cuda.get_rng_state(self.device))
+            for r, s in enumerate(states):
+                out[f"rng.rank{r}.cuda"] = s
+        return {k: v for k, v in out.items() if not k.startswith("rng.rank0.")}
+
     def save(self, best: bool = False) -> None:
+        """Write ``last`` (and ``best``) checkpoints; every rank takes part, rank 0 writes.
+
+        ``best`` is written first: a crash between the two files leaves a ``last`` older than
+        ``best``, and resuming from it rewrites the same ``best``. Weights that are no longer
+        finite are never saved: the run stops as diverged and the last good checkpoint stays.
+        """
+        params = list(self.model.parameters())
+        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            self._diverged("the weights are no longer finite", self.progress.step)
         ckpt = self._checkpoint()
-        ck.save_checkpoint(self.run_dir / ck.LAST, ckpt)
+        if not self.is_main:
+            return
         if best:
             ck.save_checkpoint(self.run_dir / ck.BEST, ckpt)
+        ck.save_checkpoint(self.run_dir / ck.LAST, ckpt)
 
     def _restore(self, ckpt: ck.Checkpoint) -> None:
         load_model_weights(self.model, ckpt)
         self.optimizer.load_state_dict(ck.optimizer_from_checkpoint(ckpt))
         self.progress = Progress(**ckpt.meta["progress"])
         ck.rng_from_checkpoint(ckpt)
-        parts = [v.to(self.device) for _, v in sorted(ckpt.group("state").items())]
+        if self.dist is not None and self.dist.rank > 0:
+            rng = ckpt.group("rng")
+            own = f"rank{self.dist.rank}"
+            if f"{own}.cpu" in rng:  # saved by a run with at least as many ranks
+                torch.set_rng_state(rng[f"{own}.cpu"])
+                if self.device.type == "cuda" and f"{own}.cuda" in rng:
+                    torch.cuda.set_rng_state(rng[f"{own}.cuda"], self.device)
+            else:  # another world size: fresh masks for this rank, the same on every rerun
+                seed = _rank_seed(self.config.train.seed, self.dist.rank) + self.progress.step
+                torch.manual_seed(seed)
+        parts = [v for _, v in sorted(ckpt.group("state").items())]  # each (layers, B, H)
+        if self.dist is not None:
+            parts = [distributed.own_columns(s, self.dist.rank, self.world_size) for s in parts]
+        parts = [s.to(self.device) for s in parts]
         if parts:
             self.state = tuple(parts) if len(parts) > 1 else parts[0]
         log.info("resumed at epoch %d, window %d", self.progress.epoch + 1, self.progress.window)
@@ -290,22 +481,52 @@ class Trainer:
     def _log(self, row: dict[str, Any]) -> None:
         row = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
         self.history.append(row)
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        if not self.is_main:
+            return
+        with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         if self.on_log is not None:
             self.on_log(row)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
-        if self._stop_requested:  # a second Ctrl-C stops at once
+        now = time.monotonic()
+        # torchrun passes the terminal's Ctrl-C on to processes that already got it: under
+        # torchrun a repeat within SIGNAL_ECHO_S seconds is that echo, not a second Ctrl-C.
+        echo = self.dist is not None and now - self._stop_time < SIGNAL_ECHO_S
+        if self._stop_requested and not echo:  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
+        if not self._stop_requested:
+            self._stop_time = now
         self._stop_requested = True
 
-    def _out_of_budget(self, started: float, elapsed0: float) -> bool:
+    def _steps_done(self) -> bool:
         t = self.config.train
-        if t.max_steps is not None and self.progress.step >= t.max_steps:
-            return True
+        return t.max_steps is not None and self.progress.step >= t.max_steps
+
+    def _time_up(self, started: float, elapsed0: float) -> bool:
+        """Whether ``--max-minutes`` is spent (this rank's clock)."""
         minutes = (elapsed0 + time.perf_counter() - started) / 60
-        return t.max_minutes is not None and minutes >= t.max_minutes
+        return (
+            self.config.train.max_minutes is not None and minutes >= self.config.train.max_minutes
+        )
+
+    def _out_of_budget(self, started: float, elapsed0: float) -> bool:
+        if self._steps_done():
+            return True
+        time_up = self._time_up(started, elapsed0)
+        if self.dist is not None:
+            time_up = distributed.agree(self.dist, 0.0, time_up)[1][0]
+        return time_up
+
+    def _agree(self, loss: float, started: float, elapsed0: float) -> tuple[float, bool, bool]:
+        """The combined batch's loss, and whether to stop now (Ctrl-C) or for time, as every
+        rank sees them: one all-reduce per step under DDP."""
+        time_up = self._time_up(started, elapsed0)
+        if self.dist is None:
+            return loss, self._stop_requested, time_up
+        loss, (stop, time_up) = distributed.agree(self.dist, loss, self._stop_requested, time_up)
+        self._stop_requested = self._stop_requested or stop
+        return loss, stop, time_up
 
     def fit(self) -> TrainResult:
         """Train until the epochs, steps or minutes run out (or early stopping); then evaluate."""
@@ -320,6 +541,15 @@ class Trainer:
                 signal.signal(signal.SIGINT, old_handler)
         return self._final_evaluation()
 
+    def close(self) -> None:
+        """End a distributed run: release the DDP wrapper and leave the process group (if this
+        trainer joined it). The model stays usable; a single-process trainer does nothing."""
+        if self.dist is None:
+            return
+        self.net = self.model
+        if self.dist.owns_group:
+            distributed.shutdown()
+
     def _train_loop(self) -> None:
         cfg, p = self.config, self.progress
         n_rows = self.train_data.size(0)
@@ -328,29 +558,34 @@ class Trainer:
         bar = None
         while p.epoch < cfg.train.epochs and not self._out_of_budget(started, elapsed0):
             lengths = window_lengths(
-                n_rows, cfg.train.bptt, variable=cfg.train.variable_bptt, seed=cfg.train.seed, epoch=p.epoch
+                n_rows,
+                cfg.train.bptt,
+                variable=cfg.train.variable_bptt,
+                seed=cfg.train.seed,
+                epoch=p.epoch,
             )
             if p.window == 0:
                 self.state = None
             bar = self._progress_bar(len(lengths), p.window)
-            self.model.train()
+            self.net.train()
             window_tokens, window_loss, window_count, last_norm = 0, 0.0, 0, 0.0
             mark = time.perf_counter()
             for w in iter_windows(self.train_data, lengths, start=p.window):
                 loss, norm = self._step(w.inputs, w.targets, w.length)
-                loss_value = loss
+                loss_value, stop, time_up = self._agree(loss, started, elapsed0)
                 if not math.isfinite(loss_value) or loss_value > explosion_threshold(vocab_size):
-                    self._diverged(loss_value)
+                    self._diverged(f"loss {loss_value}", p.step + 1)
+                tokens = w.inputs.numel() * self.world_size  # the combined batch's
                 p.window = w.index + 1
                 p.step += 1
-                p.tokens += w.inputs.numel()
-                window_tokens += w.inputs.numel()
+                p.tokens += tokens
+                window_tokens += tokens
                 window_loss += loss_value
                 window_count += 1
                 last_norm = norm
                 if bar is not None:
                     bar.update(1)
-                if p.step % cfg.train.log_every == 0 or self._stop_requested:
+                if p.step % cfg.train.log_every == 0 or stop:
                     now = time.perf_counter()
                     p.elapsed = elapsed0 + now - started
                     mean = window_loss / max(window_count, 1)
@@ -369,7 +604,9 @@ class Trainer:
                     self._log(row)
                     if bar is not None:
                         bar.set_postfix(
-                            loss=f"{mean:.3f}", ppl=f"{row['train_ppl']:.1f}", tok_s=f"{row['tokens_per_s']:.0f}"
+                            loss=f"{mean:.3f}",
+                            ppl=f"{row['train_ppl']:.1f}",
+                            tok_s=f"{row['tokens_per_s']:.0f}",
                         )
                     window_tokens, window_loss, window_count, mark = 0, 0.0, 0, now
                 every = cfg.train.eval_every
@@ -385,7 +622,7 @@ class Trainer:
                 if cfg.train.save_every and p.step % cfg.train.save_every == 0:
                     p.elapsed = elapsed0 + time.perf_counter() - started
                     self.save()
-                if self._stop_requested:
+                if stop:
                     p.elapsed = elapsed0 + time.perf_counter() - started
                     self.save()
                     if bar is not None:
@@ -395,7 +632,7 @@ class Trainer:
                         f"rnnlab train --resume {self.run_dir}",
                         exit_code=130,
                     )
-                if self._out_of_budget(started, elapsed0):
+                if self._steps_done() or time_up:
                     break
             if bar is not None:
                 bar.close()
@@ -414,9 +651,13 @@ class Trainer:
         self.save(best=improved)
 
     def _step(self, inputs: Tensor, targets: Tensor, length: int) -> tuple[float, float]:
+        """One window: forward, backward (DDP averages the gradients), clip, update.
+
+        Returns this rank's loss (the mean over its tokens) and the global gradient norm.
+        """
         cfg = self.config
         self.state = detach_state(self.state)
-        logits, self.state = self.model(inputs, self.state)
+        logits, self.state = self.net(inputs, self.state)  # (L, B / W, V)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -429,19 +670,32 @@ class Trainer:
         self.optimizer.step()
         return loss.item(), norm
 
-    def _diverged(self, loss: float) -> None:
+    def _diverged(self, why: str, step: int) -> None:
         where = self.run_dir / ck.LAST
-        kept = f"the last good checkpoint is kept in {where}" if where.exists() else "no checkpoint was written yet"
+        kept = (
+            f"the last good checkpoint is kept in {where}"
+            if where.exists()
+            else "no checkpoint was written yet"
+        )
         raise TrainingDiverged(
-            f"training diverged at step {self.progress.step + 1} (loss {loss}); {kept}; "
-            "lower --lr or set --clip"
+            f"training diverged at step {step} ({why}); {kept}; lower --lr or set --clip"
         )
 
     def _validate(self) -> EvalResult:
+        """Exact validation loss; under DDP every rank evaluates and rank 0's figure counts."""
         t = self.config.train
-        return evaluate(
-            self.model, self.data.valid, batch_size=t.eval_batch_size, bptt=max(t.bptt, 50), level=self.data.level
+        result = evaluate(
+            self.model,
+            self.data.valid,
+            batch_size=t.eval_batch_size,
+            bptt=max(t.bptt, 50),
+            level=self.data.level,
         )
+        if self.dist is not None:
+            loss = distributed.broadcast_float(self.dist, result.loss)
+            bpc = None if result.bpc is None else loss / math.log(2)
+            result = EvalResult(loss, perplexity(loss), result.tokens, bpc)
+        return result
 
     def _end_of_epoch(self) -> bool:
         """Validate, schedule, checkpoint; True when early stopping ends the run."""
@@ -463,14 +717,16 @@ class Trainer:
         return stop
 
     def _validate_if_needed(self, schedule: bool = True) -> bool:
-        """Validate unless this position was already validated; True if the best checkpoint improves.
+        """Validate unless this position was already validated; True if the best checkpoint
+        improves.
 
         With ``schedule`` the result also feeds the schedule and early stopping (epoch ends only).
         """
         p = self.progress
-        if self.history and self.history[-1].get("kind") == "valid" and self.history[-1]["step"] == p.step:
+        if p.validated_step == p.step:
             return False
         result = self._validate()
+        p.validated_step = p.step
         if schedule:
             if result.loss < p.best_valid:
                 p.best_valid = result.loss
@@ -493,16 +749,28 @@ class Trainer:
         if result.bpc is not None:
             row["valid_bpc"] = result.bpc
         self._log(row)
-        log.info("epoch %d: valid loss %.4f, perplexity %.2f", p.epoch + 1, result.loss, result.perplexity)
+        if self.is_main:
+            log.info(
+                "epoch %d: valid loss %.4f, perplexity %.2f",
+                p.epoch + 1,
+                result.loss,
+                result.perplexity,
+            )
         return improved
 
     def _final_evaluation(self) -> TrainResult:
-        """Evaluate the best checkpoint on valid and test; write ``results.json``."""
+        """Evaluate the best checkpoint on valid and test; write ``results.json`` (rank 0)."""
+        if not self.is_main:
+            return TrainResult(self.run_dir, self.progress, None, None, self.history)
         best = self.run_dir / ck.BEST
         if best.is_file():
             load_model_weights(self.model, ck.load_checkpoint(best))
         t = self.config.train
-        kwargs = {"batch_size": t.eval_batch_size, "bptt": max(t.bptt, 50), "level": self.data.level}
+        kwargs = {
+            "batch_size": t.eval_batch_size,
+            "bptt": max(t.bptt, 50),
+            "level": self.data.level,
+        }
         valid = evaluate(self.model, self.data.valid, **kwargs)
         test = evaluate(self.model, self.data.test, **kwargs)
         results = {
@@ -513,6 +781,7 @@ class Trainer:
             "tokens": self.progress.tokens,
             "wall_time": self.progress.elapsed,
             "parameters": self.model.num_parameters(),
+            "world_size": self.world_size,
         }
         ck.write_json_atomic(self.run_dir / "results.json", results)
         return TrainResult(self.run_dir, self.progress, valid, test, self.history)
@@ -532,24 +801,98 @@ class Trainer:
         )
 
 
+METRICS = "metrics.jsonl"
+MAX_THREADS_PER_CPU = 4  # more intra-op threads than this per CPU is refused as absurd
+SIGNAL_ECHO_S = 1.0  # under torchrun, a repeated SIGINT within this many seconds is an echo
+_RUN_FILES = (ck.LAST, ck.BEST, ck.RUN_CONFIG, METRICS, "results.json")
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """The dropout seed of rank ``rank`` > 0 (rank 0 uses ``seed`` itself)."""
+    return (seed + 1_000_003 * rank) % 2**63
+
+
+def _data_fingerprint(data: LMData) -> int:
+    """A digest of the vocabulary and training ids, to check that all ranks see the same."""
+    itos = json.dumps(data.vocab.itos, ensure_ascii=False).encode("utf-8")
+    return distributed.fingerprint(itos, memoryview(data.train.cpu().contiguous().numpy()))
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete temporary files that a killed process left in ``run_dir`` (``.<name>.tmp-<pid>``
+    of the run's own files; never this process's)."""
+    mine = f".tmp-{os.getpid()}"
+    for name in _RUN_FILES:
+        for tmp in run_dir.glob(f".{name}.tmp-*"):
+            if not tmp.name.endswith(mine):
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Keep the rows of ``metrics.jsonl`` up to ``step`` (the checkpoint being resumed).
+
+    Rows written after the checkpoint by a run that then died, and a row cut off by the crash,
+    are dropped, so the resumed run's rows follow on without duplicates.
+    """
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    lines = text.splitlines()
+    keep = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            keep.append(line)
+    if len(keep) == len(lines) and (not text or text.endswith("\n")):
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ck.CheckpointError(
+            f"could not rewrite {path}: {e.strerror or e}; free disk space or fix permissions"
+        ) from None
+
+
 def load_model_weights(model: LanguageModel, ckpt: ck.Checkpoint) -> None:
     """Copy a checkpoint's weights into ``model``, refusing shapes that disagree."""
-    weights = ckpt.group("model")
     expected = model.state_dict()
+    check_weights(expected, ckpt)
+    weights = ckpt.group("model")
+    model.load_state_dict({k: weights[k] for k in expected})
+
+
+def check_weights(expected: dict[str, Tensor], ckpt: ck.Checkpoint) -> None:
+    """Refuse a checkpoint whose weights lack a tensor of ``expected`` or disagree in shape."""
+    weights = ckpt.group("model")
     missing = sorted(set(expected) - set(weights))
     if missing:
-        raise ck.CheckpointError(f"checkpoint lacks weights {', '.join(missing[:3])}; it does not fit this model")
+        raise ck.CheckpointError(
+            f"checkpoint lacks weights {', '.join(missing[:3])}; it does not fit this model"
+        )
     for name, t in expected.items():
         if tuple(weights[name].shape) != tuple(t.shape):
             raise ck.CheckpointError(
                 f"checkpoint tensor {name} has shape {tuple(weights[name].shape)} but its config "
                 f"implies {tuple(t.shape)}; the checkpoint is inconsistent"
             )
-    model.load_state_dict({k: weights[k] for k in expected})
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[LanguageModel, Vocab, ck.Checkpoint]:
-    """The model and vocabulary of a checkpoint (a run directory or a file), ready for inference."""
+    """The model and vocabulary of a checkpoint (a run directory or a file), ready for inference.
+
+    The weights are checked against a skeleton of the model on the ``meta`` device (no memory)
+    before the model is built, so a crafted description cannot make it allocate without bound.
+    """
     ckpt = ck.load_checkpoint(path)
     try:
         config = LanguageModelConfig.from_dict(ckpt.meta["model"])
@@ -560,8 +903,11 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[LanguageModel, Vo
         raise ck.CheckpointError(f"checkpoint {path} has an invalid description ({e})") from None
     if len(vocab) != config.vocab_size:
         raise ck.CheckpointError(
-            f"checkpoint {path} is inconsistent: vocabulary of {len(vocab)} but model of {config.vocab_size}"
+            f"checkpoint {path} is inconsistent: vocabulary of {len(vocab)} but model of "
+            f"{config.vocab_size}"
         )
+    with torch.device("meta"):
+        check_weights(LanguageModel(config).state_dict(), ckpt)
     model = LanguageModel(config)
     load_model_weights(model, ckpt)
     model.to(pick_device(device)).eval()
