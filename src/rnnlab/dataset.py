@@ -3,6 +3,8 @@
 This is the one place that turns "which text" (a named corpus, a local file, or the offline
 default) into the three token-id streams the trainer and evaluator consume. The vocabulary is
 built on the training split only, or taken from a checkpoint so ids mean the same thing later.
+A piano-roll corpus (``jsb``, ``nottingham``, ``musedata``, ``pianomidi``) gives a
+:class:`rnnlab.rolls.RollData` instead: lists of frames, no tokenizer, no vocabulary.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnlab.corpora import Corpus, default_corpus, load_corpus, load_text_file
+from rnnlab.corpora import Corpus, default_corpus, is_pianoroll, load_corpus, load_text_file
 from rnnlab.errors import ConfigError, DataError
+from rnnlab.rolls import RollData, fraction_pieces, load_rolls
 from rnnlab.vocab import Vocab, build_vocab, make_tokenizer
 
 log = logging.getLogger(__name__)
@@ -114,8 +117,25 @@ def load_text(cfg: DataConfig) -> Corpus:
     return default_corpus()
 
 
-def load_data(cfg: DataConfig, vocab: Vocab | None = None) -> LMData:
-    """Tokenize the corpus of ``cfg``; build the vocabulary on train unless one is given."""
+def load_roll_data(cfg: DataConfig) -> RollData:
+    """The piano rolls of a music corpus; ``data_fraction`` keeps the first training pieces."""
+    if cfg.level is not None:
+        raise ConfigError(f"corpus '{cfg.corpus}' holds piano rolls; drop --level {cfg.level}")
+    if cfg.corpus_options:
+        raise ConfigError(f"corpus '{cfg.corpus}' takes no options")
+    data = load_rolls(str(cfg.corpus))
+    if cfg.data_fraction < 1.0:
+        data.train = fraction_pieces(data.train, cfg.data_fraction)
+    return data
+
+
+def load_data(cfg: DataConfig, vocab: Vocab | None = None) -> LMData | RollData:
+    """Tokenize the corpus of ``cfg``; build the vocabulary on train unless one is given.
+
+    A piano-roll corpus gives its :class:`RollData` (``vocab`` is ignored).
+    """
+    if cfg.corpus is not None and is_pianoroll(cfg.corpus):
+        return load_roll_data(cfg)
     corpus = load_text(cfg)
     level = cfg.level or corpus.level
     tokenizer = make_tokenizer(level)
@@ -123,7 +143,9 @@ def load_data(cfg: DataConfig, vocab: Vocab | None = None) -> LMData:
     if cfg.data_fraction < 1.0:
         train_tokens = train_tokens[: max(2, int(len(train_tokens) * cfg.data_fraction))]
     if vocab is None:
-        vocab = build_vocab(train_tokens, min_count=cfg.min_count, max_size=cfg.max_vocab, level=level)
+        vocab = build_vocab(
+            train_tokens, min_count=cfg.min_count, max_size=cfg.max_vocab, level=level
+        )
     if len(vocab) < 2:
         raise DataError(
             f"the training text has only {len(vocab)} distinct symbol(s); a language model needs "

@@ -428,6 +428,11 @@ def gradflow_of_run(
     from rnnlab.train import load_model
 
     model, vocab, ckpt = load_model(run_dir)
+    if vocab is None:
+        raise ConfigError(
+            f"{run_dir} is a piano-roll model; gradflow measures text models (train one with "
+            "--text or a text --corpus)"
+        )
     if data is None:
         data = DataConfig.from_dict(ckpt.meta["run"]["data"])
     data = DataConfig.from_dict(dict(data.to_dict(), level=ckpt.meta["level"]))

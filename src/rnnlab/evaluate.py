@@ -30,15 +30,26 @@ IGNORE = -100
 
 @dataclass
 class EvalResult:
-    """Mean cross-entropy ``loss`` (nats/token) over ``tokens`` predictions."""
+    """Mean negative log-likelihood ``loss`` (nats) over ``tokens`` predictions.
+
+    ``unit`` is ``"token"`` for text (``perplexity`` = exp(loss), ``bpc`` for characters) or
+    ``"step"`` for piano rolls (:mod:`rnnlab.rolls`), where ``loss`` is the NLL per time step
+    and ``tokens`` counts predicted time steps; there is no perplexity then.
+    """
 
     loss: float
-    perplexity: float
+    perplexity: float | None
     tokens: int
     bpc: float | None = None
+    unit: str = "token"
 
     def to_dict(self) -> dict[str, float | int | None]:
+        """``{loss, perplexity, tokens[, bpc]}`` for text; ``{loss, nll_per_step, steps}`` for
+        piano rolls."""
+        if self.unit == "step":
+            return {"loss": self.loss, "nll_per_step": self.loss, "steps": self.tokens}
         d = asdict(self)
+        del d["unit"]
         if d["bpc"] is None:
             del d["bpc"]
         return d
@@ -105,7 +116,9 @@ class TokenScore:
 
 
 @torch.no_grad()
-def score_tokens(model: LanguageModel, context_id: int, ids: list[int], itos: list[str]) -> list[TokenScore]:
+def score_tokens(
+    model: LanguageModel, context_id: int, ids: list[int], itos: list[str]
+) -> list[TokenScore]:
     """Log-probability of each id given all before it, after a one-token context.
 
     The context is the boundary symbol the model saw between training sentences (``<eos>`` for

@@ -3,7 +3,7 @@
 A grid crosses four axes and trains one run per point, each through the same
 :class:`rnnlab.train.Trainer` as ``rnnlab train``, in its own directory ``OUT/runs/<run-id>``::
 
-    cells  x  data fractions  x  BPTT windows tau  x  seeds        (one parameter budget)
+    cells  x  data fractions  x  BPTT windows tau  x  learning rates  x  seeds    (one budget)
 
 **Sizes are matched by parameter count**, as Chung et al. (2014) matched their RNN, GRU and LSTM:
 for a budget ``P`` each cell gets the integer hidden size ``H`` whose model has the parameter
@@ -27,13 +27,24 @@ with a checkpoint continues from it (``Trainer(resume=True)``); so re-running an
 ``rnnlab compare`` finishes the grid.
 
 **Report**: ``results.csv`` (one row per run), ``summary.md`` (the table and mean ± sample std
-over seeds per (cell, fraction, tau)) and PNG plots: learning curves of validation perplexity
+over seeds per (cell, fraction, tau, lr)) and PNG plots: learning curves of validation perplexity
 by tokens and by wall time, perplexity against data fraction, perplexity against tau.
+
+**Learning rates**: with several (``lrs``), each (cell, fraction, tau) keeps the rate with the
+best mean validation figure ("selected by validation" in the summary); the plots show the
+selected rate's runs. Run ids carry the rate only when the grid has several.
+
+**Piano rolls** (a music corpus, :mod:`rnnlab.rolls`): the same grid, with the figure the
+negative log-likelihood per time step (columns ``valid_nll``, ``test_nll``, ``target_nll``; no
+bits per character), "tokens" counting predicted time steps (frames), data fractions taking the
+first pieces, and the learning curves drawn by epoch and by wall time (as Chung et al. 2014
+plot them). The model is the sigmoid head with the matched hidden size.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import math
@@ -48,6 +59,8 @@ from rnnlab.dataset import DataConfig, LMData, load_data
 from rnnlab.errors import ConfigError, DataError, RnnlabError, TrainingDiverged
 from rnnlab.model import LanguageModelConfig
 from rnnlab.recurrent import CELL_NAMES
+from rnnlab.rolls import N_PITCHES, PIANOROLL, RollData, fraction_pieces
+from rnnlab.tasks import steps_per_epoch
 from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -55,6 +68,25 @@ log = logging.getLogger(__name__)
 PARAM_TOLERANCE = 0.02  # matched sizes land within 2% of the budget
 DEFAULT_EVAL_EVERY = 100  # steps between validations when the run length is unknown (time budget)
 RESULTS = "results.json"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The figure a grid reports: perplexity for text, NLL per time step for piano rolls."""
+
+    key: str  # column suffix: valid_<key>, test_<key>, target_<key>
+    name: str  # in prose and on axes
+    log_scale: bool  # plot on a log axis
+    by_epoch: bool  # learning curves by epoch (piano rolls) rather than by tokens
+
+
+PERPLEXITY = Metric("ppl", "perplexity", True, False)
+NLL = Metric("nll", "NLL per time step (nats)", False, True)
+
+
+def metric_for(level: str) -> Metric:
+    """The metric of data of ``level`` (``pianoroll`` -> NLL, else perplexity)."""
+    return NLL if level == PIANOROLL else PERPLEXITY
 
 
 # --------------------------------------------------------------------------- parameter matching
@@ -155,12 +187,15 @@ class GridConfig:
         train: template of the loop (batch, budgets, device); bptt, seed, steps and the
             validation interval are set per run. Its ``eval_every`` (if set) fixes the interval.
         cells, data_fractions, bptts, seeds: the axes.
+        lrs: learning rates to search (an axis; empty: just ``optim.lr``). The summary keeps,
+            per cell, fraction and tau, the rate with the best mean validation figure.
         params: the parameter budget (whole model); None gives every cell ``model.hidden_size``.
         embed_follows_hidden: the embedding rule D = H (forced by weight tying).
         max_tokens: a token budget per run, turned into steps = ceil(tokens / (batch * tau)).
         eval_points: validations per run when the run length is known (learning curves).
-        target_ppl: the validation perplexity "time to target" is measured at; None: the worst
-            final validation perplexity of the grid, so every finished run reaches it.
+        target_ppl: the validation perplexity "time to target" is measured at (for piano
+            rolls: the validation NLL per step); None: the worst final validation figure of the
+            grid, so every finished run reaches it.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -175,6 +210,7 @@ class GridConfig:
     data_fractions: tuple[float, ...] = (1.0,)
     bptts: tuple[int, ...] = (35,)
     seeds: tuple[int, ...] = (1,)
+    lrs: tuple[float, ...] = ()
     params: int | None = None
     embed_follows_hidden: bool = False
     max_tokens: int | None = None
@@ -186,6 +222,12 @@ class GridConfig:
         self.data_fractions = tuple(float(f) for f in self.data_fractions)
         self.bptts = tuple(self.bptts)
         self.seeds = tuple(self.seeds)
+        self.lrs = tuple(float(lr) for lr in self.lrs)
+        if len(set(self.lrs)) != len(self.lrs):
+            raise ConfigError(f"learning rates repeat a value: {self.lrs}; list each once")
+        for lr in self.lrs:
+            if not (lr > 0 and math.isfinite(lr)):
+                raise ConfigError(f"learning rates must be positive numbers, got {lr}")
         for name in ("cells", "data_fractions", "bptts", "seeds"):
             values = getattr(self, name)
             if not values:
@@ -215,6 +257,11 @@ class GridConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def learning_rates(self) -> tuple[float, ...]:
+        """The rates the grid trains with: ``lrs``, or the optimizer's own rate."""
+        return self.lrs or (self.optim.lr,)
+
 
 @dataclass
 class PlannedRun:
@@ -228,17 +275,32 @@ class PlannedRun:
     size: ParamMatch
     config: RunConfig
 
+    @property
+    def lr(self) -> float:
+        return self.config.optim.lr
 
-def run_id(cell: str, hidden: int, fraction: float, bptt: int, seed: int) -> str:
-    """A readable, unique directory name for a grid point, e.g. ``gru-h180-f0.3-t35-s1``."""
-    return f"{cell}-h{hidden}-f{fraction:g}-t{bptt}-s{seed}"
+
+def run_id(
+    cell: str, hidden: int, fraction: float, bptt: int, seed: int, lr: float | None = None
+) -> str:
+    """A readable, unique directory name for a grid point, e.g. ``gru-h180-f0.3-t35-s1``
+    (``gru-h180-f0.3-t35-lr0.001-s1`` in a grid of several learning rates)."""
+    rate = "" if lr is None else f"-lr{lr:g}"
+    return f"{cell}-h{hidden}-f{fraction:g}-t{bptt}{rate}-s{seed}"
 
 
-def match_sizes(grid: GridConfig, vocab_size: int) -> dict[str, ParamMatch]:
+def output_spec(data: LMData | RollData) -> tuple[int, str]:
+    """The output size and head the data needs: (vocabulary, softmax) or (88, sigmoid)."""
+    if isinstance(data, RollData):
+        return N_PITCHES, "sigmoid"
+    return len(data.vocab), "softmax"
+
+
+def match_sizes(grid: GridConfig, vocab_size: int, head: str = "softmax") -> dict[str, ParamMatch]:
     """The size of every cell of the grid: matched to ``grid.params``, or the fixed hidden size."""
     sizes = {}
     for cell in grid.cells:
-        model = replace(grid.model, cell=cell, vocab_size=vocab_size)
+        model = replace(grid.model, cell=cell, vocab_size=vocab_size, head=head)
         if grid.params is None:
             cfg = sized(model, model.hidden_size, grid.embed_follows_hidden)
             sizes[cell] = ParamMatch(
@@ -256,10 +318,16 @@ def match_sizes(grid: GridConfig, vocab_size: int) -> dict[str, ParamMatch]:
     return sizes
 
 
-def planned_steps(grid: GridConfig, bptt: int, train_tokens: int) -> int | None:
-    """Steps a run will take if its length is known (step, token or epoch budget), else None."""
+def planned_steps(
+    grid: GridConfig, bptt: int, train_tokens: int, windows_per_epoch: int | None = None
+) -> int | None:
+    """Steps a run will take if its length is known (step, token or epoch budget), else None.
+
+    ``windows_per_epoch`` defaults to the text layout's (``train_tokens`` in ``batch`` columns).
+    """
     t = grid.train
-    windows_per_epoch = max(1, math.ceil((train_tokens // t.batch_size - 1) / bptt))
+    if windows_per_epoch is None:
+        windows_per_epoch = max(1, math.ceil((train_tokens // t.batch_size - 1) / bptt))
     limits = [t.epochs * windows_per_epoch]
     if t.max_steps is not None:
         limits.append(t.max_steps)
@@ -270,9 +338,17 @@ def planned_steps(grid: GridConfig, bptt: int, train_tokens: int) -> int | None:
     return min(limits)
 
 
-def plan_grid(grid: GridConfig, data: LMData) -> list[PlannedRun]:
-    """Every run of the grid, in order cell, fraction, tau, seed, with its full run config."""
-    sizes = match_sizes(grid, len(data.vocab))
+def plan_grid(grid: GridConfig, data: LMData | RollData) -> list[PlannedRun]:
+    """Every run of the grid, in order cell, fraction, tau, lr, seed, with its full run config."""
+    vocab_size, head = output_spec(data)
+    rolls = head == "sigmoid"
+    if rolls and grid.max_tokens is not None:
+        raise ConfigError(
+            "--max-tokens is for text; budget piano-roll runs with --epochs, --max-steps or "
+            "--max-minutes"
+        )
+    sizes = match_sizes(grid, vocab_size, head)
+    rates = grid.learning_rates
     runs = []
     for cell in grid.cells:
         size = sizes[cell]
@@ -282,15 +358,19 @@ def plan_grid(grid: GridConfig, data: LMData) -> list[PlannedRun]:
             vocab_size=0,
             hidden_size=size.hidden_size,
             embed_size=size.embed_size,
+            head=head,
         )
         for fraction in grid.data_fractions:
-            train_tokens = fraction_length(len(data.train), fraction)
+            part = fraction_data(data, fraction)
+            train_tokens = len(part.train) if not rolls else 0
             for tau in grid.bptts:
-                try:  # fail before hours of training, not at the run that lacks text
-                    check_enough(train_tokens, grid.train.batch_size, tau)
-                except DataError as e:
-                    raise DataError(f"data fraction {fraction:g}, bptt {tau}: {e}") from None
-                steps = planned_steps(grid, tau, train_tokens)
+                if not rolls:
+                    try:  # fail before hours of training, not at the run that lacks text
+                        check_enough(train_tokens, grid.train.batch_size, tau)
+                    except DataError as e:
+                        raise DataError(f"data fraction {fraction:g}, bptt {tau}: {e}") from None
+                per_epoch = steps_per_epoch(part, grid.train.batch_size, tau) if rolls else None
+                steps = planned_steps(grid, tau, train_tokens, per_epoch)
                 t = grid.train
                 eval_every = t.eval_every or (
                     max(1, steps // grid.eval_points) if steps else DEFAULT_EVAL_EVERY
@@ -299,7 +379,7 @@ def plan_grid(grid: GridConfig, data: LMData) -> list[PlannedRun]:
                 if grid.max_tokens is not None:
                     token_steps = math.ceil(grid.max_tokens / (t.batch_size * tau))
                     max_steps = token_steps if max_steps is None else min(max_steps, token_steps)
-                for seed in grid.seeds:
+                for lr, seed in itertools.product(rates, grid.seeds):
                     train = replace(
                         t,
                         bptt=tau,
@@ -312,17 +392,19 @@ def plan_grid(grid: GridConfig, data: LMData) -> list[PlannedRun]:
                     config = RunConfig(
                         data=replace(grid.data, data_fraction=fraction),
                         model=model,
-                        optim=grid.optim,
+                        optim=replace(grid.optim, lr=lr),
                         train=train,
                     )
-                    rid = run_id(cell, size.hidden_size, fraction, tau, seed)
+                    rate = lr if len(rates) > 1 else None
+                    rid = run_id(cell, size.hidden_size, fraction, tau, seed, rate)
                     runs.append(PlannedRun(rid, cell, fraction, tau, seed, size, config))
     return runs
 
 
 # --------------------------------------------------------------------------- data
-def load_grid_data(grid: GridConfig) -> LMData:
-    """Tokenize the grid's text once, with the vocabulary of the full training split."""
+def load_grid_data(grid: GridConfig) -> LMData | RollData:
+    """Tokenize the grid's text once, with the vocabulary of the full training split (or read
+    the piano rolls once)."""
     return load_data(replace(grid.data, data_fraction=1.0))
 
 
@@ -331,8 +413,11 @@ def fraction_length(n_train: int, fraction: float) -> int:
     return n_train if fraction >= 1.0 else max(2, int(n_train * fraction))
 
 
-def fraction_data(data: LMData, fraction: float) -> LMData:
-    """The first ``fraction`` of the training stream; same vocabulary, valid and test."""
+def fraction_data(data: LMData | RollData, fraction: float) -> Any:
+    """The first ``fraction`` of the training stream (or of the training pieces); same
+    vocabulary, valid and test."""
+    if isinstance(data, RollData):
+        return replace(data, train=fraction_pieces(data.train, fraction))
     return replace(data, train=data.train[: fraction_length(len(data.train), fraction)])
 
 
@@ -470,8 +555,8 @@ def train_speed(run_dir: Path) -> float | None:
     return statistics.median(speeds) if speeds else None
 
 
-def collect_row(run: PlannedRun, run_dir: Path) -> dict[str, Any]:
-    """One CSV row: the grid point, sizes, final perplexities and throughput of a run."""
+def collect_row(run: PlannedRun, run_dir: Path, metric: Metric = PERPLEXITY) -> dict[str, Any]:
+    """One CSV row: the grid point, sizes, final figures and throughput of a run."""
     results = json.loads((run_dir / RESULTS).read_text(encoding="utf-8"))
     row: dict[str, Any] = {
         "run_id": run.run_id,
@@ -484,6 +569,7 @@ def collect_row(run: PlannedRun, run_dir: Path) -> dict[str, Any]:
         "data_fraction": run.data_fraction,
         "bptt": run.bptt,
         "seed": run.seed,
+        "lr": run.lr,
         "status": "diverged" if "diverged" in results else "ok",
         "steps": results.get("steps"),
         "tokens": results.get("tokens"),
@@ -491,8 +577,11 @@ def collect_row(run: PlannedRun, run_dir: Path) -> dict[str, Any]:
     }
     for split in ("valid", "test"):
         r = results.get(split) or {}
-        row[f"{split}_ppl"] = r.get("perplexity")
-        row[f"{split}_bpc"] = r.get("bpc")
+        if metric is NLL:
+            row[f"{split}_nll"] = r.get("nll_per_step")
+        else:
+            row[f"{split}_ppl"] = r.get("perplexity")
+            row[f"{split}_bpc"] = r.get("bpc")
     speed = train_speed(run_dir)
     if speed is None and results.get("wall_time"):
         speed = results["tokens"] / results["wall_time"]
@@ -501,15 +590,18 @@ def collect_row(run: PlannedRun, run_dir: Path) -> dict[str, Any]:
 
 
 def add_time_to_target(
-    row: dict[str, Any], curve: list[dict[str, Any]], target: float | None
+    row: dict[str, Any],
+    curve: list[dict[str, Any]],
+    target: float | None,
+    metric: Metric = PERPLEXITY,
 ) -> None:
     """Tokens, steps and wall time at the first logged validation at or below ``target``."""
-    row["target_ppl"] = target
+    row[f"target_{metric.key}"] = target
     row["tokens_to_target"] = row["steps_to_target"] = row["wall_time_to_target_s"] = None
     if target is None:
         return
     for point in curve:
-        if point["valid_ppl"] <= target * (1 + 1e-4):  # logs round to 6 digits
+        if point[f"valid_{metric.key}"] <= target * (1 + 1e-4):  # logs round to 6 digits
             row["tokens_to_target"] = point["tokens"]
             row["steps_to_target"] = point["step"]
             row["wall_time_to_target_s"] = point["wall_time"]
@@ -519,38 +611,78 @@ def add_time_to_target(
 # --------------------------------------------------------------------------- reporting
 CSV_COLUMNS = (
     "run_id", "cell", "params", "recurrent_params", "hidden", "embed", "layers", "data_fraction",
-    "bptt", "seed", "status", "steps", "tokens", "valid_ppl", "test_ppl", "valid_bpc", "test_bpc",
-    "tokens_per_s", "wall_time_s", "target_ppl", "tokens_to_target", "steps_to_target",
-    "wall_time_to_target_s",
+    "bptt", "seed", "lr", "status", "steps", "tokens", "valid_ppl", "test_ppl", "valid_bpc",
+    "test_bpc", "tokens_per_s", "wall_time_s", "target_ppl", "tokens_to_target",
+    "steps_to_target", "wall_time_to_target_s",
 )  # fmt: skip
+_NLL_COLUMNS = {"valid_ppl": "valid_nll", "test_ppl": "test_nll", "target_ppl": "target_nll"}
+
+
+def csv_columns(metric: Metric = PERPLEXITY) -> tuple[str, ...]:
+    """The CSV columns: perplexity and bits per character for text, NLL per step for rolls."""
+    if metric is PERPLEXITY:
+        return CSV_COLUMNS
+    return tuple(_NLL_COLUMNS.get(c, c) for c in CSV_COLUMNS if not c.endswith("_bpc"))
+
+
+def selected_rates(
+    rows: Sequence[dict[str, Any]], metric: Metric = PERPLEXITY
+) -> dict[tuple[str, float, int], float]:
+    """Per (cell, fraction, tau): the learning rate with the best mean final validation figure
+    over its finished seeds (lower is better for both perplexity and NLL)."""
+    means: dict[tuple[str, float, int], dict[float, list[float]]] = {}
+    for row in rows:
+        value = row.get(f"valid_{metric.key}")
+        if row["status"] != "ok" or value is None or not math.isfinite(value):
+            continue
+        key = (row["cell"], row["data_fraction"], row["bptt"])
+        means.setdefault(key, {}).setdefault(row["lr"], []).append(value)
+    return {
+        key: min(by_lr, key=lambda lr: (statistics.fmean(by_lr[lr]), lr))
+        for key, by_lr in means.items()
+    }
+
+
+def is_selected(row: dict[str, Any], chosen: dict[tuple[str, float, int], float]) -> bool:
+    return chosen.get((row["cell"], row["data_fraction"], row["bptt"])) == row["lr"]
 
 
 def write_report(
     grid: GridConfig, out: Path, runs: Sequence[PlannedRun], *, level: str
 ) -> GridReport:
     """results.csv, summary.md and the plots, from the finished runs of ``runs``."""
+    metric = metric_for(level)
+    valid_key = f"valid_{metric.key}"
     finished = [r for r in runs if (out / "runs" / r.run_id / RESULTS).is_file()]
-    rows = [collect_row(r, out / "runs" / r.run_id) for r in finished]
+    rows = [collect_row(r, out / "runs" / r.run_id, metric) for r in finished]
     curves = {r.run_id: valid_curve(out / "runs" / r.run_id) for r in finished}
+    chosen = selected_rates(rows, metric)
     finals = [
-        row["valid_ppl"] for row in rows if row["status"] == "ok" and row["valid_ppl"] is not None
+        row[valid_key]
+        for row in rows
+        if row["status"] == "ok" and row[valid_key] is not None and is_selected(row, chosen)
     ]
     target = grid.target_ppl if grid.target_ppl is not None else (max(finals) if finals else None)
     for row in rows:
-        add_time_to_target(row, curves[row["run_id"]], target)
-    files = [write_csv(out / "results.csv", rows)]
-    plots, notes = make_plots(rows, curves, grid, out)
+        add_time_to_target(row, curves[row["run_id"]], target, metric)
+    files = [write_csv(out / "results.csv", rows, csv_columns(metric))]
+    shown = [row for row in rows if is_selected(row, chosen) or row["status"] != "ok"]
+    plots, notes = make_plots(shown, curves, grid, out, metric)
+    if len(grid.learning_rates) > 1:
+        notes = ["the plots show each cell's learning rate selected by validation", *notes]
     files += plots
     files.append(write_summary(out / "summary.md", grid, rows, target, level, plots, notes))
     return GridReport(rows, target, files, notes)
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+def write_csv(
+    path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS
+) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _cell_text(row.get(k), 6) for k in CSV_COLUMNS})
+            writer.writerow({k: _cell_text(row.get(k), 6) for k in columns})
     return path
 
 
@@ -576,30 +708,34 @@ def _pm(values: Sequence[float | None], fmt: str) -> str:
     return f"{mean:{fmt}} ± {'n/a' if std is None else format(std, fmt)}"
 
 
-def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (cell, data fraction, tau), in grid order."""
-    groups: dict[tuple[str, float, int], list[dict[str, Any]]] = {}
+def summarize(rows: Sequence[dict[str, Any]], metric: Metric = PERPLEXITY) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per (cell, data fraction, tau, learning rate), in grid order."""
+    k = metric.key
+    fmt = ".2f" if metric is PERPLEXITY else ".3f"
+    groups: dict[tuple[str, float, int, float | None], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["cell"], row["data_fraction"], row["bptt"]), []).append(row)
+        key = (row["cell"], row["data_fraction"], row["bptt"], row.get("lr"))
+        groups.setdefault(key, []).append(row)
     out = []
-    for (cell, fraction, tau), members in groups.items():
+    for (cell, fraction, tau, lr), members in groups.items():
         ok = [m for m in members if m["status"] == "ok"]
-        out.append(
-            {
-                "cell": cell,
-                "params": members[0]["params"],
-                "data_fraction": fraction,
-                "bptt": tau,
-                "n": len(ok),
-                "diverged": len(members) - len(ok),
-                "valid_ppl": _pm([m["valid_ppl"] for m in ok], ".2f"),
-                "test_ppl": _pm([m["test_ppl"] for m in ok], ".2f"),
-                "test_bpc": _pm([m["test_bpc"] for m in ok], ".3f"),
-                "tokens_per_s": _pm([m["tokens_per_s"] for m in ok], ".0f"),
-                "wall_time_to_target_s": _pm([m["wall_time_to_target_s"] for m in ok], ".1f"),
-                "tokens_to_target": _pm([m["tokens_to_target"] for m in ok], ".0f"),
-            }
-        )
+        summary = {
+            "cell": cell,
+            "params": members[0]["params"],
+            "data_fraction": fraction,
+            "bptt": tau,
+            "lr": lr,
+            "n": len(ok),
+            "diverged": len(members) - len(ok),
+            f"valid_{k}": _pm([m[f"valid_{k}"] for m in ok], fmt),
+            f"test_{k}": _pm([m[f"test_{k}"] for m in ok], fmt),
+            "tokens_per_s": _pm([m["tokens_per_s"] for m in ok], ".0f"),
+            "wall_time_to_target_s": _pm([m["wall_time_to_target_s"] for m in ok], ".1f"),
+            "tokens_to_target": _pm([m["tokens_to_target"] for m in ok], ".0f"),
+        }
+        if metric is PERPLEXITY:
+            summary["test_bpc"] = _pm([m["test_bpc"] for m in ok], ".3f")
+        out.append(summary)
     return out
 
 
@@ -627,7 +763,10 @@ def write_summary(
     notes: Sequence[str],
 ) -> Path:
     """summary.md: settings, sizes, the mean ± std table, every run, plots and notes."""
+    metric = metric_for(level)
+    k = metric.key
     char = level == "char"
+    several_lrs = len(grid.learning_rates) > 1
     t = grid.train
     budget = (
         ", ".join(
@@ -644,14 +783,27 @@ def write_summary(
     target_rule = (
         "given"
         if grid.target_ppl is not None
-        else "the worst final validation perplexity of the grid"
+        else f"the worst final validation {metric.name} of the grid"
     )
+    source = (
+        f"Piano rolls: {grid.data.describe()} (tokens are predicted time steps)"
+        if metric is NLL
+        else f"Text: {grid.data.describe()} ({level} level)"
+    )
+    rates = ", ".join(f"{lr:g}" for lr in grid.learning_rates)
+    extras = []
+    if grid.optim.weight_noise:
+        extras.append(f"weight noise {grid.optim.weight_noise:g}")
+    if t.patience:
+        extras.append(f"early stopping after {t.patience} epochs without improvement")
     parts = [
         "# rnnlab compare",
         "",
-        f"Text: {grid.data.describe()} ({level} level). Budget per run: {budget}. "
-        f"Optimizer {grid.optim.optimizer}, lr {grid.optim.lr:g}, clip {grid.optim.clip:g}, "
-        f"schedule {grid.optim.schedule}; batch {t.batch_size}; {grid.model.num_layers} layer(s).",
+        f"{source}. Budget per run: {budget}. "
+        f"Optimizer {grid.optim.optimizer}, lr {rates}, clip {grid.optim.clip:g}, "
+        f"schedule {grid.optim.schedule}; batch {t.batch_size}; {grid.model.num_layers} layer(s)"
+        + "".join(f"; {e}" for e in extras)
+        + ".",
         "",
         "Sizes are matched by the parameter count of the whole model (embedding + recurrent + "
         "decoder)"
@@ -674,32 +826,57 @@ def write_summary(
         "",
         "## Summary: mean ± std over seeds",
         "",
-        f"Target perplexity {_cell_text(target, 5)} ({target_rule}); time to target is the wall "
-        "time (training plus the periodic validations) at the first logged validation at or "
+        f"Target {metric.name} {_cell_text(target, 5)} ({target_rule}); time to target is the "
+        "wall time (training plus the periodic validations) at the first logged validation at or "
         "below it. Std is the sample standard deviation (n/a for one seed); tokens/s counts "
         "training steps only.",
         "",
     ]
-    summary = summarize(rows)
-    head = ["cell", "params", "fraction", "τ", "n", "valid ppl", "test ppl"]
+    summary = summarize(rows, metric)
+    head = ["cell", "params", "fraction", "τ"] + (["lr"] if several_lrs else [])
+    head += ["n", f"valid {k}", f"test {k}"]
     head += ["test bpc"] if char else []
     head += ["tokens/s", "time to target (s)", "tokens to target"]
     body = []
     for s in summary:
-        line = [
-            s["cell"],
-            s["params"],
-            s["data_fraction"],
-            s["bptt"],
-            s["n"],
-            s["valid_ppl"],
-            s["test_ppl"],
-        ]
+        line = [s["cell"], s["params"], s["data_fraction"], s["bptt"]]
+        line += [s["lr"]] if several_lrs else []
+        line += [s["n"], s[f"valid_{k}"], s[f"test_{k}"]]
         line += [s["test_bpc"]] if char else []
         line += [s["tokens_per_s"], s["wall_time_to_target_s"], s["tokens_to_target"]]
         body.append(line)
-    parts += [_md_table(head, body), "", "## Every run", ""]
-    cols = ["run_id", "params", "data_fraction", "bptt", "seed", "status", "valid_ppl", "test_ppl"]
+    parts += [_md_table(head, body), ""]
+    if several_lrs:
+        chosen = selected_rates(rows, metric)
+        picked = [
+            s for s in summary if chosen.get((s["cell"], s["data_fraction"], s["bptt"])) == s["lr"]
+        ]
+        parts += [
+            "## Selected by validation",
+            "",
+            f"Per cell, fraction and τ, the learning rate with the best mean validation "
+            f"{metric.name}; its test figure is the result.",
+            "",
+            _md_table(
+                ["cell", "fraction", "τ", "lr", "n", f"valid {k}", f"test {k}"],
+                [
+                    [
+                        s["cell"],
+                        s["data_fraction"],
+                        s["bptt"],
+                        s["lr"],
+                        s["n"],
+                        s[f"valid_{k}"],
+                        s[f"test_{k}"],
+                    ]
+                    for s in picked
+                ],
+            ),
+            "",
+        ]
+    parts += ["## Every run", ""]
+    cols = ["run_id", "params", "data_fraction", "bptt", "seed"] + (["lr"] if several_lrs else [])
+    cols += ["status", f"valid_{k}", f"test_{k}"]
     cols += ["test_bpc"] if char else []
     cols += ["tokens_per_s", "wall_time_s", "tokens_to_target", "wall_time_to_target_s"]
     parts += [_md_table(cols, [[row[c] for c in cols] for row in rows]), "", "## Plots", ""]
@@ -741,20 +918,30 @@ def make_plots(
     curves: dict[str, list[dict[str, Any]]],
     grid: GridConfig,
     out: Path,
+    metric: Metric = PERPLEXITY,
 ) -> tuple[list[Path], list[str]]:
-    """Draw the PNG plots of a grid; return the files and notes on plots left out."""
-    ok = [r for r in rows if r["status"] == "ok" and r["valid_ppl"] is not None]
+    """Draw the PNG plots of a grid; return the files and notes on plots left out.
+
+    Learning curves of the validation figure by tokens (text) or by epoch (piano rolls, as
+    Chung et al. 2014 draw them) and by wall time; the final figure against data fraction and
+    against tau.
+    """
+    k = metric.key
+    valid_key = f"valid_{k}"
+    ok = [r for r in rows if r["status"] == "ok" and r[valid_key] is not None]
     files: list[Path] = []
     notes: list[str] = []
     if not ok:
         return files, ["no finished run yet: no plots"]
     fractions = sorted({r["data_fraction"] for r in ok})
     taus = sorted({r["bptt"] for r in ok})
-    target = ok[0].get("target_ppl")
-    for axis, key, name in (
-        ("tokens", "tokens", "training tokens"),
-        ("time", "wall_time", "wall time (s)"),
-    ):
+    target = ok[0].get(f"target_{k}")
+    first_axis = (
+        ("epochs", "epochs", "epoch")
+        if metric.by_epoch
+        else ("tokens", "tokens", "training tokens")
+    )
+    for axis, key, name in (first_axis, ("time", "wall_time", "wall time (s)")):
         if not any(curves.get(r["run_id"]) for r in ok):
             notes.append("learning curves not drawn: no run logged a validation")
             break
@@ -766,24 +953,25 @@ def make_plots(
                 for r in ok:
                     if r["data_fraction"] != f or r["bptt"] != tau or not curves.get(r["run_id"]):
                         continue
-                    curve = curves[r["run_id"]]
+                    curve = [c for c in curves[r["run_id"]] if key in c]
                     label = None if r["cell"] in seen else r["cell"]
                     seen.add(r["cell"])
-                    xs, ys = [c[key] for c in curve], [c["valid_ppl"] for c in curve]
+                    xs, ys = [c[key] for c in curve], [c[valid_key] for c in curve]
                     ax.plot(xs, ys, color=_color(r["cell"]), alpha=0.8, marker=".", label=label)
                 if target is not None:
                     ax.axhline(target, color="gray", linestyle="--", linewidth=0.8)
-                ax.set_yscale("log")
-                _plain_log_ticks(ax, "y")
+                if metric.log_scale:
+                    ax.set_yscale("log")
+                    _plain_log_ticks(ax, "y")
                 ax.set_title(f"data fraction {f:g}, τ = {tau}", fontsize=9)
                 ax.set_xlabel(name)
-                ax.set_ylabel("validation perplexity")
+                ax.set_ylabel(f"validation {metric.name}")
                 ax.legend(fontsize=7)
-        fig.suptitle(f"Learning curves by {name} (dashed: target perplexity)")
+        fig.suptitle(f"Learning curves by {name}\n(dashed: target {metric.name})", fontsize=10)
         files.append(_save(fig, out / f"learning_curves_{axis}.png"))
     for axis, values, panel_key, panel_values, fname, label in (
-        ("data_fraction", fractions, "bptt", taus, "ppl_vs_data_fraction.png", "data fraction"),
-        ("bptt", taus, "data_fraction", fractions, "ppl_vs_bptt.png", "BPTT window τ"),
+        ("data_fraction", fractions, "bptt", taus, f"{k}_vs_data_fraction.png", "data fraction"),
+        ("bptt", taus, "data_fraction", fractions, f"{k}_vs_bptt.png", "BPTT window τ"),
     ):
         if len(values) < 2:
             only = f"{values[0]:g}" if values else "none"
@@ -797,13 +985,13 @@ def make_plots(
             for cell in grid.cells:
                 xs, ys, es = [], [], []
                 for v in values:
-                    ppl = [
-                        r["valid_ppl"]
+                    finals = [
+                        r[valid_key]
                         for r in ok
                         if r["cell"] == cell and r[axis] == v and r[panel_key] == pv
                     ]
-                    if ppl:
-                        mean, std = mean_std(ppl)
+                    if finals:
+                        mean, std = mean_std(finals)
                         xs.append(v)
                         ys.append(mean)
                         es.append(std or 0.0)
@@ -812,16 +1000,17 @@ def make_plots(
                         xs, ys, yerr=es, color=_color(cell), marker="o", capsize=3, label=cell
                     )
             ax.set_xscale("log")
-            ax.set_yscale("log")
-            _plain_log_ticks(ax, "y")
+            if metric.log_scale:
+                ax.set_yscale("log")
+                _plain_log_ticks(ax, "y")
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xticks(values, [f"{v:g}" for v in values])
             ax.set_xlabel(label)
-            ax.set_ylabel("validation perplexity (mean ± std)")
+            ax.set_ylabel(f"validation {metric.name} (mean ± std)")
             other = "τ" if panel_key == "bptt" else "data fraction"
             ax.set_title(f"{other} = {pv:g}", fontsize=9)
             ax.legend(fontsize=7)
-        fig.suptitle(f"Final validation perplexity against {label}")
+        fig.suptitle(f"Final validation {metric.name} against {label}")
         files.append(_save(fig, out / fname))
     return files, notes
 

@@ -1,13 +1,19 @@
 """The trainer: truncated BPTT with clipping, schedules, early stopping, checkpoints and resume.
 
-One loop serves ``train``, ``--resume``, fine-tuning and the comparison grid. Per step::
+One loop serves ``train``, ``--resume``, fine-tuning and the comparison grid, for text and for
+piano rolls alike. Per step::
 
-    state <- detach_state(state)              # the window boundary: cut the graph, keep the values
-    logits, state <- model(inputs, state)     # (L, B, V)
-    loss <- cross_entropy(logits, targets)    # mean over the L*B tokens
-    backward; clip ||g|| to ``clip``; optimizer step (lr scaled by L/bptt for variable windows)
+    state <- None if the window starts afresh, else detach_state(state)   # the window boundary
+    [weights += N(0, noise^2)]                # weight noise (optional, rnnlab.weight_noise)
+    outputs, state <- model(inputs, state)    # (L, B, V)
+    loss <- task.loss(outputs, window)        # text: mean cross-entropy per token;
+                                              # rolls: mean NLL per unmasked time step
+    backward; [restore the clean weights]; clip ||g|| to ``clip``; optimizer step
+                                              # (lr scaled by L/bptt for variable text windows)
 
-The trainer knows nothing of which cell it trains. Everything that decides the next step (weights,
+What depends on the kind of data (windows, loss, evaluation, what a checkpoint records about the
+data) is a :class:`rnnlab.tasks.Task`, chosen from the data; the loop itself is the same. The
+trainer knows nothing of which cell it trains. Everything that decides the next step (weights,
 optimizer, learning rate, best score, the carried hidden state, RNG states, the epoch and the window
 within it) goes into the checkpoint, so a resumed run continues bit for bit.
 
@@ -37,21 +43,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from rnnlab import checkpoint as ck
 from rnnlab import distributed
-from rnnlab.batching import batchify, check_enough, column_slice, iter_windows, window_lengths
 from rnnlab.dataset import DataConfig, LMData, load_data
-from rnnlab.errors import ConfigError, DataError, RnnlabError, TrainingDiverged
-from rnnlab.evaluate import EvalResult, evaluate
-from rnnlab.model import LanguageModel, LanguageModelConfig, State, detach_state, perplexity
+from rnnlab.errors import ConfigError, RnnlabError, TrainingDiverged
+from rnnlab.evaluate import EvalResult
+from rnnlab.model import (
+    LanguageModel,
+    LanguageModelConfig,
+    PianoRollModel,
+    SequenceModel,
+    State,
+    build_model,
+    detach_state,
+)
+from rnnlab.rolls import N_PITCHES, RollData
+from rnnlab.tasks import Batch, Task, make_task
 from rnnlab.vocab import Vocab
+from rnnlab.weight_noise import WeightNoise
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+RMSPROP_ALPHA = 0.9  # decay of the mean square (Tieleman & Hinton 2012, lecture 6e)
 SCHEDULES = ("constant", "decay", "plateau")
 
 
@@ -63,6 +79,11 @@ class OptimConfig:
     from epoch ``decay_start`` on (Zaremba et al. 2014); ``plateau`` multiplies it by
     ``plateau_factor`` whenever the validation loss does not improve (the PyTorch
     word-language-model example divides by 4).
+
+    ``rmsprop`` divides each gradient by the root of its running mean square (decay 0.9,
+    Tieleman & Hinton 2012), as Chung et al. (2014) trained. ``weight_noise`` is the standard
+    deviation of the Gaussian noise added to every weight for each training step (0: off; see
+    :mod:`rnnlab.weight_noise`).
     """
 
     optimizer: str = "sgd"
@@ -74,6 +95,7 @@ class OptimConfig:
     decay_start: int = 4
     decay_factor: float = 0.5
     plateau_factor: float = 0.25
+    weight_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -86,7 +108,7 @@ class OptimConfig:
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
         if not self.clip >= 0:  # NaN too
             raise ConfigError(f"clip must be >= 0 (0 turns clipping off), got {self.clip}")
-        for name in ("momentum", "weight_decay"):
+        for name in ("momentum", "weight_decay", "weight_noise"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(
                     f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
@@ -211,12 +233,15 @@ def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
         )
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params,
+            lr=cfg.lr,
+            alpha=RMSPROP_ALPHA,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def explosion_threshold(vocab_size: int) -> float:
-    """A loss this far above a uniform guess (ln V nats) means the run has blown up."""
-    return 3.0 * math.log(vocab_size) + 10.0
 
 
 def training_memory(
@@ -234,6 +259,7 @@ def training_memory(
     It errs low on purpose: it serves to refuse sizes that cannot fit, before allocating them.
     """
     slots = 2 if optim.optimizer in ("adam", "adamw") else (1 if optim.momentum else 0)
+    slots += 1 if optim.optimizer == "rmsprop" else 0
     weights = 4 * model.num_parameters() * (2 + slots + int(ddp))
     gates = {"rnn": 1, "rnn-relu": 1, "gru": 3, "gru-reset-before": 3}.get(model.cell, 4)
     per_token = 3 * model.vocab_size + 10 * gates * model.hidden_size * model.num_layers
@@ -292,19 +318,10 @@ def check_memory(
         )
 
 
-def check_trainable(data: LMData) -> None:
-    """Refuse a training text of a single repeated symbol: there is nothing to learn."""
-    train = data.train
-    if train.numel() and not bool((train != train[0]).any()):
-        symbol = data.vocab.itos[int(train[0])]
-        raise DataError(
-            f"the training text is one symbol ({symbol!r}) repeated; a language model needs at "
-            "least two different symbols: give a longer or more varied text"
-        )
-
-
 class Trainer:
-    """Trains a :class:`LanguageModel` as ``config`` says and keeps ``run_dir`` up to date.
+    """Trains a :class:`LanguageModel` (text) or a :class:`PianoRollModel` (piano rolls) as
+    ``config`` says and keeps ``run_dir`` up to date. The data picks the task
+    (:func:`rnnlab.tasks.make_task`) and the model's head.
 
     Under ``torchrun`` (see :mod:`rnnlab.distributed`) every process builds a Trainer with the
     same arguments: each trains on its own block of the batch columns inside
@@ -328,7 +345,7 @@ class Trainer:
         *,
         resume: bool = False,
         progress: bool = False,
-        data: LMData | None = None,
+        data: LMData | RollData | None = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
@@ -356,29 +373,23 @@ class Trainer:
         resume_ckpt = None
         if resume and (self.run_dir / ck.LAST).is_file():
             resume_ckpt = ck.load_checkpoint(self.run_dir / ck.LAST)
-        vocab = Vocab.from_dict(resume_ckpt.meta["vocab"]) if resume_ckpt else None
+        saved_vocab = resume_ckpt.meta.get("vocab") if resume_ckpt else None
+        vocab = Vocab.from_dict(saved_vocab) if saved_vocab else None
         self.data = data if data is not None else load_data(config.data, vocab=vocab)
-        if resume_ckpt and len(self.data.vocab) != resume_ckpt.meta["model"]["vocab_size"]:
-            raise RnnlabError("the resumed run's vocabulary does not match its data")
-        check_trainable(self.data)
-        check_enough(len(self.data.train), config.train.batch_size, config.train.bptt)
-        train_data = batchify(self.data.train, config.train.batch_size)  # (T, B)
-        if self.dist is not None:
-            distributed.check_same(self.dist, _data_fingerprint(self.data), "training data")
-            # this rank's own columns: (T, B / W)
-            train_data = column_slice(train_data, self.dist.rank, self.world_size).contiguous()
-        self.train_data = train_data.to(self.device)
+        self.task: Task = make_task(self.data, config, self.device, self.dist)
+        if resume_ckpt:
+            self.task.check_resume(resume_ckpt.meta)
 
         torch.manual_seed(config.train.seed)
-        self.model_config = LanguageModelConfig.from_dict(
-            dict(config.model.to_dict(), vocab_size=len(self.data.vocab))
-        )
+        self.model_config = self.task.model_config(config.model)
         processes = self.dist.local_world_size if self.dist and self.device.type == "cpu" else 1
         check_memory(
             self.model_config, config, self.device, processes=processes, ddp=self.dist is not None
         )
-        self.model = LanguageModel(self.model_config).to(self.device)
+        head = LanguageModel if self.model_config.head == "softmax" else PianoRollModel
+        self.model = head(self.model_config).to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), config.optim)
+        self.weight_noise = WeightNoise(self.model, config.optim.weight_noise)
         if self.dist is not None and self.dist.rank > 0:
             # Each rank draws its own dropout masks; rank 0 keeps the single-process stream.
             torch.manual_seed(_rank_seed(config.train.seed, self.dist.rank))
@@ -414,9 +425,7 @@ class Trainer:
         meta = {
             "run": self.config.to_dict(),
             "model": self.model_config.to_dict(),
-            "vocab": self.data.vocab.to_dict(),
-            "level": self.data.level,
-            "corpus": self.data.name,
+            **self.task.meta(),  # vocab, level, corpus
             "optimizer": optim_meta,
             "progress": asdict(self.progress),
             "world_size": self.world_size,
@@ -551,31 +560,22 @@ class Trainer:
             distributed.shutdown()
 
     def _train_loop(self) -> None:
-        cfg, p = self.config, self.progress
-        n_rows = self.train_data.size(0)
-        vocab_size = len(self.data.vocab)
+        cfg, p, task = self.config, self.progress, self.task
+        threshold = task.explosion_threshold()
         started, elapsed0 = time.perf_counter(), p.elapsed
         bar = None
         while p.epoch < cfg.train.epochs and not self._out_of_budget(started, elapsed0):
-            lengths = window_lengths(
-                n_rows,
-                cfg.train.bptt,
-                variable=cfg.train.variable_bptt,
-                seed=cfg.train.seed,
-                epoch=p.epoch,
-            )
-            if p.window == 0:
-                self.state = None
-            bar = self._progress_bar(len(lengths), p.window)
+            n_windows = task.num_windows(p.epoch)
+            bar = self._progress_bar(n_windows, p.window)
             self.net.train()
             window_tokens, window_loss, window_count, last_norm = 0, 0.0, 0, 0.0
             mark = time.perf_counter()
-            for w in iter_windows(self.train_data, lengths, start=p.window):
-                loss, norm = self._step(w.inputs, w.targets, w.length)
+            for w in task.windows(p.epoch, start=p.window):
+                loss, norm = self._step(w)
                 loss_value, stop, time_up = self._agree(loss, started, elapsed0)
-                if not math.isfinite(loss_value) or loss_value > explosion_threshold(vocab_size):
+                if not math.isfinite(loss_value) or loss_value > threshold:
                     self._diverged(f"loss {loss_value}", p.step + 1)
-                tokens = w.inputs.numel() * self.world_size  # the combined batch's
+                tokens = w.count * self.world_size  # the combined batch's
                 p.window = w.index + 1
                 p.step += 1
                 p.tokens += tokens
@@ -594,7 +594,7 @@ class Trainer:
                         "step": p.step,
                         "epoch": p.epoch + 1,
                         "train_loss": mean,
-                        "train_ppl": perplexity(mean),
+                        **task.train_metrics(mean),
                         "tokens_per_s": window_tokens / max(now - mark, 1e-9),
                         "grad_norm": last_norm,
                         "lr": p.lr,
@@ -603,14 +603,13 @@ class Trainer:
                     }
                     self._log(row)
                     if bar is not None:
+                        shown = {"ppl": f"{row['train_ppl']:.1f}"} if "train_ppl" in row else {}
                         bar.set_postfix(
-                            loss=f"{mean:.3f}",
-                            ppl=f"{row['train_ppl']:.1f}",
-                            tok_s=f"{row['tokens_per_s']:.0f}",
+                            loss=f"{mean:.3f}", **shown, tok_s=f"{row['tokens_per_s']:.0f}"
                         )
                     window_tokens, window_loss, window_count, mark = 0, 0.0, 0, now
                 every = cfg.train.eval_every
-                if every and p.step % every == 0 and p.window < len(lengths):
+                if every and p.step % every == 0 and p.window < n_windows:
                     # Log-only validation for learning curves (the epoch end validates anyway):
                     # the schedule's memory (best_valid, bad_epochs) is untouched; the best
                     # checkpoint may improve.
@@ -638,7 +637,7 @@ class Trainer:
                 bar.close()
                 bar = None
             p.elapsed = elapsed0 + time.perf_counter() - started
-            epoch_done = p.window >= len(lengths)
+            epoch_done = p.window >= n_windows
             if not epoch_done:  # a step or time budget ended the run inside an epoch
                 break
             if self._end_of_epoch():
@@ -650,21 +649,25 @@ class Trainer:
         improved = self._validate_if_needed(schedule=False)
         self.save(best=improved)
 
-    def _step(self, inputs: Tensor, targets: Tensor, length: int) -> tuple[float, float]:
+    def _step(self, w: Batch) -> tuple[float, float]:
         """One window: forward, backward (DDP averages the gradients), clip, update.
 
-        Returns this rank's loss (the mean over its tokens) and the global gradient norm.
+        Returns this rank's loss (the mean over its tokens or time steps) and the global
+        gradient norm. With weight noise the gradient is taken at the noisy weights and applied
+        to the clean ones.
         """
         cfg = self.config
-        self.state = detach_state(self.state)
-        logits, self.state = self.net(inputs, self.state)  # (L, B / W, V)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        self.state = None if w.reset else detach_state(self.state)
+        self.weight_noise.add()
+        outputs, self.state = self.net(w.inputs, self.state)  # (L, B / W, V)
+        loss = self.task.loss(outputs, w)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.weight_noise.remove()
         norm = 0.0
         if cfg.optim.clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip))
-        scale = length / cfg.train.bptt if cfg.train.variable_bptt else 1.0
+        scale = self.task.lr_scale(w)
         for group in self.optimizer.param_groups:
             group["lr"] = self.progress.lr * scale
         self.optimizer.step()
@@ -683,19 +686,7 @@ class Trainer:
 
     def _validate(self) -> EvalResult:
         """Exact validation loss; under DDP every rank evaluates and rank 0's figure counts."""
-        t = self.config.train
-        result = evaluate(
-            self.model,
-            self.data.valid,
-            batch_size=t.eval_batch_size,
-            bptt=max(t.bptt, 50),
-            level=self.data.level,
-        )
-        if self.dist is not None:
-            loss = distributed.broadcast_float(self.dist, result.loss)
-            bpc = None if result.bpc is None else loss / math.log(2)
-            result = EvalResult(loss, perplexity(loss), result.tokens, bpc)
-        return result
+        return self.task.evaluate(self.model, "valid")
 
     def _end_of_epoch(self) -> bool:
         """Validate, schedule, checkpoint; True when early stopping ends the run."""
@@ -736,26 +727,20 @@ class Trainer:
         improved = result.loss < p.best_saved
         if improved:
             p.best_saved = result.loss
+        n_windows = self.task.num_windows(p.epoch)
         row = {
             "kind": "valid",
             "step": p.step,
             "epoch": p.epoch + 1,
-            "valid_loss": result.loss,
-            "valid_ppl": result.perplexity,
+            "epochs": p.epoch + min(p.window, n_windows) / max(n_windows, 1),  # fractional
+            **self.task.eval_metrics("valid", result),
             "lr": p.lr,
             "tokens": p.tokens,
             "wall_time": p.elapsed,
         }
-        if result.bpc is not None:
-            row["valid_bpc"] = result.bpc
         self._log(row)
         if self.is_main:
-            log.info(
-                "epoch %d: valid loss %.4f, perplexity %.2f",
-                p.epoch + 1,
-                result.loss,
-                result.perplexity,
-            )
+            log.info("epoch %d: valid %s", p.epoch + 1, self.task.describe_eval(result))
         return improved
 
     def _final_evaluation(self) -> TrainResult:
@@ -765,14 +750,8 @@ class Trainer:
         best = self.run_dir / ck.BEST
         if best.is_file():
             load_model_weights(self.model, ck.load_checkpoint(best))
-        t = self.config.train
-        kwargs = {
-            "batch_size": t.eval_batch_size,
-            "bptt": max(t.bptt, 50),
-            "level": self.data.level,
-        }
-        valid = evaluate(self.model, self.data.valid, **kwargs)
-        test = evaluate(self.model, self.data.test, **kwargs)
+        valid = self.task.evaluate(self.model, "valid", sync=False)  # rank 0 alone
+        test = self.task.evaluate(self.model, "test", sync=False)
         results = {
             "valid": valid.to_dict(),
             "test": test.to_dict(),
@@ -810,12 +789,6 @@ _RUN_FILES = (ck.LAST, ck.BEST, ck.RUN_CONFIG, METRICS, "results.json")
 def _rank_seed(seed: int, rank: int) -> int:
     """The dropout seed of rank ``rank`` > 0 (rank 0 uses ``seed`` itself)."""
     return (seed + 1_000_003 * rank) % 2**63
-
-
-def _data_fingerprint(data: LMData) -> int:
-    """A digest of the vocabulary and training ids, to check that all ranks see the same."""
-    itos = json.dumps(data.vocab.itos, ensure_ascii=False).encode("utf-8")
-    return distributed.fingerprint(itos, memoryview(data.train.cpu().contiguous().numpy()))
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:
@@ -863,7 +836,7 @@ def trim_metrics(path: Path, step: int) -> None:
         ) from None
 
 
-def load_model_weights(model: LanguageModel, ckpt: ck.Checkpoint) -> None:
+def load_model_weights(model: SequenceModel, ckpt: ck.Checkpoint) -> None:
     """Copy a checkpoint's weights into ``model``, refusing shapes that disagree."""
     expected = model.state_dict()
     check_weights(expected, ckpt)
@@ -887,28 +860,36 @@ def check_weights(expected: dict[str, Tensor], ckpt: ck.Checkpoint) -> None:
             )
 
 
-def load_model(path: str | Path, device: str = "cpu") -> tuple[LanguageModel, Vocab, ck.Checkpoint]:
+def load_model(path: str | Path, device: str = "cpu") -> tuple[Any, Any, ck.Checkpoint]:
     """The model and vocabulary of a checkpoint (a run directory or a file), ready for inference.
 
-    The weights are checked against a skeleton of the model on the ``meta`` device (no memory)
-    before the model is built, so a crafted description cannot make it allocate without bound.
+    A text run gives ``(LanguageModel, Vocab, checkpoint)``; a piano-roll run gives
+    ``(PianoRollModel, None, checkpoint)`` (no vocabulary; its ``meta["level"]`` is
+    ``"pianoroll"``). The weights are checked against a skeleton of the model on the ``meta``
+    device (no memory) before the model is built, so a crafted description cannot make it
+    allocate without bound.
     """
     ckpt = ck.load_checkpoint(path)
     try:
         config = LanguageModelConfig.from_dict(ckpt.meta["model"])
-        vocab = Vocab.from_dict(ckpt.meta["vocab"])
-        if ckpt.meta["level"] not in ("char", "word"):
-            raise TypeError(f"level {ckpt.meta['level']!r}")
+        level = ckpt.meta["level"]
+        rolls = level == RollData.level
+        if level not in ("char", "word") and not rolls:
+            raise TypeError(f"level {level!r}")
+        if rolls != (config.head == "sigmoid"):
+            raise TypeError(f"a {config.head} head for level {level!r}")
+        vocab = None if rolls else Vocab.from_dict(ckpt.meta["vocab"])
     except (KeyError, TypeError, RnnlabError) as e:
         raise ck.CheckpointError(f"checkpoint {path} has an invalid description ({e})") from None
-    if len(vocab) != config.vocab_size:
+    size = N_PITCHES if vocab is None else len(vocab)
+    if size != config.vocab_size:
+        what = "88 piano keys" if vocab is None else f"vocabulary of {len(vocab)}"
         raise ck.CheckpointError(
-            f"checkpoint {path} is inconsistent: vocabulary of {len(vocab)} but model of "
-            f"{config.vocab_size}"
+            f"checkpoint {path} is inconsistent: {what} but model of {config.vocab_size}"
         )
     with torch.device("meta"):
-        check_weights(LanguageModel(config).state_dict(), ckpt)
-    model = LanguageModel(config)
+        check_weights(build_model(config).state_dict(), ckpt)
+    model = build_model(config)
     load_model_weights(model, ckpt)
     model.to(pick_device(device)).eval()
     return model, vocab, ckpt

@@ -1,0 +1,160 @@
+"""Piano rolls end to end: the comparison grid on rolls (NLL columns, learning-rate search,
+plots by epoch) and the command line (train, eval, compare, refusals)."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from rnnlab.cli import main
+from rnnlab.dataset import DataConfig
+from rnnlab.experiments import NLL, GridConfig, plan_grid, run_grid, selected_rates, valid_curve
+from rnnlab.model import LanguageModelConfig
+from rnnlab.rolls import N_PITCHES, RollData
+from rnnlab.train import OptimConfig, TrainConfig
+
+QUIET = ["--no-progress", "--threads", "1"]
+
+
+def toy_rolls(seed=0) -> RollData:
+    """Random sparse pieces of a few lengths (enough for a grid to train on)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(lengths):
+        return [(torch.rand(n, N_PITCHES, generator=g) < 0.05).float() for n in lengths]
+
+    return RollData("toy", split([5, 17, 9, 23, 4, 12, 30, 8]), split([10, 7]), split([9, 13]))
+
+
+def run_cli(capsys, *args):
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def roll_grid(**kw) -> GridConfig:
+    settings = dict(
+        data=DataConfig(corpus="jsb"),
+        model=LanguageModelConfig(num_layers=1, embed_size=0),
+        optim=OptimConfig(optimizer="rmsprop", lr=3e-3, clip=1.0, schedule="constant"),
+        train=TrainConfig(batch_size=4, eval_batch_size=4, epochs=2),
+        bptts=(8,),
+        cells=("rnn", "lstm"),
+        params=6000,
+        seeds=(1, 2),
+        lrs=(1e-3, 1e-2),
+        eval_points=3,
+    )
+    settings.update(kw)
+    return GridConfig(**settings)
+
+
+# ------------------------------------------------------------------------- the grid on rolls
+@pytest.fixture(scope="module")
+def roll_grid_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rollgrid")
+    grid = roll_grid()
+    return grid, out, run_grid(grid, out, data=toy_rolls())
+
+
+def test_grid_on_rolls_matches_sizes_with_the_sigmoid_head():
+    grid = roll_grid()
+    runs = plan_grid(grid, toy_rolls())
+    assert len(runs) == 2 * 2 * 2
+    for run in runs:
+        assert run.config.model.head == "sigmoid" and run.config.model.embed_size == 0
+        assert abs(run.size.parameters - 6000) <= 0.02 * 6000
+        assert "-lr" in run.run_id
+    with pytest.raises(Exception, match="max-tokens"):
+        plan_grid(roll_grid(max_tokens=1000), toy_rolls())
+
+
+def test_roll_grid_reports_nll_per_step_not_perplexity(roll_grid_run):
+    grid, out, report = roll_grid_run
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 8
+    assert {"valid_nll", "test_nll", "target_nll", "lr"} <= set(rows[0])
+    assert not any("ppl" in c or "bpc" in c for c in rows[0])
+    for r in rows:
+        assert r["status"] == "ok" and 0 < float(r["test_nll"]) < 88
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "Piano rolls" in summary and "valid nll" in summary and "perplexity" not in summary
+    assert "## Selected by validation" in summary
+    chosen = selected_rates(report.rows, NLL)
+    assert set(chosen) == {("rnn", 1.0, 8), ("lstm", 1.0, 8)}
+    names = {p.name for p in report.files}
+    assert {"learning_curves_epochs.png", "learning_curves_time.png"} <= names
+
+
+def test_roll_learning_curves_are_by_epoch(roll_grid_run):
+    _, out, report = roll_grid_run
+    curve = valid_curve(out / "runs" / report.rows[0]["run_id"])
+    assert curve and all("epochs" in p and "valid_nll" in p for p in curve)
+    assert curve[-1]["epochs"] == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------------- the command line
+@pytest.mark.corpus
+def test_cli_trains_and_evaluates_a_tiny_music_model(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(
+        capsys, "train", "--corpus", "jsb", "--max-steps", "5", "--hidden", "8",
+        "--out", run, "--json", *QUIET,
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["test"]["steps"] == 4_725 - 77 and summary["sample"] is None
+    assert "piano rolls" in err and "229 train pieces" in err
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["preset"] == "music-chung2014"
+    assert saved["optim"]["optimizer"] == "rmsprop" and saved["optim"]["weight_noise"] == 0.075
+    code, out, err = run_cli(capsys, "eval", run, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["corpus"] == "jsb" and result["split"] == "test"
+    assert result["nll_per_step"] == pytest.approx(summary["test"]["nll_per_step"], rel=1e-6)
+    code, out, _ = run_cli(capsys, "eval", run, "--split", "valid")
+    assert code == 0 and "nats per time step" in out and "4,526 steps" in out
+    for args in (("sample", run), ("score", run, "--text", run / "run.json")):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2 and "piano-roll model" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "eval", run, "--corpus", "ptb")
+    assert code == 2 and "piano-roll" in err
+
+
+@pytest.mark.corpus
+def test_cli_compare_on_jsb(data_dir, tmp_path, capsys):
+    out = tmp_path / "grid"
+    code, stdout, err = run_cli(
+        capsys, "compare", "--corpus", "jsb", "--cells", "rnn,lstm", "--params", "20000",
+        "--max-steps", "3", "--eval-every", "3", "--out", out, *QUIET,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "valid nll" in stdout and "ppl" not in stdout
+    rows = read_csv(out / "results.csv")
+    assert [r["hidden"] for r in rows] == ["78", "34"]  # ~20k parameters, frames fed directly
+    assert all(r["embed"] == "0" and r["bptt"] == "200" for r in rows)
+    grid = json.loads((out / "grid.json").read_text())
+    assert grid["optim"]["optimizer"] == "rmsprop" and grid["optim"]["weight_noise"] == 0.075
+
+
+def test_cli_compare_defaults_for_text_are_unchanged():
+    from rnnlab.cli import build_grid_config, make_parser
+
+    args = make_parser().parse_args(["compare", "--text", "x.txt", "--out", "o"])
+    grid = build_grid_config(args)
+    assert grid.optim.optimizer == "adam" and grid.optim.lr == 2e-3 and grid.lrs == ()
+    assert grid.bptts == (35,) and grid.model.embed_size == 64 and grid.train.batch_size == 20
+    assert grid.train.max_steps == 1000 and grid.optim.weight_noise == 0.0
+    args = make_parser().parse_args(
+        ["compare", "--text", "x.txt", "--out", "o", "--lr", "1e-3,3e-3", "--embed", "hidden"]
+    )
+    grid = build_grid_config(args)
+    assert grid.lrs == (1e-3, 3e-3) and grid.model.embed_size == grid.model.hidden_size
