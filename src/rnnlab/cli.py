@@ -76,13 +76,10 @@ RESUME_FLAGS = {
 }
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a language model or a piano-roll model (no arguments: the quick offline "
-        "default)",
-    )
-    p.add_argument("--preset", help="a named setup (see README); flags override it")
+def _add_data_args(
+    p: argparse.ArgumentParser, *, encoding: str | None = None, min_count: int | None = None
+) -> argparse._ArgumentGroup:
+    """The "which text" options shared by train and compare (defaults None: take the preset's)."""
     src = p.add_argument_group("data")
     src.add_argument(
         "--corpus",
@@ -94,10 +91,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     src.add_argument("--valid-text")
     src.add_argument("--test-text")
-    src.add_argument("--encoding", help="encoding of --text files (default utf-8)")
+    src.add_argument(
+        "--encoding", default=encoding, help="encoding of --text files (default utf-8)"
+    )
     src.add_argument("--level", choices=["char", "word"])
-    src.add_argument("--min-count", type=int)
+    src.add_argument("--min-count", type=int, default=min_count)
     src.add_argument("--max-vocab", type=int)
+    return src
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a language model or a piano-roll model (no arguments: the quick offline "
+        "default)",
+    )
+    p.add_argument("--preset", help="a named setup (see README); flags override it")
+    src = _add_data_args(p)
     src.add_argument(
         "--data-fraction", type=float, help="train on the first fraction of the training text"
     )
@@ -661,21 +671,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--preset",
         help="take the model, optimizer and loop settings of a named setup (flags override it)",
     )
-    src = p.add_argument_group("data")
-    src.add_argument(
-        "--corpus",
-        help="a named corpus (rnnlab corpora lists them; jsb, nottingham, musedata, pianomidi "
-        "are piano rolls)",
-    )
-    src.add_argument(
-        "--text", help="a local text file (split 90/5/5 unless --valid-text/--test-text)"
-    )
-    src.add_argument("--valid-text")
-    src.add_argument("--test-text")
-    src.add_argument("--encoding", default="utf-8")
-    src.add_argument("--level", choices=["char", "word"])
-    src.add_argument("--min-count", type=int, default=1)
-    src.add_argument("--max-vocab", type=int)
+    _add_data_args(p, encoding="utf-8", min_count=1)
     g = p.add_argument_group("grid")
     g.add_argument(
         "--cells",
