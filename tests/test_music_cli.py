@@ -127,6 +127,23 @@ def test_cli_trains_and_evaluates_a_tiny_music_model(data_dir, tmp_path, capsys)
         assert code == 2 and "piano-roll model" in err and "Traceback" not in err
     code, _, err = run_cli(capsys, "eval", run, "--corpus", "ptb")
     assert code == 2 and "piano-roll" in err
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--start-frame", *QUIET)
+    assert code == 2 and "--start-frame" in err
+
+
+@pytest.mark.corpus
+def test_cli_start_frame_scores_every_frame(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(
+        capsys, "train", "--corpus", "jsb", "--start-frame", "--max-steps", "2", "--hidden", "8",
+        "--out", run, "--json", *QUIET,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["test"]["steps"] == 4_725  # every frame of the 77 test pieces
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["data"]["corpus_options"] == {"start_frame": True}
+    code, out, err = run_cli(capsys, "eval", run, "--json")
+    assert code == 0 and json.loads(out)["steps"] == 4_725
 
 
 @pytest.mark.corpus

@@ -26,6 +26,7 @@ from rnnlab.rolls import (
     rolls_from_arrays,
     steps_in_window,
     uniform_nll,
+    with_start_frame,
 )
 
 # SOURCE.md of each mirror folder: pieces and frames per split (train, valid, test)
@@ -126,6 +127,9 @@ def test_loader_counts_equal_the_standard_splits(name, data_dir):
         assert all(p.dim() == 2 and p.size(1) == N_PITCHES for p in got)
     first = data.train[0]
     assert first.dtype == torch.float32 and bool(((first == 0) | (first == 1)).all())
+    if name == "jsb":  # with a start frame every frame is predicted: the steps are the frames
+        framed = load_rolls(name, fetch=_offline, start_frame=True)
+        assert [framed.num_steps(s) for s in ("train", "valid", "test")] == list(frames)
 
 
 @pytest.mark.corpus
@@ -212,6 +216,17 @@ def test_epoch_batches_cover_every_piece_once_and_are_reproducible():
     assert a == epoch_batches(lengths, 8, seed=1, epoch=0)
     assert a != epoch_batches(lengths, 8, seed=1, epoch=1)
     assert a != epoch_batches(lengths, 8, seed=2, epoch=0)
+
+
+def test_start_frame_scores_every_frame():
+    data = RollData("toy", random_pieces([3, 5]), random_pieces([4]), random_pieces([2]))
+    framed = with_start_frame(data)
+    for split in ("train", "valid", "test"):
+        for a, b in zip(data.split(split), framed.split(split), strict=True):
+            assert b.size(0) == a.size(0) + 1 and not b[0].any() and torch.equal(b[1:], a)
+        assert framed.num_steps(split) == sum(p.size(0) for p in data.split(split))
+    with pytest.raises(ConfigError):
+        load_rolls("jsb", start_frame="yes")  # type: ignore[arg-type]
 
 
 def test_fraction_keeps_the_first_pieces():

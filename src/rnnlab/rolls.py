@@ -16,8 +16,11 @@ the ``.mat`` files; :func:`read_mat` reads them with ``scipy.io.loadmat``.
 
 The metric is the paper's: the average negative log-probability per time step, i.e. the sum of
 that over every predicted step of every piece of a split, divided by the number of predicted
-steps. A piece of ``T`` frames has ``T - 1`` predicted steps (its first frame only starts it;
-the RNN-RBM papers also scored the first frame, so figures differ by that convention).
+steps. By default a piece of ``T`` frames has ``T - 1`` predicted steps: its first frame only
+starts it. With ``start_frame`` an all-zero frame is put before every piece, so the first real
+frame is predicted too (from the zero state, after "silence") and all ``T`` frames are scored,
+as the RNN-RBM papers score ``p(x_1)``. The first frame of a piece is the hardest to predict,
+so the two conventions give different figures; results must say which one they use.
 
 **Batches.** Pieces are independent: a batch pads ``B`` pieces to the longest one and masks the
 padding; every piece starts from the zero state. Training pieces longer than the BPTT window
@@ -153,18 +156,24 @@ def load_rolls(
     data_dir: str | Path | None = None,
     download: bool = True,
     fetch: Fetch | None = None,
+    start_frame: bool = False,
 ) -> RollData:
     """A named piano-roll corpus (``jsb``, ``nottingham``, ``musedata``, ``pianomidi``).
 
     The file comes checksum-verified from the mirror (``data_dir`` or ``$RNNLAB_DATA_DIR``), the
-    user cache, or upstream (see :func:`rnnlab.corpora.corpus_file`).
+    user cache, or upstream (see :func:`rnnlab.corpora.corpus_file`). ``start_frame`` puts an
+    all-zero frame before every piece (see the module docstring).
     """
+    if not isinstance(start_frame, bool):
+        raise ConfigError(f"start_frame must be True or False, not {start_frame!r}")
     spec = get_spec(name)
     if spec.level != PIANOROLL:
         raise ConfigError(f"corpus '{name}' is text, not piano rolls; load it with load_data")
     (rel,) = spec.files
     path = corpus_file(spec, rel, data_dir=data_dir, download=download, fetch=fetch)
     data = rolls_from_arrays(name, read_mat(path), spec.description)
+    if start_frame:
+        data = with_start_frame(data)
     log.info(
         "%s: %d/%d/%d pieces, %d/%d/%d predicted steps",
         name,
@@ -172,6 +181,21 @@ def load_rolls(
         *(data.num_steps(s) for s in SPLITS),
     )
     return data
+
+
+def with_start_frame(data: RollData) -> RollData:
+    """``data`` with an all-zero frame before every piece: ``(T, 88) -> (T + 1, 88)``."""
+
+    def prepend(pieces: list[Tensor]) -> list[Tensor]:
+        return [torch.cat([p.new_zeros(1, p.size(1)), p]) for p in pieces]
+
+    return RollData(
+        data.name,
+        prepend(data.train),
+        prepend(data.valid),
+        prepend(data.test),
+        data.description + " (an all-zero start frame before every piece)",
+    )
 
 
 def fraction_pieces(pieces: list[Tensor], fraction: float) -> list[Tensor]:
