@@ -963,6 +963,13 @@ def make_plots(
                 if metric.log_scale:
                     ax.set_yscale("log")
                     _plain_log_ticks(ax, "y")
+                else:  # linear: show where the curves converge, not the first epochs' drop
+                    finals = [
+                        r[valid_key] for r in ok if r["data_fraction"] == f and r["bptt"] == tau
+                    ]
+                    if finals:
+                        high = min(ax.get_ylim()[1], max(finals) + 0.5 * max(finals) ** 0.5 + 1)
+                        ax.set_ylim(min(finals) - 0.1 * (high - min(finals)), high)
                 ax.set_title(f"data fraction {f:g}, τ = {tau}", fontsize=9)
                 ax.set_xlabel(name)
                 ax.set_ylabel(f"validation {metric.name}")
