@@ -175,3 +175,18 @@ def test_cli_compare_defaults_for_text_are_unchanged():
     )
     grid = build_grid_config(args)
     assert grid.lrs == (1e-3, 3e-3) and grid.model.embed_size == grid.model.hidden_size
+
+
+def test_a_text_model_is_not_evaluated_on_piano_rolls(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys, "train", "--text", text, "--max-steps", "2", "--hidden", "8", "--embed", "4",
+        "--layers", "1", "--bptt", "8", "--batch-size", "4", "--out", run, "--no-sample", *QUIET,
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "eval", run, "--corpus", "jsb")
+    assert code == 2 and "text model" in err and "piano rolls" in err
+    code, _, err = run_cli(capsys, "train", "--text", text, "--embed", "0", "--out", tmp_path / "x")
+    assert code == 2 and "--embed N" in err

@@ -328,6 +328,7 @@ UNK_LIMIT = 0.10
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from rnnlab.corpora import is_pianoroll
     from rnnlab.dataset import DataConfig, load_data
     from rnnlab.evaluate import evaluate
     from rnnlab.rolls import RollData
@@ -336,6 +337,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, vocab, ckpt = load_model(args.run_dir, device=args.device)
     if vocab is None:
         return _eval_rolls(args, model, ckpt)
+    if args.corpus and is_pianoroll(args.corpus):
+        raise ConfigError(
+            f"{args.run_dir} is a text model and {args.corpus} holds piano rolls; evaluate it on "
+            "text (--text FILE or a text --corpus)"
+        )
     if args.corpus or args.text:
         data_cfg = DataConfig(
             corpus=args.corpus, text=args.text, encoding=args.encoding, level=ckpt.meta["level"]
