@@ -24,6 +24,7 @@ from rnnlab.corpora import (
     list_corpora,
     load_corpus,
     load_text_file,
+    read_text_file,
 )
 from rnnlab.errors import ConfigError, DataError
 
@@ -436,3 +437,18 @@ def test_tang_second_load_comes_from_the_processed_cache(
     assert _load_tang(tang_cache, monkeypatch) == first
     for path in (tang_cache / "processed").glob("tang-*.json"):
         assert set(json.loads(path.read_text(encoding="utf-8"))) == {"splits", "stats"}
+
+
+def test_utf16_without_encoding_names_the_option(tmp_path):
+    p = tmp_path / "utf16.txt"
+    p.write_bytes("some text\nmore text\n".encode("utf-16"))
+    with pytest.raises(DataError, match="--encoding utf-16"):
+        read_text_file(p)
+    assert read_text_file(p, encoding="utf-16").startswith("some text")
+
+
+def test_a_fifo_is_refused_without_reading_it(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        read_text_file(fifo)  # would block forever if it were opened

@@ -811,6 +811,8 @@ def read_text_file(path: str | Path, *, encoding: str = "utf-8") -> str:
         raise DataError(f"text file not found: {p}; check the path")
     if p.is_dir():
         raise DataError(f"{p} is a directory; give a text file inside it instead")
+    if not p.is_file():  # a FIFO or device (e.g. /dev/zero) could be read forever
+        raise DataError(f"{p} is not a regular file; give a text file")
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -820,6 +822,8 @@ def read_text_file(path: str | Path, *, encoding: str = "utf-8") -> str:
     if not data:
         raise DataError(f"{p} is empty; give a file that contains text")
     wide = codec.startswith(("utf-16", "utf-32"))
+    if not wide and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"{p} starts with a UTF-16 byte-order mark; pass --encoding utf-16")
     if not wide and b"\x00" in data:
         raise DataError(f"{p} looks binary (it contains NUL bytes); give a plain text file")
     try:
@@ -895,7 +899,7 @@ def load_text_file(
     if empty:
         raise DataError(
             f"{path} is too short ({len(text)} characters) to give a non-empty "
-            f"{'/'.join(empty)} split; use a longer file or pass --valid-file/--test-file"
+            f"{'/'.join(empty)} split; use a longer file or pass --valid-text/--test-text"
         )
     p = Path(path)
     return Corpus(p.name, level, splits, None, f"local file {p}")
