@@ -716,7 +716,7 @@ def test_unexpected_errors_are_one_line(monkeypatch, capsys, error, mentions, ex
     def broken(args):
         raise error
 
-    monkeypatch.setattr("rnnlab.cli.cmd_corpora", broken)
+    monkeypatch.setattr("rnnlab.cli.models.cmd_corpora", broken)
     code, _, err = run_cli(capsys, "corpora")
     assert_one_line_error(code, err, *mentions)
     assert code == exit_code

@@ -1,0 +1,458 @@
+"""The laboratory: ``rnnlab compare`` (the comparison grid) and ``rnnlab gradflow``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rnnlab.cli.run import _add_data_args
+from rnnlab.errors import ConfigError
+
+# ---------------------------------------------------------------------------------- compare
+DEFAULT_COMPARE_STEPS = (
+    1000  # the per-run budget when no --max-steps/--max-tokens/--max-minutes/--epochs
+)
+
+
+def _comma_list(kind: type, flag: str) -> Any:
+    """An argparse type for comma-separated values, e.g. --bptt 5,20."""
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} takes comma-separated {kind.__name__}s, got {text!r}"
+            ) from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"{flag} needs at least one value")
+        return values
+
+    return parse
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="train a grid: cells x data fractions x BPTT windows x learning rates x seeds, "
+        "equal parameter counts",
+        description="Each run trains with the same trainer as `rnnlab train` in OUT/runs/<run-id>; "
+        "re-running the command finishes an interrupted grid (finished runs are kept). Writes "
+        "OUT/results.csv, OUT/summary.md and PNG plots. Settings not given come from --preset "
+        "(a piano-roll corpus implies music-chung2014), else from the defaults shown.",
+    )
+    p.add_argument(
+        "--preset",
+        help="take the model, optimizer and loop settings of a named setup (flags override it)",
+    )
+    src = _add_data_args(p, encoding="utf-8", min_count=1)
+    src.add_argument(
+        "--start-frame",
+        action="store_true",
+        help="piano rolls: an all-zero frame before every piece, so every frame is scored",
+    )
+    g = p.add_argument_group("grid")
+    g.add_argument(
+        "--cells",
+        type=_comma_list(str, "--cells"),
+        default=("rnn", "gru", "lstm"),
+        help="comma list of rnn, rnn-relu, gru, gru-reset-before, lstm, lstm-fb1 "
+        "(default rnn,gru,lstm)",
+    )
+    g.add_argument(
+        "--params",
+        type=int,
+        help="parameter budget of the whole model (embedding + recurrent + decoder); each cell's "
+        "hidden size is solved to land within 2%% of it",
+    )
+    g.add_argument(
+        "--hidden",
+        type=int,
+        help="hidden size of every cell when no --params (default 128)",
+    )
+    g.add_argument(
+        "--embed",
+        help="embedding width, or 'hidden' for the same as the hidden size (default 64; piano "
+        "rolls: 0, the frames feed the recurrent layer directly)",
+    )
+    g.add_argument("--layers", type=int, help="(default 1)")
+    g.add_argument(
+        "--tie", action="store_true", help="tie decoder and embedding (implies --embed hidden)"
+    )
+    g.add_argument("--dropout", type=float, help="(default 0)")
+    g.add_argument(
+        "--data-fractions",
+        type=_comma_list(float, "--data-fractions"),
+        default=(1.0,),
+        help="fractions of the training text (or pieces), e.g. 0.1,0.3,1 (default 1)",
+    )
+    g.add_argument(
+        "--bptt",
+        type=_comma_list(int, "--bptt"),
+        help="BPTT windows, e.g. 3,5,10,20,35 (default 35; piano rolls 200)",
+    )
+    g.add_argument(
+        "--lr",
+        type=_comma_list(float, "--lr"),
+        help="learning rate, or a comma list to search: each cell keeps the rate with the best "
+        "validation (default 2e-3; piano rolls 1e-3)",
+    )
+    g.add_argument("--seeds", type=int, default=1, help="seeds 1..N per grid point (default 1)")
+    b = p.add_argument_group("budget per run")
+    b.add_argument("--max-steps", type=int)
+    b.add_argument(
+        "--max-tokens", type=int, help="training tokens per run (steps = tokens / (batch x tau))"
+    )
+    b.add_argument("--max-minutes", type=float)
+    b.add_argument(
+        "--epochs",
+        type=int,
+        help=f"(default: until the budget ends; {DEFAULT_COMPARE_STEPS} steps without one)",
+    )
+    b.add_argument(
+        "--patience", type=int, help="stop a run after N epochs without validation improvement"
+    )
+    o = p.add_argument_group("optimization (the same for every cell)")
+    o.add_argument(
+        "--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], help="(default adam)"
+    )
+    o.add_argument("--clip", type=float, help="(default 1)")
+    o.add_argument("--weight-noise", type=float, help="std of weight noise (default 0)")
+    o.add_argument(
+        "--schedule", choices=["constant", "decay", "plateau"], help="(default constant)"
+    )
+    o.add_argument("--batch-size", type=int, help="(default 20; piano rolls 8 pieces)")
+    o.add_argument("--eval-batch-size", type=int, help="(default 10)")
+    r = p.add_argument_group("report")
+    r.add_argument(
+        "--eval-every", type=int, help="validate every N steps (default: 20 times per run)"
+    )
+    r.add_argument(
+        "--eval-points", type=int, default=20, help="validations per run for the learning curves"
+    )
+    r.add_argument(
+        "--target-ppl",
+        type=float,
+        help="perplexity (piano rolls: NLL per step) for 'time to target' (default: the worst "
+        "final validation figure of the grid)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument(
+        "--out", required=True, help="the grid directory (re-run with the same flags to resume)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result rows as JSON")
+    p.set_defaults(func=cmd_compare)
+
+
+# compare settings when neither a flag nor a preset gives them
+COMPARE_DEFAULTS: dict[str, Any] = {
+    "hidden": 128,
+    "embed": "64",
+    "layers": 1,
+    "dropout": 0.0,
+    "bptt": (35,),
+    "lr": (2e-3,),
+    "optimizer": "adam",
+    "clip": 1.0,
+    "weight_noise": 0.0,
+    "schedule": "constant",
+    "batch_size": 20,
+    "eval_batch_size": 10,
+    "epochs": None,
+    "patience": None,
+}
+
+
+def compare_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The compare settings: the flags given, else the preset's (explicit, or music-chung2014
+    for a piano-roll corpus), else :data:`COMPARE_DEFAULTS`; plus the corpus."""
+    from rnnlab.corpora import is_pianoroll
+    from rnnlab.presets import get_preset
+
+    preset = args.preset
+    if preset is None and args.corpus and is_pianoroll(args.corpus):
+        preset = "music-chung2014"
+    settings = dict(COMPARE_DEFAULTS, corpus=args.corpus)
+    if preset is not None:
+        o = get_preset(preset).overrides
+        m, opt, t = o.get("model", {}), o.get("optim", {}), o.get("train", {})
+        from_preset = {
+            "hidden": m.get("hidden_size"),
+            "embed": None if "embed_size" not in m else str(m["embed_size"]),
+            "layers": m.get("num_layers"),
+            "dropout": m.get("dropout"),
+            "bptt": None if "bptt" not in t else (t["bptt"],),
+            "lr": None if "lr" not in opt else (opt["lr"],),
+            "optimizer": opt.get("optimizer"),
+            "clip": opt.get("clip"),
+            "weight_noise": opt.get("weight_noise"),
+            "schedule": opt.get("schedule"),
+            "batch_size": t.get("batch_size"),
+            "eval_batch_size": t.get("eval_batch_size"),
+            "epochs": t.get("epochs"),
+            "patience": t.get("patience"),
+        }
+        settings.update({k: v for k, v in from_preset.items() if v is not None})
+        if args.corpus is None and args.text is None:
+            settings["corpus"] = o.get("data", {}).get("corpus")
+    for key in COMPARE_DEFAULTS:
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    return settings
+
+
+def build_grid_config(args: argparse.Namespace) -> Any:
+    """The GridConfig that the compare flags (and a preset) describe."""
+    from rnnlab.dataset import DataConfig
+    from rnnlab.experiments import GridConfig
+    from rnnlab.model import LanguageModelConfig
+    from rnnlab.train import OptimConfig, TrainConfig
+
+    c = compare_settings(args)
+    follows = args.tie or c["embed"] == "hidden"
+    if follows:
+        embed = c["hidden"]
+    else:
+        try:
+            embed = int(c["embed"])
+        except ValueError:
+            raise ConfigError(f"--embed takes a width or 'hidden', got {c['embed']!r}") from None
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    budgets = (args.max_steps, args.max_tokens, args.max_minutes, c["epochs"])
+    max_steps = args.max_steps
+    if all(v is None for v in budgets):
+        max_steps = DEFAULT_COMPARE_STEPS
+    lrs = tuple(c["lr"])
+    return GridConfig(
+        data=DataConfig(
+            corpus=c["corpus"],
+            text=args.text,
+            valid_text=args.valid_text,
+            test_text=args.test_text,
+            encoding=args.encoding,
+            level=args.level,
+            min_count=args.min_count,
+            max_vocab=args.max_vocab,
+            corpus_options={"start_frame": True} if args.start_frame else None,
+        ),
+        model=LanguageModelConfig(
+            embed_size=embed,
+            hidden_size=c["hidden"],
+            num_layers=c["layers"],
+            dropout=c["dropout"],
+            tie_weights=args.tie,
+        ),
+        optim=OptimConfig(
+            optimizer=c["optimizer"],
+            lr=lrs[0],
+            clip=c["clip"],
+            schedule=c["schedule"],
+            weight_noise=c["weight_noise"],
+        ),
+        train=TrainConfig(
+            batch_size=c["batch_size"],
+            eval_batch_size=c["eval_batch_size"],
+            epochs=c["epochs"] if c["epochs"] is not None else 1_000_000,
+            max_steps=max_steps,
+            max_minutes=args.max_minutes,
+            patience=c["patience"],
+            eval_every=args.eval_every,
+            device=args.device,
+            threads=args.threads,
+        ),
+        cells=args.cells,
+        data_fractions=args.data_fractions,
+        bptts=c["bptt"],
+        seeds=tuple(range(1, args.seeds + 1)),
+        lrs=lrs if len(lrs) > 1 else (),
+        params=args.params,
+        embed_follows_hidden=follows,
+        max_tokens=args.max_tokens,
+        eval_points=args.eval_points,
+        target_ppl=args.target_ppl,
+    )
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rnnlab.experiments import load_grid_data, metric_for, run_grid, summarize
+
+    grid = build_grid_config(args)
+    data = load_grid_data(grid)
+    if data.vocab is None:
+        what = f"{data.name} (piano rolls), {len(data.train):,} train pieces"
+    else:
+        what = (
+            f"{data.name} ({data.level}), {len(data.train):,} train tokens, "
+            f"vocabulary {len(data.vocab):,}"
+        )
+    print(f"rnnlab: {what}; grid in {args.out}", file=sys.stderr)
+
+    def on_run(i: int, n: int, run: Any, status: str) -> None:
+        words = {
+            "done": "finished earlier, kept",
+            "resume": "resuming from its checkpoint",
+            "start": "training",
+        }
+        size = f"hidden {run.size.hidden_size}, {run.size.parameters:,} parameters"
+        print(f"rnnlab: [{i}/{n}] {run.run_id} ({size}): {words[status]}", file=sys.stderr)
+
+    report = run_grid(grid, args.out, data=data, progress=not args.no_progress, on_run=on_run)
+    metric = metric_for(data.level)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "out": str(args.out),
+                    f"target_{metric.key}": report.target_ppl,
+                    "rows": report.rows,
+                    "files": [str(f) for f in report.files],
+                }
+            )
+        )
+        return 0
+    k = metric.key
+    several = len(grid.learning_rates) > 1
+    for s in summarize(report.rows, metric):
+        extra = f", {s['diverged']} diverged" if s["diverged"] else ""
+        rate = f"lr {s['lr']:<8g} " if several else ""
+        print(
+            f"{s['cell']:<16} fraction {s['data_fraction']:<5g} tau {s['bptt']:<4} {rate}"
+            f"valid {k} {s[f'valid_{k}']}  test {k} {s[f'test_{k}']}  (n={s['n']}{extra})"
+        )
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"wrote {', '.join(str(f) for f in report.files)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- gradflow
+def _add_gradflow(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gradflow",
+        help="how far gradients reach back in time (||dL_T/dh_t||) and gate statistics",
+        description="Measures ||dL_T/dh_{T-d}|| for d = 0..K (loss at the last step only) for "
+        "trained runs (RUN_DIR) or, without one, for freshly initialised cells; plus gate "
+        "statistics on held-out text.",
+    )
+    p.add_argument(
+        "run_dirs",
+        nargs="*",
+        metavar="RUN_DIR",
+        help="trained runs (default: models at initialisation)",
+    )
+    p.add_argument(
+        "--cell",
+        type=_comma_list(str, "--cell"),
+        help="cells at initialisation, comma list (default rnn,gru,lstm,lstm-fb1)",
+    )
+    p.add_argument("--steps", type=int, default=50, help="K: how many steps back (default 50)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"cell": ..., "norms": [...]} (a list if several)',
+    )
+    p.add_argument("--plot", help="write the plot (PNG, log scale) to this file")
+    p.add_argument(
+        "--with-init",
+        action="store_true",
+        help="with RUN_DIR: also a fresh model of the same config",
+    )
+    src = p.add_argument_group(
+        "held-out text (default: the run's validation split; random tokens at init)"
+    )
+    src.add_argument("--corpus")
+    src.add_argument("--text")
+    src.add_argument("--level", choices=["char", "word"])
+    src.add_argument("--encoding", default="utf-8")
+    m = p.add_argument_group("models at initialisation")
+    m.add_argument("--hidden", type=int, default=128)
+    m.add_argument("--embed", type=int, default=64)
+    m.add_argument("--layers", type=int, default=1)
+    m.add_argument(
+        "--vocab-size", type=int, default=64, help="vocabulary of the random tokens (no text given)"
+    )
+    x = p.add_argument_group("measurement")
+    x.add_argument("--batch", type=int, default=32, help="sequences averaged over")
+    x.add_argument("--warmup", type=int, default=20, help="tokens run before the measured window")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--no-gates", action="store_true", help="skip the gate statistics")
+    x.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.set_defaults(func=cmd_gradflow)
+
+
+def cmd_gradflow(args: argparse.Namespace) -> int:
+    from rnnlab.dataset import DataConfig
+    from rnnlab.diagnostics import gradflow_at_init, gradflow_of_run, plot_gradflow
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    data = None
+    if args.corpus or args.text:
+        data = DataConfig(
+            corpus=args.corpus, text=args.text, level=args.level, encoding=args.encoding
+        )
+    common = {
+        "steps": args.steps,
+        "batch": args.batch,
+        "warmup": args.warmup,
+        "seed": args.seed,
+        "gates": not args.no_gates,
+    }
+    if args.run_dirs:
+        if args.cell:
+            raise ConfigError(
+                "--cell picks models at initialisation; a RUN_DIR brings its own cell "
+                "(add --with-init)"
+            )
+        flows = []
+        for run_dir in args.run_dirs:
+            flows += gradflow_of_run(run_dir, data=data, with_init=args.with_init, **common)
+    else:
+        if args.with_init:
+            raise ConfigError(
+                "--with-init compares a RUN_DIR with its initialisation; give a RUN_DIR"
+            )
+        cells = args.cell or ("rnn", "gru", "lstm", "lstm-fb1")
+        flows = gradflow_at_init(
+            cells,
+            data=data,
+            vocab_size=args.vocab_size,
+            hidden_size=args.hidden,
+            embed_size=args.embed,
+            num_layers=args.layers,
+            **common,
+        )
+    if args.plot:
+        plot_gradflow(flows, args.plot)
+        print(f"rnnlab: wrote {args.plot}", file=sys.stderr)
+    if args.json:
+        out = [f.to_dict() for f in flows]
+        print(json.dumps(out[0] if len(out) == 1 else out))
+        return 0
+    k = args.steps
+    print(
+        f"{'cell':<18} {'source':<24} {'|dL/dh_T|':>10} {f'|dL/dh_T-{k}|':>12} {'x per step':>10}"
+    )
+    for f in flows:
+        src = "init" if f.source == "init" else Path(f.source).name
+        print(f"{f.cell:<18} {src:<24} {f.norms[0]:>10.3g} {f.norms[-1]:>12.3g} {f.decay:>10.3f}")
+    for f in flows:
+        for layer, gates in enumerate(f.gates):
+            for name, s in gates.items():
+                src = "init" if f.source == "init" else Path(f.source).name
+                print(
+                    f"{f.cell} ({src}) layer {layer} {name} gate: mean {s['mean']:.3f}, "
+                    f"saturated {s['saturated']:.1%} (>0.95 {s['above_0.95']:.1%}, "
+                    f"<0.05 {s['below_0.05']:.1%})"
+                )
+    print(f"text: {flows[0].text}")
+    return 0

@@ -1,0 +1,355 @@
+"""Commands that use a trained model: ``eval``, ``sample``, ``poem``, ``score``; and ``corpora``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from rnnlab.errors import CheckpointError, ConfigError, DataError
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="exact perplexity (text) or NLL per time step (piano rolls) of a trained model",
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    p.add_argument("--corpus")
+    p.add_argument("--text")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=10,
+        help="columns (1 = every token sees its whole history)",
+    )
+    p.add_argument("--bptt", type=int, default=100)
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--allow-unk", action="store_true", help="evaluate even when many tokens are unknown"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+
+# more unknown tokens than this means the text is not what the model was trained on
+UNK_LIMIT = 0.10
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rnnlab.corpora import is_pianoroll
+    from rnnlab.dataset import DataConfig, load_data
+    from rnnlab.evaluate import evaluate
+    from rnnlab.rolls import RollData
+    from rnnlab.train import load_model
+
+    model, vocab, ckpt = load_model(args.run_dir, device=args.device)
+    if vocab is None:
+        return _eval_rolls(args, model, ckpt)
+    if args.corpus and is_pianoroll(args.corpus):
+        raise ConfigError(
+            f"{args.run_dir} is a text model and {args.corpus} holds piano rolls; evaluate it on "
+            "text (--text FILE or a text --corpus)"
+        )
+    if args.corpus or args.text:
+        data_cfg = DataConfig(
+            corpus=args.corpus, text=args.text, encoding=args.encoding, level=ckpt.meta["level"]
+        )
+        data = load_data(data_cfg, vocab=vocab)
+    else:
+        recorded = (ckpt.meta.get("run") or {}).get("data")
+        if not isinstance(recorded, dict):
+            raise CheckpointError(
+                f"{args.run_dir} does not record its training data; "
+                "pass --text FILE or --corpus NAME"
+            )
+        try:
+            data = load_data(DataConfig.from_dict(recorded), vocab=vocab)
+        except DataError as e:
+            raise DataError(
+                f"{e} (the run's own data); or evaluate other text with --text FILE "
+                "or --corpus NAME"
+            ) from None
+    if isinstance(data, RollData):
+        raise ConfigError(
+            f"{args.run_dir} is a text model and {data.name} holds piano rolls; evaluate it on "
+            "text (--text FILE or a text --corpus)"
+        )
+    ids = data.split(args.split)
+    unk = float((ids == vocab.unk_id).float().mean()) if len(ids) else 0.0
+    if unk > UNK_LIMIT and not args.allow_unk:
+        raise DataError(
+            f"{unk:.0%} of the {args.split} tokens are outside the model's vocabulary "
+            "(it was trained on "
+            f"{ckpt.meta.get('corpus')}); evaluate on matching text or pass --allow-unk"
+        )
+    result = evaluate(
+        model, ids, batch_size=args.batch_size, bptt=args.bptt, level=ckpt.meta["level"]
+    )
+    out = dict(result.to_dict(), split=args.split, corpus=data.name)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        bpc = f", {result.bpc:.4f} bits/char" if result.bpc is not None else ""
+        print(
+            f"{data.name} {args.split}: loss {result.loss:.4f}, "
+            f"perplexity {result.perplexity:.2f}{bpc} ({result.tokens:,} tokens)"
+        )
+    return 0
+
+
+def _eval_rolls(args: argparse.Namespace, model: Any, ckpt: Any) -> int:
+    """``rnnlab eval`` of a piano-roll model: exact NLL per time step of a split."""
+    from rnnlab.corpora import is_pianoroll
+    from rnnlab.dataset import DataConfig, load_data
+    from rnnlab.rolls import evaluate_rolls
+
+    if args.text or (args.corpus and not is_pianoroll(args.corpus)):
+        raise ConfigError(
+            f"{args.run_dir} is a piano-roll model; evaluate it on a piano-roll --corpus "
+            "(jsb, nottingham, musedata, pianomidi), not on text"
+        )
+    if args.corpus:
+        data_cfg = DataConfig(corpus=args.corpus)
+    else:
+        recorded = (ckpt.meta.get("run") or {}).get("data")
+        if not isinstance(recorded, dict):
+            raise CheckpointError(
+                f"{args.run_dir} does not record its training data; pass --corpus NAME"
+            )
+        data_cfg = DataConfig.from_dict(recorded)
+    data = load_data(data_cfg)
+    result = evaluate_rolls(model, data.split(args.split), batch_size=args.batch_size)
+    out = dict(result.to_dict(), split=args.split, corpus=data.name)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(
+            f"{data.name} {args.split}: NLL {result.loss:.4f} nats per time step "
+            f"({result.tokens:,} steps)"
+        )
+    return 0
+
+
+def _text_model(run_dir: str, device: str, command: str) -> tuple[Any, Any, Any]:
+    """``load_model`` for the commands that need text (a vocabulary)."""
+    from rnnlab.train import load_model
+
+    model, vocab, ckpt = load_model(run_dir, device=device)
+    if vocab is None:
+        raise ConfigError(
+            f"{run_dir} is a piano-roll model; rnnlab {command} works on text models "
+            "(score piano rolls with rnnlab eval)"
+        )
+    return model, vocab, ckpt
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate text from a trained model")
+    p.add_argument("run_dir")
+    p.add_argument("--prime", default="", help="text the samples continue")
+    p.add_argument("--length", type=int, default=300, help="tokens to generate (at most)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, help="draw from the K most likely tokens only")
+    p.add_argument("--top-p", type=float, help="draw from the smallest set of mass >= P (nucleus)")
+    p.add_argument("--beam", type=int, metavar="N", help="beam search with N beams (deterministic)")
+    p.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="beam score = log p / length**ALPHA (default 1: mean log-probability per token)",
+    )
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help=r"end a sample before this text (repeatable; \n is a newline)",
+    )
+    p.add_argument("--count", type=int, default=1, help="samples, drawn as one batch")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sample)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from rnnlab.sampling import SamplingConfig, generate
+
+    cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    if args.beam is not None and args.beam < 1:
+        raise ConfigError(f"--beam must be at least 1, got {args.beam}")
+    stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
+    model, vocab, ckpt = _text_model(args.run_dir, args.device, "sample")
+    texts = generate(
+        model,
+        vocab,
+        ckpt.meta["level"],
+        prime=args.prime,
+        length=args.length,
+        cfg=cfg,
+        count=args.count,
+        seed=args.seed,
+        stop=stops,
+        beam=args.beam,
+        length_penalty=args.length_penalty,
+    )
+    if args.json:
+        print(json.dumps([{"text": t} for t in texts], ensure_ascii=False))
+    else:
+        print("\n\n".join(texts))
+    return 0
+
+
+def _add_poem(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "poem", help="classical Chinese quatrains (绝句) or regulated verse (律诗), form guaranteed"
+    )
+    p.add_argument(
+        "run_dir", help="a character model trained on Chinese poems (--preset tang-quatrains)"
+    )
+    p.add_argument("--form", type=int, default=5, help="characters per line: 5 (五言) or 7 (七言)")
+    p.add_argument("--lines", type=int, default=4, help="4 (绝句) or 8 (律诗)")
+    p.add_argument(
+        "--acrostic", metavar="HEADS", help="藏头诗: line k starts with the k-th character"
+    )
+    p.add_argument("--first-line", metavar="TEXT", help="the whole first line")
+    p.add_argument("--start", metavar="TEXT", help="characters the poem starts with")
+    p.add_argument(
+        "--rhyme", action="store_true", help="lines 2, 4 (6, 8) rhyme (十三辙, modern readings)"
+    )
+    p.add_argument(
+        "--tones",
+        action="store_true",
+        help="follow a standard 平仄 pattern (modern tones approximate Middle Chinese)",
+    )
+    p.add_argument("--count", type=int, default=1, help="poems, decoded as one batch")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="a JSON list, one object per poem")
+    p.set_defaults(func=cmd_poem)
+
+
+def cmd_poem(args: argparse.Namespace) -> int:
+    from rnnlab.poetry import PoemSpec, generate_poems
+    from rnnlab.sampling import SamplingConfig
+
+    spec = PoemSpec(
+        chars=args.form,
+        lines=args.lines,
+        acrostic=args.acrostic,
+        first_line=args.first_line,
+        start=args.start,
+        rhyme=args.rhyme,
+        tones=args.tones,
+    )
+    cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    if args.count < 1:
+        raise ConfigError(f"--count must be at least 1, got {args.count}")
+    model, vocab, ckpt = _text_model(args.run_dir, args.device, "poem")
+    if ckpt.meta.get("level", "char") != "char":
+        raise ConfigError(
+            f"{args.run_dir} is a {ckpt.meta.get('level')}-level model; rnnlab poem needs a "
+            "character model trained on Chinese poems (--preset tang-quatrains)"
+        )
+    poems = generate_poems(model, vocab, spec, count=args.count, cfg=cfg, seed=args.seed)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in poems], ensure_ascii=False))
+        return 0
+    for i, poem in enumerate(poems):
+        if i:
+            print()
+        print(poem.text)
+        notes = ["form"]
+        if poem.rhyme:
+            notes.append(f"rhyme {poem.rhyme_group}")
+        if poem.tones:
+            notes.append(f"tones {poem.tone_pattern}")
+        print(f"  ({', '.join(notes)})")
+    return 0
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="per-token log-probabilities of a text under a trained model")
+    p.add_argument("run_dir")
+    p.add_argument("stdin", nargs="?", choices=["-"], help="read the text from standard input")
+    p.add_argument("--text", help="a file to score ('-' for standard input)")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rnnlab.corpora import read_text_file
+    from rnnlab.evaluate import score_tokens
+    from rnnlab.sampling import boundary_token
+    from rnnlab.vocab import make_tokenizer
+
+    if args.text is None and args.stdin is None:
+        raise ConfigError("give the text to score: --text FILE, or - to read standard input")
+    if args.text in (None, "-"):
+        raw = sys.stdin.buffer.read()
+        try:
+            text = raw.decode(args.encoding).lstrip("\ufeff")
+        except (UnicodeDecodeError, LookupError):
+            raise DataError(
+                f"standard input is not valid {args.encoding}; pass the right --encoding"
+            ) from None
+    else:
+        text = read_text_file(args.text, encoding=args.encoding)
+    model, vocab, ckpt = _text_model(args.run_dir, args.device, "score")
+    level = ckpt.meta["level"]
+    tokens = make_tokenizer(level).tokenize(text)
+    scores = score_tokens(model, boundary_token(vocab, level), vocab.encode(tokens), vocab.itos)
+    total = sum(s.logprob for s in scores)
+    ppl = math.exp(-total / len(scores))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "tokens": [
+                        {"token": t, "id_token": s.token, "logprob": s.logprob}
+                        for t, s in zip(tokens, scores, strict=True)
+                    ],
+                    "total_logprob": total,
+                    "count": len(scores),
+                    "perplexity": ppl,
+                },
+                ensure_ascii=False,
+            )
+        )
+        return 0
+    for t, s in zip(tokens, scores, strict=True):
+        shown = t if s.token == t else f"{t} ({s.token})"
+        print(f"{s.logprob:10.4f}\t{json.dumps(shown, ensure_ascii=False)[1:-1]}")
+    print(f"total log-probability {total:.4f} nats over {len(scores)} tokens; perplexity {ppl:.2f}")
+    return 0
+
+
+def _add_corpora(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corpora", help="list the named corpora and where each would come from")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_corpora)
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from rnnlab.corpora import corpus_status, list_corpora
+
+    rows = [
+        {"name": s.name, "level": s.level, "status": corpus_status(s), "description": s.description}
+        for s in list_corpora("all")
+    ]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+    else:
+        for r in rows:
+            print(f"{r['name']:<16} {r['level']:<9} {r['status']:<13} {r['description']}")
+    return 0

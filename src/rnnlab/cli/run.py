@@ -1,0 +1,289 @@
+"""``rnnlab train``: presets, flags and resume, all filling one RunConfig."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rnnlab.errors import ConfigError
+
+# flag -> (section of RunConfig, field)
+TRAIN_FLAGS: dict[str, tuple[str, str]] = {
+    "corpus": ("data", "corpus"),
+    "text": ("data", "text"),
+    "valid_text": ("data", "valid_text"),
+    "test_text": ("data", "test_text"),
+    "encoding": ("data", "encoding"),
+    "level": ("data", "level"),
+    "min_count": ("data", "min_count"),
+    "max_vocab": ("data", "max_vocab"),
+    "data_fraction": ("data", "data_fraction"),
+    "cell": ("model", "cell"),
+    "layers": ("model", "num_layers"),
+    "hidden": ("model", "hidden_size"),
+    "embed": ("model", "embed_size"),
+    "dropout": ("model", "dropout"),
+    "tie": ("model", "tie_weights"),
+    "init_range": ("model", "init_range"),
+    "impl": ("model", "impl"),
+    "optimizer": ("optim", "optimizer"),
+    "lr": ("optim", "lr"),
+    "momentum": ("optim", "momentum"),
+    "weight_decay": ("optim", "weight_decay"),
+    "clip": ("optim", "clip"),
+    "weight_noise": ("optim", "weight_noise"),
+    "schedule": ("optim", "schedule"),
+    "decay_start": ("optim", "decay_start"),
+    "decay_factor": ("optim", "decay_factor"),
+    "bptt": ("train", "bptt"),
+    "variable_bptt": ("train", "variable_bptt"),
+    "batch_size": ("train", "batch_size"),
+    "eval_batch_size": ("train", "eval_batch_size"),
+    "epochs": ("train", "epochs"),
+    "max_steps": ("train", "max_steps"),
+    "max_minutes": ("train", "max_minutes"),
+    "patience": ("train", "patience"),
+    "seed": ("train", "seed"),
+    "save_every": ("train", "save_every"),
+    "log_every": ("train", "log_every"),
+    "device": ("train", "device"),
+    "threads": ("train", "threads"),
+}
+# what may change when a run is resumed (extending it, moving it to another device)
+RESUME_FLAGS = {
+    "epochs",
+    "max_steps",
+    "max_minutes",
+    "save_every",
+    "log_every",
+    "device",
+    "patience",
+    "threads",
+}
+
+
+def _add_data_args(
+    p: argparse.ArgumentParser, *, encoding: str | None = None, min_count: int | None = None
+) -> argparse._ArgumentGroup:
+    """The "which text" options shared by train and compare (defaults None: take the preset's)."""
+    src = p.add_argument_group("data")
+    src.add_argument(
+        "--corpus",
+        help="a named corpus (rnnlab corpora lists them); a piano-roll corpus (jsb, nottingham, "
+        "musedata, pianomidi) starts from the music-chung2014 preset",
+    )
+    src.add_argument(
+        "--text", help="a local text file (split 90/5/5 unless --valid-text/--test-text)"
+    )
+    src.add_argument("--valid-text")
+    src.add_argument("--test-text")
+    src.add_argument(
+        "--encoding", default=encoding, help="encoding of --text files (default utf-8)"
+    )
+    src.add_argument("--level", choices=["char", "word"])
+    src.add_argument("--min-count", type=int, default=min_count)
+    src.add_argument("--max-vocab", type=int)
+    return src
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a language model or a piano-roll model (no arguments: the quick offline "
+        "default)",
+    )
+    p.add_argument("--preset", help="a named setup (see README); flags override it")
+    src = _add_data_args(p)
+    src.add_argument(
+        "--data-fraction", type=float, help="train on the first fraction of the training text"
+    )
+    src.add_argument(
+        "--start-frame",
+        action="store_const",
+        const=True,
+        help="piano rolls: an all-zero frame before every piece, so every frame is scored",
+    )
+    m = p.add_argument_group("model")
+    m.add_argument("--cell", help="rnn, rnn-relu, gru, gru-reset-before, lstm, lstm-fb1")
+    m.add_argument("--layers", type=int)
+    m.add_argument("--hidden", type=int)
+    m.add_argument("--embed", type=int, help="embedding width (piano rolls: 0 = frames direct)")
+    m.add_argument("--dropout", type=float)
+    m.add_argument(
+        "--tie", action="store_const", const=True, help="tie decoder and embedding weights"
+    )
+    m.add_argument("--init-range", type=float, help="uniform init in ±X (Zaremba et al.)")
+    m.add_argument("--impl", choices=["auto", "fused", "explicit"])
+    o = p.add_argument_group("optimization")
+    o.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"])
+    o.add_argument("--lr", type=float)
+    o.add_argument("--momentum", type=float)
+    o.add_argument("--weight-decay", type=float)
+    o.add_argument("--clip", type=float, help="gradient-norm clipping threshold (0: off)")
+    o.add_argument(
+        "--weight-noise",
+        type=float,
+        help="std of Gaussian noise on the weights during training (Graves 2011; 0: off)",
+    )
+    o.add_argument("--schedule", choices=["constant", "decay", "plateau"])
+    o.add_argument("--decay-start", type=int)
+    o.add_argument("--decay-factor", type=float)
+    t = p.add_argument_group("loop")
+    t.add_argument("--bptt", type=int, help="truncated-BPTT window (time steps)")
+    t.add_argument("--variable-bptt", action="store_const", const=True)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--eval-batch-size", type=int)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--max-minutes", type=float)
+    t.add_argument(
+        "--patience", type=int, help="stop after N epochs without validation improvement"
+    )
+    t.add_argument("--seed", type=int)
+    t.add_argument("--save-every", type=int, help="checkpoint every N steps (default: every epoch)")
+    t.add_argument("--log-every", type=int)
+    t.add_argument("--device", help="auto, cpu, cuda")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--out", help="run directory (default runs/<name>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-sample", action="store_true", help="do not print a sample at the end")
+    p.add_argument("--json", action="store_true", help="print the final results as JSON")
+    p.set_defaults(func=cmd_train)
+
+
+def build_run_config(args: argparse.Namespace) -> Any:
+    """Defaults, then the preset, then the flags given."""
+    from rnnlab.corpora import is_pianoroll
+    from rnnlab.presets import get_preset
+    from rnnlab.train import RunConfig
+
+    given = {k: v for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
+    preset = args.preset
+    if preset is None and "corpus" not in given and "text" not in given:
+        preset = "quick"
+    elif preset is None and "corpus" in given and is_pianoroll(given["corpus"]):
+        preset = "music-chung2014"  # the paper's protocol, not the text defaults
+    d: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "optim": {}, "train": {}}
+    if preset is not None:
+        for section, values in get_preset(preset).overrides.items():
+            d[section].update(values)
+    if "corpus" in given or "text" in given:  # a new source replaces the preset's
+        for key in ("corpus", "text", "max_chars"):
+            d["data"].pop(key, None)
+    if getattr(args, "start_frame", None):
+        d["data"]["corpus_options"] = {**d["data"].get("corpus_options", {}), "start_frame": True}
+    for flag, value in given.items():
+        section, name = TRAIN_FLAGS[flag]
+        if flag in ("text", "valid_text", "test_text"):
+            value = str(Path(value).absolute())  # the run is used later from other directories
+        d[section][name] = value
+    return RunConfig.from_dict({**d, "preset": preset})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rnnlab import distributed
+    from rnnlab.train import Trainer, load_run_config
+
+    main_rank = distributed.env_rank() == 0  # under torchrun only rank 0 reports and writes
+    if not main_rank:
+        logging.getLogger("rnnlab").setLevel(logging.ERROR)
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_run_config(run_dir)
+        given = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
+        given |= {"start_frame"} if args.start_frame else set()
+        if args.preset or given - RESUME_FLAGS:
+            bad = sorted(given - RESUME_FLAGS) + (["preset"] if args.preset else [])
+            raise ConfigError(
+                f"--resume continues a run with its saved settings; it cannot change "
+                f"{', '.join('--' + b.replace('_', '-') for b in bad)} (allowed: "
+                f"{', '.join('--' + f.replace('_', '-') for f in sorted(RESUME_FLAGS))})"
+            )
+        for flag in given:
+            section, name = TRAIN_FLAGS[flag]
+            setattr(getattr(config, section), name, getattr(args, flag))
+        if given:
+            type(config.train).__post_init__(config.train)
+    else:
+        config = build_run_config(args)
+        name = config.preset or Path(config.data.describe()).stem
+        run_dir = (
+            Path(args.out)
+            if args.out
+            else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        if main_rank and (run_dir / "run.json").exists():
+            raise ConfigError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                "or pick another --out"
+            )
+    trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    if not trainer.is_main:
+        trainer.fit()
+        trainer.close()
+        return 0
+    data = trainer.data
+    rolls = data.vocab is None
+    what = (
+        f"{data.name} (piano rolls), {len(data.train):,} train pieces "
+        f"({sum(p.size(0) for p in data.train):,} frames)"
+        if rolls
+        else f"{data.name} ({data.level}), {len(data.train):,} train tokens, "
+        f"vocabulary {len(data.vocab):,}"
+    )
+    print(
+        f"rnnlab: run directory {run_dir}; {what}; "
+        f"{config.model.cell} {config.model.num_layers}x{config.model.hidden_size}, "
+        f"{trainer.model.num_parameters():,} parameters, device {trainer.device}",
+        file=sys.stderr,
+    )
+    result = trainer.fit()
+    trainer.close()
+    summary = {
+        "run_dir": str(run_dir),
+        "valid": result.valid.to_dict() if result.valid else None,
+        "test": result.test.to_dict() if result.test else None,
+        "steps": result.progress.step,
+        "epochs": result.progress.epoch,
+        "wall_time": round(result.progress.elapsed, 2),
+    }
+    sample_text = None
+    if not args.no_sample and not rolls:
+        from rnnlab.sampling import SamplingConfig, generate
+
+        length = 300 if data.level == "char" else 60
+        sample_text = generate(
+            trainer.model,
+            data.vocab,
+            data.level,
+            length=length,
+            cfg=SamplingConfig(temperature=0.8),
+            seed=0,
+        )[0]
+    if args.json:
+        summary["sample"] = sample_text
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    for split in ("valid", "test"):
+        r = summary[split]
+        if rolls:
+            print(f"{split}: NLL {r['loss']:.4f} nats per time step ({r['steps']:,} steps)")
+            continue
+        bpc = f", {r['bpc']:.3f} bits/char" if "bpc" in r else ""
+        print(
+            f"{split}: loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}{bpc} "
+            f"({r['tokens']:,} tokens)"
+        )
+    print(
+        f"trained {summary['steps']} steps in {summary['wall_time']:.0f}s; checkpoints in {run_dir}"
+    )
+    if sample_text is not None:
+        print("--- sample (temperature 0.8) ---")
+        print(sample_text)
+    return 0
