@@ -10,6 +10,7 @@ import torch
 from rnnlab import checkpoint as ck
 from rnnlab.dataset import DataConfig
 from rnnlab.errors import ConfigError, RnnlabError, TrainingDiverged
+from rnnlab.memory import machine_memory, training_memory
 from rnnlab.model import LanguageModel, LanguageModelConfig
 from rnnlab.train import (
     OptimConfig,
@@ -17,10 +18,8 @@ from rnnlab.train import (
     TrainConfig,
     Trainer,
     load_model,
-    machine_memory,
     make_optimizer,
     remove_stale_temp_files,
-    training_memory,
     trim_metrics,
 )
 
@@ -231,7 +230,7 @@ def test_too_big_a_model_is_refused_before_it_is_built(text_file, tmp_path, monk
     def never(*args, **kwargs):
         raise AssertionError("the model was built")
 
-    monkeypatch.setattr("rnnlab.train.machine_memory", lambda device: 10**4)
+    monkeypatch.setattr("rnnlab.memory.machine_memory", lambda device: 10**4)
     monkeypatch.setattr("rnnlab.train.LanguageModel", never)
     with pytest.raises(ConfigError, match=r"would need at least .* more than the 9\.8 KiB"):
         Trainer(config(text_file), tmp_path / "run")
