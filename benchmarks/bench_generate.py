@@ -25,34 +25,20 @@ stepper's logits are checked against the naive loop's.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import machine_info, write_report
 from torch import Tensor, nn
 
 from rnnlab.model import LanguageModel, LanguageModelConfig
 from rnnlab.stepper import FastStepper
 
 TARGETS = {1: 3_000.0, 64: 50_000.0}  # chars/s from issue 4 (2 CPU cores)
-
-
-def machine_info() -> dict:
-    """Where the numbers come from."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def _load_average() -> list[float] | None:
@@ -253,9 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 

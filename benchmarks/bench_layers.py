@@ -20,16 +20,13 @@ Shapes: "word" = 2 layers x 200 hidden, input 200, batch 20, 20 steps (Zaremba e
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import machine_info, write_report
 from torch import Tensor, nn
 
 import rnnlab.recurrent as rr
@@ -40,23 +37,6 @@ SHAPES = {
 }
 CELLS = {"lstm": (rr.LSTM, nn.LSTM), "gru": (rr.GRU, nn.GRU), "rnn": (rr.RNN, nn.RNN)}
 IMPLS = ("fused", "explicit")
-
-
-def machine_info(device: torch.device) -> dict:
-    """Where the numbers come from."""
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "num_threads": torch.get_num_threads(),
-        "device": str(device),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def make_step(model: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]:
@@ -182,9 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 

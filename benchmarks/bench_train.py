@@ -52,11 +52,9 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -68,6 +66,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import machine_info, write_report
 from torch import Tensor, nn
 
 from rnnlab.dataset import DataConfig, LMData, load_data
@@ -533,25 +532,6 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "num_threads": torch.get_num_threads(),
-        "device": str(device),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-        info["cudnn"] = torch.backends.cudnn.version()
-    return info
-
-
 def measure_peaks(names: list[str], vocab: int, device: torch.device) -> dict:
     peaks = {"square": matmul_gflops(SQUARE, SQUARE, SQUARE, device)}
     for name in names:
@@ -676,9 +656,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         },
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 
