@@ -84,22 +84,32 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
     tensors, aliases = _dedupe(ckpt.tensors)
     meta = dict(ckpt.meta, format=FORMAT, version=VERSION, aliases=aliases)
     blob = st_save(tensors, metadata={"format": FORMAT, "rnnlab": json.dumps(meta)})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    replaced = False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        replaced = True
+        _replace_atomically(path, blob)
     except OSError as e:
         kept = "; the previous checkpoint is kept" if path.exists() else ""
         raise CheckpointError(
             f"could not save checkpoint {path}: {e.strerror or e}{kept}; free disk space or fix "
             f"permissions, then continue with rnnlab train --resume {path.parent}"
         ) from None
+
+
+def _replace_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``.<name>.tmp-<pid>``, fsync it and rename it over ``path``.
+
+    Whatever fails (an OSError, an interrupt), the temporary file is removed and ``path`` keeps
+    its old content; the rename itself is made durable by fsyncing the directory.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    replaced = False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        replaced = True
     finally:
         if not replaced:
             try:
@@ -278,24 +288,10 @@ def rng_from_checkpoint(ckpt: Checkpoint) -> None:
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write a small JSON file atomically (the run config, results)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    replaced = False
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        replaced = True
+        _replace_atomically(path, text.encode("utf-8"))
     except OSError as e:
         raise CheckpointError(
             f"could not write {path}: {e.strerror or e}; free disk space or fix permissions"
         ) from None
-    finally:
-        if not replaced:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
