@@ -132,7 +132,22 @@ def detach_state(state: State | None) -> State | None:
     return state.detach()
 
 
-class LanguageModel(nn.Module):
+class _RecurrentModel(nn.Module):
+    """What both heads share: a recurrent stack ``self.rnn`` read out by ``self.decoder``."""
+
+    rnn: nn.Module
+    decoder: nn.Linear
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The zero state for ``batch_size`` rows (text columns or music pieces)."""
+        p = self.decoder.weight
+        return self.rnn.zero_state(batch_size, device=device or p.device, dtype=p.dtype)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class LanguageModel(_RecurrentModel):
     """A recurrent language model p(w_t | w_<t) = softmax(W_out h_t + b_out).
 
     Args:
@@ -176,19 +191,11 @@ class LanguageModel(nn.Module):
             return
         init_uniform(self, r)
 
-    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """The zero state for ``batch_size`` columns."""
-        p = self.decoder.weight
-        return self.rnn.zero_state(batch_size, device=device or p.device, dtype=p.dtype)
-
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         emb = self.drop(self.embedding(tokens))  # (T, B, D)
         out, state = self.rnn(emb, state)  # (T, B, H)
         logits = self.decoder(self.drop(out))  # (T, B, V)
         return logits, state
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def init_uniform(model: nn.Module, r: float) -> None:
@@ -204,7 +211,7 @@ def init_uniform(model: nn.Module, r: float) -> None:
                 getattr(model.rnn, f"bias_ih_l{layer}")[h : 2 * h] += forget_bias
 
 
-class PianoRollModel(nn.Module):
+class PianoRollModel(_RecurrentModel):
     """A recurrent model of 0/1 frames with V independent sigmoid outputs (multi-label)::
 
         frames x_t (T, B, V) ──> [x W_in^T] ──> dropout ──> Recurrent ──> dropout ──> Linear ──> z
@@ -249,19 +256,11 @@ class PianoRollModel(nn.Module):
             return
         init_uniform(self, r)
 
-    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """The zero state for ``batch_size`` pieces."""
-        p = self.decoder.weight
-        return self.rnn.zero_state(batch_size, device=device or p.device, dtype=p.dtype)
-
     def forward(self, frames: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         x = frames if self.frame_in is None else self.frame_in(frames)  # (T, B, E or V)
         out, state = self.rnn(self.drop(x), state)  # (T, B, H)
         logits = self.decoder(self.drop(out))  # (T, B, V)
         return logits, state
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 SequenceModel = LanguageModel | PianoRollModel
