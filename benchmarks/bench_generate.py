@@ -10,7 +10,13 @@ next-token logits, draw the next token (softmax, multinomial). They differ only 
 * ``fast``: :class:`rnnlab.stepper.FastStepper` (weights pulled out once, a few fused ops),
   exact: the same distributions as the model;
 * ``fast_bf16``: the same stepper holding weights and state in bfloat16 (approximate: the
-  largest total-variation distance to the exact next-token distributions is recorded).
+  largest total-variation distance to the exact next-token distributions is recorded);
+* ``fast_int8``: the same stepper with int8 weights and dynamically quantized activations
+  (approximate, recorded the same way).
+
+With ``--run RUN_DIR`` the weights are a trained model's (e.g. ``--preset char-shakespeare``);
+the distances to the exact distributions are then measured along a sequence the exact model
+samples itself, which is the text generation actually produces.
 
 Characters/s = B * steps / seconds (summed over the B rows). Repetitions are interleaved with a
 rotating order so that load from other processes hits every contender alike; the median over
@@ -37,6 +43,7 @@ from torch import Tensor, nn
 
 from rnnlab.model import LanguageModel, LanguageModelConfig
 from rnnlab.stepper import FastStepper
+from rnnlab.train import load_model
 
 TARGETS = {1: 3_000.0, 64: 50_000.0}  # chars/s from issue 4 (2 CPU cores)
 
@@ -105,11 +112,24 @@ def fast_loop(stepper: FastStepper, batch: int, steps: int) -> Callable[[], None
     return run
 
 
-def compare(naive: NaiveLM, stepper: FastStepper, steps: int = 100) -> tuple[float, float]:
+def sample_tokens(stepper: FastStepper, steps: int = 200, rows: int = 2) -> Tensor:
+    """(steps, rows) tokens the exact stepper draws at temperature 1 (the path to compare on)."""
+    gen = torch.Generator().manual_seed(1)
+    x, state = torch.zeros(rows, dtype=torch.long), stepper.init_state(rows)
+    out = []
+    with torch.inference_mode():
+        for _ in range(steps):
+            out.append(x)
+            logits, state = stepper.step(x, state)
+            x = draw(logits, gen)
+    return torch.stack(out)
+
+
+def compare(naive: NaiveLM, stepper: FastStepper, tokens: Tensor) -> tuple[float, float]:
     """Largest |logit difference| and largest total-variation distance between the next-token
-    distributions of the naive loop and a stepper, along one random sequence."""
-    tokens = torch.randint(0, stepper.w_out.size(0), (steps, 2))
-    logit_diff, tv, naive_state, state = 0.0, 0.0, None, stepper.init_state(2)
+    distributions of the naive loop and a stepper, along ``tokens`` (steps, rows)."""
+    steps = tokens.size(0)
+    logit_diff, tv, naive_state, state = 0.0, 0.0, None, stepper.init_state(tokens.size(1))
     with torch.no_grad():
         for t in range(steps):
             a, naive_state = naive(tokens[t : t + 1], naive_state)
@@ -157,26 +177,39 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
     parser.add_argument("--chars", type=int, default=0, help="steps per rep (0: per batch size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--run", type=Path, help="a trained LSTM run directory to take weights from"
+    )
     args = parser.parse_args(argv)
     load_at_start = _load_average()
     if args.quick:
         args.reps = 2
     torch.manual_seed(args.seed)
-    config = LanguageModelConfig(
-        vocab_size=args.vocab,
-        cell="lstm",
-        embed_size=args.embed,
-        hidden_size=args.hidden,
-        num_layers=args.layers,
-    )
-    model = LanguageModel(config).eval()
+    if args.run is not None:
+        model = load_model(args.run)[0].eval()
+        config = model.config
+        if config.cell != "lstm":
+            raise SystemExit("--run needs an LSTM model (the naive loop is torch.nn.LSTM)")
+    else:
+        config = LanguageModelConfig(
+            vocab_size=args.vocab,
+            cell="lstm",
+            embed_size=args.embed,
+            hidden_size=args.hidden,
+            num_layers=args.layers,
+        )
+        model = LanguageModel(config).eval()
     naive = NaiveLM(model).eval()
     stepper = FastStepper(model)
     stepper_bf16 = FastStepper(model, dtype=torch.bfloat16)
-    max_diff, _ = compare(naive, stepper)
+    stepper_int8 = FastStepper(model, dtype=torch.qint8)
+    path = sample_tokens(stepper)
+    max_diff, _ = compare(naive, stepper, path)
     if max_diff > 1e-4:
         raise SystemExit(f"the fast stepper disagrees with torch.nn.LSTM by {max_diff}")
-    bf16_diff, bf16_tv = compare(naive, stepper_bf16)
+    bf16_diff, bf16_tv = compare(naive, stepper_bf16, path)
+    int8_diff, int8_tv = compare(naive, stepper_int8, path)
+    print(f"distance to the exact distributions: bf16 TV {bf16_tv:.2e}, int8 TV {int8_tv:.2e}")
     results = []
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -189,6 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "model": model_loop(model, batch, steps),
                 "fast": fast_loop(stepper, batch, steps),
                 "fast_bf16": fast_loop(stepper_bf16, batch, steps),
+                "fast_int8": fast_loop(stepper_int8, batch, steps),
             }
             timing = bench(loops, args.reps, batch * steps)
             row = {
@@ -203,6 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
                 / timing["model"]["chars_per_s"],
                 "ratio_fast_bf16_over_naive": timing["fast_bf16"]["chars_per_s"]
                 / timing["naive"]["chars_per_s"],
+                "ratio_fast_int8_over_naive": timing["fast_int8"]["chars_per_s"]
+                / timing["naive"]["chars_per_s"],
                 "target_chars_per_s": TARGETS.get(batch),
                 "seconds": {name: t["seconds"] for name, t in timing.items()},
             }
@@ -214,7 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"threads {threads} batch {batch}: {rates} chars/s; fast/naive "
                 f"{row['ratio_fast_over_naive']:.1f}x, bf16/naive "
-                f"{row['ratio_fast_bf16_over_naive']:.1f}x",
+                f"{row['ratio_fast_bf16_over_naive']:.1f}x, int8/naive "
+                f"{row['ratio_fast_int8_over_naive']:.1f}x",
                 flush=True,
             )
     report = {
@@ -234,6 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
             "max_logit_difference_fast_vs_naive": max_diff,
             "max_logit_difference_fast_bf16_vs_naive": bf16_diff,
             "max_total_variation_fast_bf16_vs_naive": bf16_tv,
+            "max_logit_difference_fast_int8_vs_naive": int8_diff,
+            "max_total_variation_fast_int8_vs_naive": int8_tv,
+            "weights": str(args.run) if args.run else "random (seeded init)",
             "statistic": "chars/s summed over the batch rows, from the median time over "
             "interleaved reps; *_best from the minimum time (less disturbed by other processes)",
         },

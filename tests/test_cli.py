@@ -208,6 +208,13 @@ def test_sample_is_reproducible_with_a_seed(run, capsys):
     assert code == 0 and out.rstrip("\n") == a.rstrip("\n")
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_sample_at_reduced_precision(run, capsys, precision):
+    a = sample(capsys, run, "--length", 30, "--seed", 1, "--precision", precision)
+    assert a == sample(capsys, run, "--length", 30, "--seed", 1, "--precision", precision)
+    assert len(a) >= 30
+
+
 def test_greedy_sampling_and_top_k_1(run, capsys):
     greedy = sample(capsys, run, "--length", 40, "--temperature", 0)
     assert greedy == sample(capsys, run, "--length", 40, "--temperature", 0)  # no seed needed
@@ -838,6 +845,11 @@ def test_poem_acrostic_first_line_and_text_output(zh_run, capsys):
     a = run_cli(capsys, "poem", zh_run, "--form", 7, "--lines", 8, "--seed", 5, "--json")[1]
     b = run_cli(capsys, "poem", zh_run, "--form", 7, "--lines", 8, "--seed", 5, "--json")[1]
     assert a == b and check_form(json.loads(a)[0]["text"], 7, 8)
+    code, out, _ = run_cli(
+        capsys, "poem", zh_run, "--count", 5, "--rhyme", "--precision", "int8", "--json"
+    )
+    assert code == 0
+    assert all(check_form(p["text"], 5, 4) and check_rhyme(p["text"]) for p in json.loads(out))
 
 
 @pytest.mark.parametrize(

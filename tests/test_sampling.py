@@ -91,6 +91,51 @@ def test_bfloat16_stepper_is_close_to_the_model(cell):
         assert total_variation.max() < 0.02
 
 
+INT8_CELLS = ["lstm", "lstm-fb1", "gru", "rnn", "rnn-relu"]
+
+
+@pytest.mark.parametrize("cell", INT8_CELLS)
+@pytest.mark.parametrize("table", [True, False])
+def test_int8_stepper_is_close_to_the_model(cell, table):
+    model = tiny_model(cell, vocab_size=30, layers=3)
+    with torch.no_grad():  # non-zero biases everywhere, so a misplaced bias would show
+        for name, p in model.named_parameters():
+            if "bias" in name:
+                p.uniform_(-0.5, 0.5)
+    stepper = FastStepper(model, table_limit=1 << 30 if table else 0, dtype=torch.qint8)
+    assert stepper.int8 is not None and (stepper.table is not None) == table
+    tokens = torch.randint(0, 30, (60, 4))
+    with torch.no_grad():
+        logits_model = model(tokens)[0].double()  # (T, B, V)
+    expected = torch.softmax(logits_model, dim=-1)
+    state = stepper.init_state(4)
+    worst = 0.0
+    for t in range(tokens.size(0)):
+        logits, state = stepper.step(tokens[t], state)
+        assert logits.dtype == torch.float32
+        total_variation = 0.5 * (torch.softmax(logits.double(), -1) - expected[t]).abs().sum(-1)
+        worst = max(worst, float(total_variation.max()))
+        # quantization error, bounded: int8 weights and 7-bit activations
+        assert (logits.double() - logits_model[t]).abs().max() < 0.05
+    assert worst < 0.02
+    assert worst > 0  # it really computed in int8, not in float32
+
+
+def test_int8_stepper_refuses_what_it_cannot_do():
+    with pytest.raises(ConfigError, match="gru-reset-before"):
+        FastStepper(tiny_model("gru-reset-before"), dtype=torch.qint8)
+
+
+def test_int8_sampling_keeps_the_api():
+    model = tiny_model("lstm", vocab_size=30)
+    stepper = make_stepper(model, dtype=torch.qint8)
+    logits, state = stepper.start(torch.tensor([1, 2, 3]), 3)
+    assert logits.shape == (3, 30)
+    state = stepper.select(state, torch.tensor([2, 0]))
+    logits, _ = stepper.step(torch.tensor([4, 5]), state)
+    assert logits.shape == (2, 30) and torch.isfinite(logits).all()
+
+
 def test_stepper_start_reads_the_context_once_and_repeats_it():
     model = tiny_model("gru")
     context = torch.tensor([1, 4, 2, 7])

@@ -141,6 +141,11 @@ class RNNCell(_CellBase):
         if b_hh is not None:
             gi = gi + b_hh
         pre = torch.addmm(gi, h, w_hh.t())  # (B, H): W x + b_ih + U h + b_hh
+        return RNNCell.activate(pre, nonlinearity)
+
+    @staticmethod
+    def activate(pre: Tensor, nonlinearity: str = "tanh") -> Tensor:
+        """h_t from the whole pre-activation ``W x + b_ih + U h + b_hh`` (B, H)."""
         return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
@@ -198,14 +203,11 @@ class GRUCell(_CellBase):
         gi: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None, reset: str = "after"
     ) -> Tensor:
         """One step from a precomputed input projection ``gi = x W_ih^T + b_ih`` (B, 3H)."""
-        i_r, i_z, i_n = gi.chunk(3, 1)  # (B, H) each
         if reset == "after":
             gh = h.mm(w_hh.t()) if b_hh is None else torch.addmm(b_hh, h, w_hh.t())  # (B, 3H)
-            h_r, h_z, h_n = gh.chunk(3, 1)  # (B, H) each
-            r = torch.sigmoid(i_r + h_r)  # reset gate
-            z = torch.sigmoid(i_z + h_z)  # update gate
-            n = torch.tanh(torch.addcmul(i_n, r, h_n))  # candidate: W_n x + b_in + r∘(U_n h + b_hn)
+            return GRUCell.combine(gi, gh, h)
         else:
+            i_r, i_z, i_n = gi.chunk(3, 1)  # (B, H) each
             hidden = w_hh.size(1)
             w_rz, w_n = w_hh.split((2 * hidden, hidden))  # (2H, H), (H, H)
             b_rz, b_n = (None, None) if b_hh is None else b_hh.split((2 * hidden, hidden))
@@ -215,6 +217,17 @@ class GRUCell(_CellBase):
             z = torch.sigmoid(i_z + h_z)  # update gate
             u_n = (r * h).mm(w_n.t()) if b_n is None else torch.addmm(b_n, r * h, w_n.t())
             n = torch.tanh(i_n + u_n)  # candidate: W_n x + b_in + U_n (r∘h) + b_hn
+        return torch.lerp(n, h, z)  # (1 - z)∘n + z∘h
+
+    @staticmethod
+    def combine(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+        """h_t of the reset-after GRU from both projections: ``gi = x W_ih^T + b_ih`` and
+        ``gh = h U^T + b_hh`` (B, 3H each, gates in the order r, z, n)."""
+        i_r, i_z, i_n = gi.chunk(3, 1)  # (B, H) each
+        h_r, h_z, h_n = gh.chunk(3, 1)  # (B, H) each
+        r = torch.sigmoid(i_r + h_r)  # reset gate
+        z = torch.sigmoid(i_z + h_z)  # update gate
+        n = torch.tanh(torch.addcmul(i_n, r, h_n))  # candidate: W_n x + b_in + r∘(U_n h + b_hn)
         return torch.lerp(n, h, z)  # (1 - z)∘n + z∘h
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
@@ -279,6 +292,12 @@ class LSTMCell(_CellBase):
         if b_hh is not None:
             gi = gi + b_hh
         gates = torch.addmm(gi, h, w_hh.t())  # (B, 4H)
+        return LSTMCell.update(gates, c)
+
+    @staticmethod
+    def update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """(h_t, c_t) from the whole pre-activation ``W x + b_ih + U h + b_hh`` (B, 4H, gates in
+        the order i, f, g, o) and the previous cell ``c`` (B, H)."""
         i, f, g, o = gates.chunk(4, 1)  # (B, H) each
         i = torch.sigmoid(i)  # input gate
         f = torch.sigmoid(f)  # forget gate

@@ -512,8 +512,12 @@ def generate_poems(
     cfg: SamplingConfig | None = None,
     seed: int | None = None,
     batch_size: int = 256,
+    dtype: torch.dtype | None = None,
 ) -> list[Poem]:
     """``count`` poems as ``spec`` asks, decoded in batches of ``batch_size`` rows.
+
+    ``dtype`` (bf16 or int8, see :class:`rnnlab.stepper.FastStepper`) trades exact
+    distributions for speed; the form constraints hold either way.
 
     Every poem has the exact form (see the module docstring); ``rhyme`` and ``tones`` are
     enforced when asked for. Each poem reports the independent checks' verdicts.
@@ -524,7 +528,7 @@ def generate_poems(
     plan = _plan(vocab, spec)
     if hasattr(model, "eval"):
         model.eval()
-    stepper = make_stepper(model)
+    stepper = make_stepper(model, dtype=dtype)
     generator = make_generator(seed, stepper.device)
     rows: list[list[list[int]]] = []
     for first in range(0, count, batch_size):

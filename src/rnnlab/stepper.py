@@ -29,6 +29,7 @@ Shapes: B batch, T time, V vocabulary, D embedding, H hidden size, G gates, L la
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +39,8 @@ from torch import Tensor, nn
 from rnnlab.cells import GRUCell, LSTMCell, RNNCell
 from rnnlab.errors import ConfigError
 
+PRECISIONS = {"float32": None, "bf16": torch.bfloat16, "int8": torch.qint8}
+"""Decoding precisions by name (``--precision``): the stepper's ``dtype`` (None = exact)."""
 TABLE_LIMIT = 1 << 25  # largest input table (V x G*H elements, 128 MiB in float32) built
 
 
@@ -83,7 +86,13 @@ class FastStepper:
             (the tables are built in full precision first): half the bytes to stream per step,
             and bf16 dot-product instructions where the CPU has them (AVX512-BF16, AMX), about
             3x faster on such CPUs, at about 3 significant digits, so the next-token
-            distributions are close to, not equal to, the model's. Logits are returned in the
+            distributions are close to, not equal to, the model's. ``torch.qint8`` holds every
+            weight matrix in int8 (one scale per output row) and quantizes each step's
+            activations on the fly (torch's fbgemm/x86 dynamic-quantized linear; CPU only;
+            LSTM, GRU with the reset after U h, and RNN cells): a quarter of the bytes of
+            float32 and int8 dot products (AVX512-VNNI where present), several times faster
+            again, with distributions further from the model's than bf16 (``BENCHMARKS.md``
+            records the measured total-variation distance). Logits are returned in the
             model's dtype.
 
     Dropout is ignored (inference), and so is the LSTM forget-bias option: it only initialises
@@ -133,8 +142,24 @@ class FastStepper:
             self.w_out = model.decoder.weight.detach()  # (V, H)
             self.b_out = model.decoder.bias.detach()  # (V,)
             self.out_dtype = self.w_out.dtype
-            if dtype is not None and dtype != self.out_dtype:
+            self.int8: list[_Int8Layer] | None = None
+            if dtype == torch.qint8:
+                self._quantize()
+            elif dtype is not None and dtype != self.out_dtype:
                 self._cast(dtype)
+
+    def _quantize(self) -> None:
+        """Pack every weight matrix in int8 (see the ``dtype`` argument)."""
+        if self.device.type != "cpu":
+            raise ConfigError("int8 decoding runs on the CPU only; use bf16 on a GPU")
+        if self.kind == "gru" and self.reset != "after":
+            raise ConfigError("int8 decoding does not support gru-reset-before; use bf16")
+        table = self.table is not None
+        self.int8 = [
+            _Int8Layer.build(layer, self.kind, from_table=(k == 0 and table))
+            for k, layer in enumerate(self.layers)
+        ]
+        self.q_out = _QuantLinear(self.w_out, self.b_out)
 
     def _cast(self, dtype: torch.dtype) -> None:
         """Hold every weight in ``dtype`` (reduced-precision inference)."""
@@ -160,6 +185,8 @@ class FastStepper:
     @torch.inference_mode()
     def step(self, tokens: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Feed ``tokens`` (B,); return logits (B, V) and the new state (see class docstring)."""
+        if self.int8 is not None:
+            return self._step_int8(tokens, state)
         s = self.states_per_layer
         new_state: list[Tensor] = []
         x = tokens
@@ -182,6 +209,34 @@ class FastStepper:
         logits = torch.addmm(self.b_out, x, self.w_out.t())  # (B, V)
         return logits.to(self.out_dtype), tuple(new_state)
 
+    def _step_int8(
+        self, tokens: Tensor, state: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """:meth:`step` with the int8 weights: the same gate arithmetic (the cells' own
+        pointwise functions), each matrix product one dynamic-quantized linear."""
+        assert self.int8 is not None
+        s = self.states_per_layer
+        new_state: list[Tensor] = []
+        x = self.embedding[tokens] if self.table is None else None  # (B, D)
+        for k, q in enumerate(self.int8):
+            h = state[s * k]  # (B, H)
+            gi = self.table[tokens] if (k == 0 and self.table is not None) else None
+            if self.kind == "gru":
+                gi = q.ih(x) if gi is None else gi  # (B, 3H)
+                h = GRUCell.combine(gi, q.hh(h), h)
+                new_state.append(h)
+            else:
+                # gi + U h, or [x, h] [W_ih, W_hh]^T + b in one product: (B, G*H)
+                pre = gi + q.hh(h) if gi is not None else q.cat(torch.cat((x, h), 1))
+                if self.kind == "lstm":
+                    h, c = LSTMCell.update(pre, state[s * k + 1])
+                    new_state += (h, c)
+                else:
+                    h = RNNCell.activate(pre, self.nonlinearity)
+                    new_state.append(h)
+            x = h
+        return self.q_out(x).to(self.out_dtype), tuple(new_state)
+
     def start(self, prefix: Tensor, batch: int) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Read ``prefix`` (T,) at batch 1, then repeat the state for ``batch`` rows."""
         if prefix.numel() == 0:
@@ -199,6 +254,44 @@ class FastStepper:
         if self.kind == "lstm":
             return torch.stack(state[0::2]), torch.stack(state[1::2])
         return torch.stack(state)
+
+
+class _QuantLinear:
+    """``x W^T + b`` with W held in int8, one symmetric scale per output row, and ``x``
+    quantized on the fly per call (torch's dynamic-quantized linear, fbgemm/x86 engine)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        weight = weight.detach().float()
+        scale = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()  # (O,)
+        zero = torch.zeros(weight.size(0), dtype=torch.long)
+        with warnings.catch_warnings():  # torch flags its quantized-tensor factories as legacy
+            warnings.simplefilter("ignore")
+            w8 = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
+            b = None if bias is None else bias.detach().float()
+            self.packed = torch.ops.quantized.linear_prepack(w8, b)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        # reduce_range=True: 7-bit activations, safe from the 16-bit overflow of AVX2 kernels
+        return torch.ops.quantized.linear_dynamic(x.float(), self.packed, True)
+
+
+@dataclass
+class _Int8Layer:
+    """One layer's products in int8: ``hh`` (U h [+ b]), and ``ih`` (GRU: W x + b_ih) or ``cat``
+    (LSTM/RNN above the table: [x, h] [W_ih, W_hh]^T + b, one product)."""
+
+    hh: _QuantLinear | None = None
+    ih: _QuantLinear | None = None
+    cat: _QuantLinear | None = None
+
+    @staticmethod
+    def build(layer: _Layer, kind: str, from_table: bool) -> _Int8Layer:
+        if kind == "gru":
+            ih = None if from_table else _QuantLinear(layer.w_ih, layer.b_ih)
+            return _Int8Layer(hh=_QuantLinear(layer.w_hh, layer.b_hh), ih=ih)
+        if from_table:  # b_ih (+ b_hh) is in the table already
+            return _Int8Layer(hh=_QuantLinear(layer.w_hh, None))
+        return _Int8Layer(cat=_QuantLinear(torch.cat((layer.w_ih, layer.w_hh), 1), layer.b_ih))
 
 
 class ForwardStepper:
@@ -235,7 +328,8 @@ def make_stepper(
 ) -> FastStepper | ForwardStepper:
     """A :class:`FastStepper` (in ``dtype``, see there) for an rnnlab LanguageModel when
     ``fast``, else a :class:`ForwardStepper`."""
-    if fast and getattr(getattr(model, "config", None), "cell", None) is not None:
+    config = getattr(model, "config", None)  # the adaptive head steps through forward
+    if fast and getattr(config, "cell", None) is not None and config.head == "softmax":
         return FastStepper(model, dtype=dtype)
     return ForwardStepper(model)
 

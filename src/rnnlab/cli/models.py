@@ -173,12 +173,24 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--count", type=int, default=1, help="samples, drawn as one batch")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu")
+    _add_precision(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sample)
 
 
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=["float32", "bf16", "int8"],
+        default="float32",
+        help="decoding arithmetic: float32 gives the model's exact distributions; bf16 and int8 "
+        "(CPU) are faster and approximate (see BENCHMARKS.md)",
+    )
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from rnnlab.sampling import SamplingConfig, generate
+    from rnnlab.stepper import PRECISIONS
 
     cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     if args.beam is not None and args.beam < 1:
@@ -197,6 +209,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         stop=stops,
         beam=args.beam,
         length_penalty=args.length_penalty,
+        dtype=PRECISIONS[args.precision],
     )
     if args.json:
         print(json.dumps([{"text": t} for t in texts], ensure_ascii=False))
@@ -233,6 +246,7 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu")
+    _add_precision(p)
     p.add_argument("--json", action="store_true", help="a JSON list, one object per poem")
     p.set_defaults(func=cmd_poem)
 
@@ -240,6 +254,7 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
 def cmd_poem(args: argparse.Namespace) -> int:
     from rnnlab.poetry import PoemSpec, generate_poems
     from rnnlab.sampling import SamplingConfig
+    from rnnlab.stepper import PRECISIONS
 
     spec = PoemSpec(
         chars=args.form,
@@ -259,7 +274,15 @@ def cmd_poem(args: argparse.Namespace) -> int:
             f"{args.run_dir} is a {ckpt.meta.get('level')}-level model; rnnlab poem needs a "
             "character model trained on Chinese poems (--preset tang-quatrains)"
         )
-    poems = generate_poems(model, vocab, spec, count=args.count, cfg=cfg, seed=args.seed)
+    poems = generate_poems(
+        model,
+        vocab,
+        spec,
+        count=args.count,
+        cfg=cfg,
+        seed=args.seed,
+        dtype=PRECISIONS[args.precision],
+    )
     if args.json:
         print(json.dumps([p.to_dict() for p in poems], ensure_ascii=False))
         return 0
