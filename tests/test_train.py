@@ -231,7 +231,7 @@ def test_too_big_a_model_is_refused_before_it_is_built(text_file, tmp_path, monk
         raise AssertionError("the model was built")
 
     monkeypatch.setattr("rnnlab.memory.machine_memory", lambda device: 10**4)
-    monkeypatch.setattr("rnnlab.train.LanguageModel", never)
+    monkeypatch.setattr("rnnlab.train.build_model", never)
     with pytest.raises(ConfigError, match=r"would need at least .* more than the 9\.8 KiB"):
         Trainer(config(text_file), tmp_path / "run")
     memory = machine_memory(torch.device("cpu"))

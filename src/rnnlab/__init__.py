@@ -16,7 +16,13 @@ from rnnlab.corpora import (
 from rnnlab.dataset import DataConfig, LMData, load_data
 from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError, TrainingDiverged
 from rnnlab.evaluate import EvalResult, evaluate
-from rnnlab.model import LanguageModel, LanguageModelConfig, detach_state
+from rnnlab.model import (
+    AdaptiveLanguageModel,
+    LanguageModel,
+    LanguageModelConfig,
+    default_cutoffs,
+    detach_state,
+)
 from rnnlab.numpy_ref import NumpyRNNLM, gradient_check, numerical_gradient
 from rnnlab.recurrent import CELL_NAMES, GRU, LSTM, RNN, Recurrent, make_recurrent
 from rnnlab.sampling import SamplingConfig, generate
@@ -25,7 +31,7 @@ from rnnlab.vocab import Vocab, build_vocab, encode_text, make_tokenizer
 
 __all__ = [
     "RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU", "LSTM", "Recurrent", "CELL_NAMES", "make_recurrent",
-    "LanguageModel", "LanguageModelConfig", "detach_state",
+    "LanguageModel", "LanguageModelConfig", "detach_state", "AdaptiveLanguageModel", "default_cutoffs",
     "NumpyRNNLM", "gradient_check", "numerical_gradient",
     "Corpus", "CorpusSpec", "load_corpus", "list_corpora", "load_text_file", "default_corpus",
     "Vocab", "build_vocab", "make_tokenizer", "encode_text",

@@ -279,7 +279,7 @@ def gradient_flow(
         target = tokens[-1]  # (B,)
 
         def readout(h: Tensor) -> Tensor:
-            return F.cross_entropy(model.decoder(h), target, reduction="sum")
+            return model.readout(h, target).sum()  # cross-entropy, any softmax head
 
         return state_gradient_norms(model.rnn, x, readout, states)
     finally:

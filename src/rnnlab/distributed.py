@@ -155,9 +155,16 @@ def shutdown() -> None:
 
 
 def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
-    """``model`` inside DistributedDataParallel (which starts by copying rank 0's weights)."""
+    """``model`` inside DistributedDataParallel (which starts by copying rank 0's weights).
+
+    The adaptive softmax skips the tail clusters no target of a window falls in, so DDP must
+    look for parameters without a gradient.
+    """
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    unused = getattr(getattr(model, "config", None), "head", None) == "adaptive"
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=unused
+    )
 
 
 def agree(ctx: DistContext, loss: float, *flags: bool) -> tuple[float, list[bool]]:

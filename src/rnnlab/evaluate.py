@@ -19,13 +19,10 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.model import LanguageModel, detach_state, perplexity
-
-IGNORE = -100
+from rnnlab.model import IGNORE, TextModel, detach_state, perplexity
 
 
 @dataclass
@@ -72,14 +69,18 @@ def eval_layout(ids: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def evaluate(
-    model: LanguageModel,
+    model: TextModel,
     ids: Tensor,
     *,
     batch_size: int = 10,
     bptt: int = 100,
     level: str | None = None,
 ) -> EvalResult:
-    """Exact mean cross-entropy of ``model`` on the 1-D id stream ``ids``."""
+    """Exact mean cross-entropy of ``model`` on the 1-D id stream ``ids``.
+
+    The model scores the targets itself (``model(x, state, targets=y)`` gives the nll (L, B),
+    0 at the padding), so the adaptive softmax never builds the (L, B, V) distribution.
+    """
     if batch_size < 1 or bptt < 1:
         raise ConfigError(
             f"evaluation batch size and bptt must be positive, got {batch_size} and {bptt}"
@@ -94,14 +95,9 @@ def evaluate(
     for start in range(0, inputs.size(0), bptt):
         x = inputs[start : start + bptt]
         y = targets[start : start + bptt]
-        logits, state = model(x, state)
+        nll, state = model(x, state, targets=y)  # (L, B)
         state = detach_state(state)
-        total += F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(),
-            y.reshape(-1),
-            ignore_index=IGNORE,
-            reduction="sum",
-        ).double()
+        total += nll.double().sum()
     model.train(was_training)
     n = ids.numel() - 1
     loss = total.item() / n
@@ -117,7 +113,7 @@ class TokenScore:
 
 @torch.no_grad()
 def score_tokens(
-    model: LanguageModel, context_id: int, ids: list[int], itos: list[str]
+    model: TextModel, context_id: int, ids: list[int], itos: list[str]
 ) -> list[TokenScore]:
     """Log-probability of each id given all before it, after a one-token context.
 

@@ -1,33 +1,47 @@
-"""The recurrent models: embedding -> recurrent stack -> dropout -> linear decoder.
+"""The recurrent models: embedding -> recurrent stack -> dropout -> decoder.
 
-Two output heads share the recurrent stack: :class:`LanguageModel` (softmax over V symbols, the
-input a token id) and :class:`PianoRollModel` (V independent sigmoid units, the input a 0/1
-frame; polyphonic music, see :mod:`rnnlab.rolls`). :func:`build_model` picks one from
-``LanguageModelConfig.head``.
+Three output heads share the recurrent stack: :class:`LanguageModel` (full softmax over V
+symbols, the input a token id), :class:`AdaptiveLanguageModel` (the adaptive softmax of Grave et
+al. 2017 over V symbols, for large vocabularies) and :class:`PianoRollModel` (V independent
+sigmoid units, the input a 0/1 frame; polyphonic music, see :mod:`rnnlab.rolls`).
+:func:`build_model` picks one from ``LanguageModelConfig.head``.
 
     tokens (T, B) ──> Embedding ──> dropout ──> Recurrent (L layers) ──> dropout ──> Linear ──> logits
                                                    ^          │                                 (T, B, V)
                                        state_{in} ─┘          └─> state_{out}
 
+(The adaptive head's decoder is torch's AdaptiveLogSoftmaxWithLoss; its logits are
+log-probabilities.)
+
 The model is a pure function of its inputs: ``forward(tokens, state) -> (logits, state)``. It never
 stores the hidden state; the caller carries it from one window to the next and cuts the graph with
 :func:`detach_state` at every window boundary (truncated BPTT). It does no I/O and prints nothing.
+
+The text models also take the next tokens: ``forward(tokens, state, targets=y) -> (nll, state)``
+returns the per-token negative log-likelihood -log p(y_t | w_<=t) (T, B) instead of the logits,
+which is how training and exact evaluation call them. For the full softmax that is the
+cross-entropy of the logits; for the adaptive softmax it is the fast path that never builds the
+(T, B, V) distribution. Training goes through ``forward`` either way, so DDP sees the gradients.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from itertools import pairwise
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError
 from rnnlab.recurrent import CELL_NAMES, make_recurrent
 
 State = Tensor | tuple[Tensor, Tensor]
-HEADS = ("softmax", "sigmoid")
+HEADS = ("softmax", "adaptive", "sigmoid")
+IGNORE = -100  # a target that is not scored (padding); its nll is 0
+DIV_VALUE = 4.0  # the adaptive softmax's default width divisor per tail cluster (Grave et al.)
 
 
 @dataclass
@@ -49,9 +63,18 @@ class LanguageModelConfig:
         init_range: if set, every weight starts uniform in ±init_range (Zaremba et al. 2014);
             otherwise torch's defaults (and embedding/decoder uniform ±0.1).
         impl: "auto" (fused torch kernel where the equations allow), "explicit" or "fused".
-        head: "softmax" (one of V symbols per step: text) or "sigmoid" (V independent 0/1 units
-            per step: piano rolls, V = 88). The trainer sets it from the data. With "sigmoid",
+        head: "softmax" (one of V symbols per step: text), "adaptive" (the same distribution
+            factored by frequency clusters, Grave et al. 2017: for large word vocabularies) or
+            "sigmoid" (V independent 0/1 units per step: piano rolls, V = 88). The trainer sets
+            softmax or sigmoid from the data and keeps "adaptive" for text. With "sigmoid",
             ``embed_size`` 0 feeds the frames to the recurrent stack directly (input size V).
+        cutoffs: adaptive head only: the vocabulary (ordered by frequency, most frequent first)
+            is split at these ids into a head of the ``cutoffs[0]`` most frequent words and one
+            tail cluster per further interval; strictly increasing, each in 1..V-1. Empty: the
+            rule of :func:`default_cutoffs`, resolved here once ``vocab_size`` is known (so a
+            checkpoint records the cutoffs it was built with).
+        div_value: adaptive head only: tail cluster i (from 1) projects h to
+            ``floor(H / div_value**i)`` dimensions before its softmax; at least 1.
     """
 
     vocab_size: int = 0
@@ -64,19 +87,21 @@ class LanguageModelConfig:
     init_range: float | None = None
     impl: str = "auto"
     head: str = "softmax"
+    cutoffs: tuple[int, ...] = ()
+    div_value: float = DIV_VALUE
 
     def __post_init__(self) -> None:
         if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
             raise ConfigError(f"vocab_size must be a non-negative integer, got {self.vocab_size!r}")
         if self.head not in HEADS:
-            raise ConfigError(f"unknown head {self.head!r}; choose softmax or sigmoid")
+            raise ConfigError(f"unknown head {self.head!r}; choose softmax, adaptive or sigmoid")
         for name in ("embed_size", "hidden_size", "num_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "embed_size" else 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         # embed_size 0 (frames fed directly) is for piano rolls; a run config not yet bound to
-        # its data (vocab_size 0) may carry it, a bound softmax model may not.
-        if self.embed_size == 0 and self.head == "softmax" and self.vocab_size > 0:
+        # its data (vocab_size 0) may carry it, a bound text model may not.
+        if self.embed_size == 0 and self.head != "sigmoid" and self.vocab_size > 0:
             raise ConfigError(
                 "embed size 0 feeds piano-roll frames directly; a text model needs --embed N"
             )
@@ -93,9 +118,59 @@ class LanguageModelConfig:
             )
         if self.init_range is not None and not self.init_range > 0:
             raise ConfigError(f"init_range must be positive, got {self.init_range}")
+        self._check_adaptive()
+
+    def _check_adaptive(self) -> None:
+        """Validate (and, once the vocabulary is known, resolve) the adaptive head's cutoffs."""
+        cutoffs = self.cutoffs
+        if isinstance(cutoffs, str) or not isinstance(cutoffs, (tuple, list)):
+            raise ConfigError(f"cutoffs must be a list of integers, got {cutoffs!r}")
+        if any(not isinstance(c, int) or isinstance(c, bool) for c in cutoffs):
+            raise ConfigError(f"cutoffs must be integers, got {list(cutoffs)}")
+        self.cutoffs = tuple(cutoffs)  # JSON gives a list back
+        d = self.div_value
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not d >= 1.0:
+            raise ConfigError(f"div-value must be a number of at least 1, got {d!r}")
+        if self.head != "adaptive":
+            if self.cutoffs or d != DIV_VALUE:
+                raise ConfigError(
+                    "--cutoffs and --div-value shape the adaptive softmax; add --head adaptive"
+                )
+            return
+        if self.tie_weights:
+            raise ConfigError(
+                "weight tying is not implemented for the adaptive softmax; drop --tie or use "
+                "--head softmax"
+            )
+        if any(b <= a for a, b in pairwise(self.cutoffs)) or any(c < 1 for c in self.cutoffs):
+            raise ConfigError(
+                f"cutoffs must be strictly increasing positive integers, got {list(self.cutoffs)}"
+            )
+        v = self.vocab_size
+        if v == 0:  # a run config not yet bound to its data: checked again once it is
+            return
+        if v < 3:
+            raise ConfigError(
+                f"the adaptive softmax needs a vocabulary of 3 or more, got {v}; use --head softmax"
+            )
+        if not self.cutoffs:
+            self.cutoffs = default_cutoffs(v, self.hidden_size, d)
+        if self.cutoffs[-1] > v - 1:
+            raise ConfigError(
+                f"cutoffs must lie in 1..{v - 1} for a vocabulary of {v}, got "
+                f"{list(self.cutoffs)}; lower them or leave --cutoffs out for the default"
+            )
+        widths = tail_widths(self.hidden_size, d, len(self.cutoffs))
+        if widths[-1] < 1:
+            raise ConfigError(
+                f"tail cluster {len(widths)} of the adaptive softmax would have width "
+                f"floor({self.hidden_size} / {d:g}^{len(widths)}) = 0; lower --div-value, use "
+                "fewer --cutoffs or a larger --hidden"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON gives them back (``cutoffs`` a list)."""
+        return dict(asdict(self), cutoffs=list(self.cutoffs))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LanguageModelConfig:
@@ -107,7 +182,8 @@ class LanguageModelConfig:
 
         ``V*E`` (embedding, or the bias-free input map of frames) + ``sum_l G*H*(I_l + H + 2)``
         + ``V*H`` (unless tied) + ``V``; with ``embed_size`` 0 the first layer reads the V-wide
-        frame directly (I_0 = V) and there is no input map.
+        frame directly (I_0 = V) and there is no input map. The adaptive head replaces the last
+        two terms (see :meth:`_adaptive_parameters`).
         """
         gates = {"rnn": 1, "rnn-relu": 1, "gru": 3, "gru-reset-before": 3, "lstm": 4, "lstm-fb1": 4}
         g, h = gates[self.cell], self.hidden_size
@@ -116,8 +192,50 @@ class LanguageModelConfig:
             inp = (self.embed_size or self.vocab_size) if layer == 0 else h
             rec += g * h * (inp + h + 2)
         emb = self.vocab_size * self.embed_size
+        if self.head == "adaptive":
+            return emb + rec + self._adaptive_parameters()
         dec = self.vocab_size * (0 if self.tie_weights else h) + self.vocab_size
         return emb + rec + dec
+
+    def _adaptive_parameters(self) -> int:
+        """The adaptive head: ``(H + 1)(c_1 + n)`` (the head's map and bias, cutoffs
+        c_1 < ... < c_n) plus, per tail cluster i, ``H d_i + d_i (c_{i+1} - c_i)`` (two bias-free
+        maps through its width d_i; c_{n+1} = V)."""
+        if self.vocab_size == 0:
+            return 0
+        h, bounds = self.hidden_size, [*self.cutoffs, self.vocab_size]
+        n = len(self.cutoffs)
+        total = (h + 1) * (bounds[0] + n)
+        widths = tail_widths(h, self.div_value, n)
+        for d, (lo, hi) in zip(widths, pairwise(bounds), strict=True):
+            total += h * d + d * (hi - lo)
+        return total
+
+
+# candidate default cutoffs; :func:`default_cutoffs` keeps those that fit the vocabulary
+DEFAULT_CUTOFFS = (2000, 10000, 50000, 250000)
+
+
+def default_cutoffs(
+    vocab_size: int, hidden_size: int, div_value: float = DIV_VALUE
+) -> tuple[int, ...]:
+    """The adaptive softmax's cutoffs when none are given.
+
+    Every c of 2000, 10000, 50000, 250000 with ``2 c <= V`` (WikiText-2's 33,278 words give
+    (2000, 10000), Grave et al.'s choice; PTB's 10,000 give (2000,); WikiText-103's 267,735
+    give (2000, 10000, 50000)); a vocabulary under 4,000 gets one cutoff at ``max(1, V // 4)``.
+    Clusters whose width ``floor(H / div_value**i)`` would be 0 are dropped (one is always
+    kept; the config then says what to change).
+    """
+    cutoffs = [c for c in DEFAULT_CUTOFFS if 2 * c <= vocab_size] or [max(1, vocab_size // 4)]
+    widths = tail_widths(hidden_size, div_value, len(cutoffs))
+    return tuple(cutoffs[: max(1, sum(w >= 1 for w in widths))])
+
+
+def tail_widths(hidden_size: int, div_value: float, clusters: int) -> list[int]:
+    """Width of each tail cluster's projection, ``floor(H / div_value**i)`` for i = 1..n (as
+    :class:`torch.nn.AdaptiveLogSoftmaxWithLoss` computes it)."""
+    return [int(hidden_size // (div_value ** (i + 1))) for i in range(clusters)]
 
 
 def detach_state(state: State | None) -> State | None:
@@ -133,38 +251,38 @@ def detach_state(state: State | None) -> State | None:
 
 
 class _RecurrentModel(nn.Module):
-    """What both heads share: a recurrent stack ``self.rnn`` read out by ``self.decoder``."""
+    """What every head shares: a recurrent stack ``self.rnn`` read out by ``self.decoder``."""
 
     rnn: nn.Module
-    decoder: nn.Linear
+    decoder: nn.Module
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """The zero state for ``batch_size`` rows (text columns or music pieces)."""
-        p = self.decoder.weight
+        p = next(self.parameters())
         return self.rnn.zero_state(batch_size, device=device or p.device, dtype=p.dtype)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
-class LanguageModel(_RecurrentModel):
-    """A recurrent language model p(w_t | w_<t) = softmax(W_out h_t + b_out).
+class _TextModel(_RecurrentModel):
+    """Token ids in: embedding -> dropout -> recurrent stack -> dropout -> :meth:`readout`.
 
-    Args:
-        config: a :class:`LanguageModelConfig`.
-
-    Shapes: ``tokens`` is (T, B) of token ids (time first, as the batcher lays them out);
-    ``logits`` is (T, B, V); the state is (num_layers, B, H), or a pair (h, c) for LSTMs.
+    Shapes: ``tokens`` is (T, B) of token ids (time first, as the batcher lays them out); the
+    state is (num_layers, B, H), or a pair (h, c) for LSTMs.
     """
 
-    def __init__(self, config: LanguageModelConfig) -> None:
+    def __init__(self, config: LanguageModelConfig, head: str) -> None:
         super().__init__()
         if config.vocab_size < 2:
             raise ConfigError(
                 f"a language model needs a vocabulary of 2 or more, got {config.vocab_size}"
             )
-        if config.head != "softmax":
-            raise ConfigError("LanguageModel is the softmax head; build_model picks PianoRollModel")
+        if config.head != head:
+            raise ConfigError(
+                f"{type(self).__name__} is the {head} head, not {config.head}; build_model picks "
+                "the model for a config"
+            )
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_size)
         self.drop = nn.Dropout(config.dropout)
@@ -176,6 +294,33 @@ class LanguageModel(_RecurrentModel):
             dropout=config.dropout,
             impl=config.impl,
         )
+
+    def forward(
+        self, tokens: Tensor, state: State | None = None, targets: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """``(logits (T, B, V), state)``; with ``targets`` (T, B) the next token ids,
+        ``(nll (T, B), state)``: -log p(targets_t | tokens_<=t), 0 where a target is IGNORE."""
+        emb = self.drop(self.embedding(tokens))  # (T, B, D)
+        out, state = self.rnn(emb, state)  # (T, B, H)
+        return self.readout(self.drop(out), targets), state
+
+    def readout(self, h: Tensor, targets: Tensor | None = None) -> Tensor:
+        """Hidden states (..., H) to logits (..., V), or with ``targets`` (...) to the nll (...)."""
+        raise NotImplementedError
+
+
+class LanguageModel(_TextModel):
+    """A recurrent language model p(w_t | w_<t) = softmax(W_out h_t + b_out).
+
+    Args:
+        config: a :class:`LanguageModelConfig` with ``head="softmax"``.
+
+    Shapes: ``tokens`` is (T, B) of token ids (time first, as the batcher lays them out);
+    ``logits`` is (T, B, V); the state is (num_layers, B, H), or a pair (h, c) for LSTMs.
+    """
+
+    def __init__(self, config: LanguageModelConfig) -> None:
+        super().__init__(config, "softmax")
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
@@ -191,11 +336,73 @@ class LanguageModel(_RecurrentModel):
             return
         init_uniform(self, r)
 
-    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        emb = self.drop(self.embedding(tokens))  # (T, B, D)
-        out, state = self.rnn(emb, state)  # (T, B, H)
-        logits = self.decoder(self.drop(out))  # (T, B, V)
-        return logits, state
+    def readout(self, h: Tensor, targets: Tensor | None = None) -> Tensor:
+        """``logits = W_out h + b_out`` (..., V); with ``targets`` y (...) the cross-entropy
+        ``-log softmax(logits)[y]`` (...), computed in at least float32."""
+        logits = self.decoder(h)  # (..., V)
+        if targets is None:
+            return logits
+        flat = logits.reshape(-1, logits.size(-1))  # (N, V)
+        if flat.element_size() < 4:  # half precision: score in float32
+            flat = flat.float()
+        nll = F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE, reduction="none")
+        return nll.view(targets.shape)
+
+
+class AdaptiveLanguageModel(_TextModel):
+    """A recurrent language model with the adaptive softmax (Grave et al. 2017, "Efficient
+    softmax approximation for GPUs"), torch's :class:`~torch.nn.AdaptiveLogSoftmaxWithLoss`.
+
+    The vocabulary, ordered by frequency, is cut at ``c_1 < ... < c_n`` into a head of the
+    ``c_1`` most frequent words and n tail clusters ``[c_i, c_{i+1})`` (c_{n+1} = V)::
+
+        p(w | h) = softmax(W_head h + b)[w]                          w < c_1
+        p(w | h) = softmax(W_head h + b)[c_1 + i - 1]                 w in cluster i
+                   * softmax(U_i P_i h)[w - c_i]                      P_i: (d_i, H), d_i = H // div^i
+
+    The head's softmax has ``c_1 + n`` outputs (its words and one per cluster); a cluster's
+    softmax is computed only for the positions whose target falls in it, through a narrow
+    projection: most of the V-wide work of the full softmax disappears, since most tokens of a
+    Zipfian text are head words. ``forward(tokens, state)`` returns the full log-probabilities
+    (T, B, V) (valid logits: sampling, scoring and beam search work unchanged);
+    ``forward(tokens, state, targets=y)`` the fast per-token nll (T, B).
+
+    Args:
+        config: a :class:`LanguageModelConfig` with ``head="adaptive"`` (its cutoffs resolved).
+    """
+
+    def __init__(self, config: LanguageModelConfig) -> None:
+        super().__init__(config, "adaptive")
+        self.decoder = nn.AdaptiveLogSoftmaxWithLoss(
+            config.hidden_size,
+            config.vocab_size,
+            list(config.cutoffs),
+            div_value=config.div_value,
+            head_bias=True,
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Embedding uniform ±0.1, the adaptive head torch's default with a zero head bias; or
+        everything uniform ±init_range."""
+        r = self.config.init_range
+        if r is None:
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+            self.decoder.reset_parameters()
+            nn.init.zeros_(self.decoder.head.bias)
+            return
+        init_uniform(self, r)
+
+    def readout(self, h: Tensor, targets: Tensor | None = None) -> Tensor:
+        """Full log-probabilities (..., V); with ``targets`` y (...) the nll ``-log p(y | h)``
+        (...), by the fast path that evaluates only the clusters the targets fall in."""
+        flat = h.reshape(-1, h.size(-1))  # (N, H)
+        if targets is None:
+            return self.decoder.log_prob(flat).view(*h.shape[:-1], -1)  # (..., V)
+        y = targets.reshape(-1)  # (N,)
+        scored = y != IGNORE
+        logp = self.decoder(flat, torch.where(scored, y, 0)).output  # (N,) log p(y | h)
+        return (-logp).masked_fill(~scored, 0.0).view(targets.shape)
 
 
 def init_uniform(model: nn.Module, r: float) -> None:
@@ -263,12 +470,18 @@ class PianoRollModel(_RecurrentModel):
         return logits, state
 
 
-SequenceModel = LanguageModel | PianoRollModel
+TextModel = LanguageModel | AdaptiveLanguageModel
+SequenceModel = LanguageModel | AdaptiveLanguageModel | PianoRollModel
 
 
 def build_model(config: LanguageModelConfig) -> SequenceModel:
-    """The model that ``config.head`` names: softmax -> LanguageModel, sigmoid -> PianoRollModel."""
-    return PianoRollModel(config) if config.head == "sigmoid" else LanguageModel(config)
+    """The model that ``config.head`` names: softmax -> LanguageModel, adaptive ->
+    AdaptiveLanguageModel, sigmoid -> PianoRollModel."""
+    if config.head == "sigmoid":
+        return PianoRollModel(config)
+    if config.head == "adaptive":
+        return AdaptiveLanguageModel(config)
+    return LanguageModel(config)
 
 
 def perplexity(loss: float) -> float:

@@ -331,6 +331,8 @@ def make_stepper(
     config = getattr(model, "config", None)  # the adaptive head steps through forward
     if fast and getattr(config, "cell", None) is not None and config.head == "softmax":
         return FastStepper(model, dtype=dtype)
+    if dtype is not None:
+        raise ConfigError("reduced-precision decoding needs the softmax head; use float32")
     return ForwardStepper(model)
 
 

@@ -7,12 +7,12 @@ checkpoint, resume) for every kind of data; a task supplies what differs, chosen
 ==============  ==========================================  =============================================
                 :class:`TextTask` (token streams)           :class:`RollTask` (piano rolls)
 ==============  ==========================================  =============================================
-model head      softmax over the V symbols                  88 independent sigmoid units
+model head      softmax (full or adaptive) over V symbols   88 independent sigmoid units
 one window      TBPTT window of tau x B token ids           tau steps of B padded pieces, with a mask
 hidden state    carried across all windows of an epoch      zero at each batch of pieces; carried only
                                                             across the windows of one batch (one piece)
-training loss   mean cross-entropy per token                NLL per step (sum of 88 BCE), mean over the
-                                                            unmasked steps of the window
+training loss   mean NLL per token (the model scores the    NLL per step (sum of 88 BCE), mean over the
+                targets itself: forward(..., targets=y))    unmasked steps of the window
 evaluation      exact perplexity of the stream              exact NLL per time step over the pieces
 a "token"       a token                                     a predicted time step (frame)
 ==============  ==========================================  =============================================
@@ -31,14 +31,14 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from rnnlab import distributed
 from rnnlab.batching import batchify, check_enough, column_slice, iter_windows, window_lengths
 from rnnlab.dataset import LMData
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.evaluate import EvalResult, evaluate
-from rnnlab.model import LanguageModelConfig, SequenceModel, perplexity
+from rnnlab.model import LanguageModelConfig, SequenceModel, State, perplexity
 from rnnlab.rolls import (
     N_PITCHES,
     RollData,
@@ -80,8 +80,19 @@ class Task:
         raise NotImplementedError
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
-        """The mean loss of a window (what is minimised)."""
+        """The mean loss of a window (what is minimised) from the model's outputs."""
         raise NotImplementedError
+
+    def forward_loss(
+        self, net: nn.Module, batch: Batch, state: State | None
+    ) -> tuple[Tensor, State]:
+        """Run ``net`` (the model or its DDP wrapper) on a window: ``(mean loss, state)``.
+
+        Everything that needs a gradient goes through ``net``'s ``forward``, the only call
+        through which DDP averages gradients.
+        """
+        outputs, state = net(batch.inputs, state)
+        return self.loss(outputs, batch), state
 
     def lr_scale(self, batch: Batch) -> float:
         return 1.0
@@ -162,8 +173,10 @@ class TextTask(Task):
         self._lengths: tuple[int, list[int]] | None = None
 
     def model_config(self, model: LanguageModelConfig) -> LanguageModelConfig:
+        """The full softmax over the vocabulary, or the adaptive one if the config asks."""
+        head = "adaptive" if model.head == "adaptive" else "softmax"
         return LanguageModelConfig.from_dict(
-            dict(model.to_dict(), vocab_size=len(self.data.vocab), head="softmax")
+            dict(model.to_dict(), vocab_size=len(self.data.vocab), head=head)
         )
 
     def _epoch_lengths(self, epoch: int) -> list[int]:
@@ -189,7 +202,16 @@ class TextTask(Task):
             )
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
+        """Mean cross-entropy of logits (T, B, V) (training uses :meth:`forward_loss`)."""
         return F.cross_entropy(outputs.view(-1, outputs.size(-1)), batch.targets.reshape(-1))
+
+    def forward_loss(
+        self, net: nn.Module, batch: Batch, state: State | None
+    ) -> tuple[Tensor, State]:
+        """Mean of the model's per-token nll: it is given the targets, so the adaptive softmax
+        scores them without building the (T, B, V) distribution."""
+        nll, state = net(batch.inputs, state, targets=batch.targets)  # (L, B)
+        return nll.mean(), state
 
     def lr_scale(self, batch: Batch) -> float:
         t = self.config.train
@@ -278,6 +300,10 @@ class RollTask(Task):
         self._plan: tuple[int, list[list[int]], list[_Planned]] | None = None
 
     def model_config(self, model: LanguageModelConfig) -> LanguageModelConfig:
+        if model.head == "adaptive":
+            raise ConfigError(
+                "the adaptive softmax is for text vocabularies; drop --head adaptive for piano rolls"
+            )
         return LanguageModelConfig.from_dict(
             dict(model.to_dict(), vocab_size=N_PITCHES, head="sigmoid")
         )

@@ -5,9 +5,11 @@ piano rolls alike. Per step::
 
     state <- None if the window starts afresh, else detach_state(state)   # the window boundary
     [weights += N(0, noise^2)]                # weight noise (optional, rnnlab.weight_noise)
-    outputs, state <- model(inputs, state)    # (L, B, V)
-    loss <- task.loss(outputs, window)        # text: mean cross-entropy per token;
-                                              # rolls: mean NLL per unmasked time step
+    loss, state <- task.forward_loss(model, window, state)
+                                              # text: model(inputs, state, targets) gives the
+                                              # nll (L, B) (full or adaptive softmax), loss its
+                                              # mean; rolls: logits (L, B, 88), then the mean
+                                              # NLL per unmasked time step
     backward; [restore the clean weights]; clip ||g|| to ``clip``; optimizer step
                                               # (lr scaled by L/bptt for variable text windows)
 
@@ -52,9 +54,7 @@ from rnnlab.errors import ConfigError, RnnlabError, TrainingDiverged
 from rnnlab.evaluate import EvalResult
 from rnnlab.memory import check_memory
 from rnnlab.model import (
-    LanguageModel,
     LanguageModelConfig,
-    PianoRollModel,
     SequenceModel,
     State,
     build_model,
@@ -170,7 +170,7 @@ class RunConfig:
     preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(asdict(self), model=self.model.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
@@ -246,8 +246,8 @@ def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 
 class Trainer:
-    """Trains a :class:`LanguageModel` (text) or a :class:`PianoRollModel` (piano rolls) as
-    ``config`` says and keeps ``run_dir`` up to date. The data picks the task
+    """Trains a :class:`LanguageModel` or :class:`AdaptiveLanguageModel` (text) or a
+    :class:`PianoRollModel` (piano rolls) as ``config`` says and keeps ``run_dir`` up to date. The data picks the task
     (:func:`rnnlab.tasks.make_task`) and the model's head.
 
     Under ``torchrun`` (see :mod:`rnnlab.distributed`) every process builds a Trainer with the
@@ -313,8 +313,7 @@ class Trainer:
         check_memory(
             self.model_config, config, self.device, processes=processes, ddp=self.dist is not None
         )
-        head = LanguageModel if self.model_config.head == "softmax" else PianoRollModel
-        self.model = head(self.model_config).to(self.device)
+        self.model = build_model(self.model_config).to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), config.optim)
         self.weight_noise = WeightNoise(self.model, config.optim.weight_noise)
         if self.dist is not None and self.dist.rank > 0:
@@ -586,8 +585,7 @@ class Trainer:
         cfg = self.config
         self.state = None if w.reset else detach_state(self.state)
         self.weight_noise.add()
-        outputs, self.state = self.net(w.inputs, self.state)  # (L, B / W, V)
-        loss = self.task.loss(outputs, w)
+        loss, self.state = self.task.forward_loss(self.net, w, self.state)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.weight_noise.remove()
@@ -790,9 +788,9 @@ def check_weights(expected: dict[str, Tensor], ckpt: ck.Checkpoint) -> None:
 def load_model(path: str | Path, device: str = "cpu") -> tuple[Any, Any, ck.Checkpoint]:
     """The model and vocabulary of a checkpoint (a run directory or a file), ready for inference.
 
-    A text run gives ``(LanguageModel, Vocab, checkpoint)``; a piano-roll run gives
-    ``(PianoRollModel, None, checkpoint)`` (no vocabulary; its ``meta["level"]`` is
-    ``"pianoroll"``). The weights are checked against a skeleton of the model on the ``meta``
+    A text run gives ``(LanguageModel or AdaptiveLanguageModel, Vocab, checkpoint)``; a
+    piano-roll run gives ``(PianoRollModel, None, checkpoint)`` (no vocabulary; its
+    ``meta["level"]`` is ``"pianoroll"``). The weights are checked against a skeleton of the model on the ``meta``
     device (no memory) before the model is built, so a crafted description cannot make it
     allocate without bound.
     """

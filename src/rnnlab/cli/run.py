@@ -31,6 +31,9 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "tie": ("model", "tie_weights"),
     "init_range": ("model", "init_range"),
     "impl": ("model", "impl"),
+    "head": ("model", "head"),
+    "cutoffs": ("model", "cutoffs"),
+    "div_value": ("model", "div_value"),
     "optimizer": ("optim", "optimizer"),
     "lr": ("optim", "lr"),
     "momentum": ("optim", "momentum"),
@@ -119,6 +122,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--init-range", type=float, help="uniform init in ±X (Zaremba et al.)")
     m.add_argument("--impl", choices=["auto", "fused", "explicit"])
+    m.add_argument(
+        "--head",
+        choices=["softmax", "adaptive"],
+        help="text output layer: the full softmax (default) or the adaptive softmax of Grave "
+        "et al. 2017, faster for large word vocabularies (piano rolls always use sigmoid units)",
+    )
+    m.add_argument(
+        "--cutoffs",
+        type=_cutoffs,
+        metavar="C1,C2,...",
+        help="adaptive softmax: split the frequency-ordered vocabulary at these ids, e.g. "
+        "2000,10000 (default: 2000, 10000, 50000 as the vocabulary allows; V // 4 under 4000)",
+    )
+    m.add_argument(
+        "--div-value",
+        type=float,
+        metavar="X",
+        help="adaptive softmax: tail cluster i projects to hidden / X^i dimensions (default 4)",
+    )
     o = p.add_argument_group("optimization")
     o.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"])
     o.add_argument("--lr", type=float)
@@ -157,6 +179,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _cutoffs(text: str) -> tuple[int, ...]:
+    """``--cutoffs 2000,10000`` -> (2000, 10000); the config checks the values."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 2000,10000, got {text!r}"
+        ) from None
+
+
 def build_run_config(args: argparse.Namespace) -> Any:
     """Defaults, then the preset, then the flags given."""
     from rnnlab.corpora import is_pianoroll
@@ -184,6 +216,13 @@ def build_run_config(args: argparse.Namespace) -> Any:
             value = str(Path(value).absolute())  # the run is used later from other directories
         d[section][name] = value
     return RunConfig.from_dict({**d, "preset": preset})
+
+
+def _describe_head(model: Any) -> str:
+    """The adaptive head and its cutoffs for the start line (nothing for the other heads)."""
+    if model.head != "adaptive":
+        return ""
+    return f", adaptive softmax (cutoffs {','.join(map(str, model.cutoffs))})"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -239,7 +278,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(
         f"rnnlab: run directory {run_dir}; {what}; "
-        f"{config.model.cell} {config.model.num_layers}x{config.model.hidden_size}, "
+        f"{config.model.cell} {config.model.num_layers}x{config.model.hidden_size}"
+        f"{_describe_head(trainer.model_config)}, "
         f"{trainer.model.num_parameters():,} parameters, device {trainer.device}",
         file=sys.stderr,
     )
