@@ -889,3 +889,10 @@ def test_sample_beam_stop_and_count(run, capsys):
     assert code == 0 and "e" not in json.loads(out)[0]["text"]
     code, _, err = run_cli(capsys, "sample", run, "--beam", 2, "--count", 3)
     assert_one_line_error(code, err, "beam")
+
+
+def test_cli_schedule_choices_match_the_trainer():
+    from rnnlab.cli.run import SCHEDULES as CLI_SCHEDULES
+    from rnnlab.train import SCHEDULES as TRAIN_SCHEDULES
+
+    assert CLI_SCHEDULES == TRAIN_SCHEDULES

@@ -141,6 +141,34 @@ def test_decay_schedule_follows_zaremba(text_file, tmp_path):
     assert lrs == {1: 1.0, 2: 1.0, 3: 0.5, 4: 0.25, 5: 0.125}
 
 
+def test_cosine_schedule_anneals_over_the_step_budget(text_file, tmp_path):
+    steps = 12
+    cfg = config(text_file, epochs=1000, max_steps=steps)
+    cfg.optim = OptimConfig(optimizer="sgd", lr=2.0, clip=5.0, schedule="cosine")
+    trainer = Trainer(cfg, tmp_path / "run")
+    seen = []
+    step = trainer.optimizer.step
+
+    def record(*args, **kwargs):
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = record
+    trainer.fit()
+    expected = [2.0 * (1 + math.cos(math.pi * i / steps)) / 2 for i in range(steps)]
+    assert seen == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_cosine_schedule_follows_the_clock(text_file, tmp_path, monkeypatch):
+    cfg = config(text_file, epochs=1000, max_steps=10**6)
+    cfg.train.max_minutes = 1.0
+    cfg.optim = OptimConfig(optimizer="sgd", lr=1.0, schedule="cosine")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer._clock = (100.0, 15.0)  # started at t=100 s, 15 s spent in an earlier session
+    monkeypatch.setattr("rnnlab.train.time.perf_counter", lambda: 115.0)
+    assert trainer._schedule_factor() == pytest.approx((1 + math.cos(math.pi * 0.5)) / 2)
+
+
 def test_early_stopping_on_plateau(text_file, tmp_path):
     cfg = config(text_file, epochs=50, patience=1)
     cfg.optim = OptimConfig(optimizer="sgd", lr=1e-9, clip=1.0, schedule="constant")

@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 RMSPROP_ALPHA = 0.9  # decay of the mean square (Tieleman & Hinton 2012, lecture 6e)
-SCHEDULES = ("constant", "decay", "plateau")
+SCHEDULES = ("constant", "decay", "plateau", "cosine")
 
 
 @dataclass
@@ -79,7 +79,11 @@ class OptimConfig:
     Schedules: ``constant``; ``decay`` multiplies the rate by ``decay_factor`` after every epoch
     from epoch ``decay_start`` on (Zaremba et al. 2014); ``plateau`` multiplies it by
     ``plateau_factor`` whenever the validation loss does not improve (the PyTorch
-    word-language-model example divides by 4).
+    word-language-model example divides by 4); ``cosine`` anneals the rate over the run's
+    budget, ``lr * (1 + cos(pi * f)) / 2`` where ``f`` is the fraction of the budget spent: the
+    largest of steps / ``max_steps``, minutes / ``max_minutes`` and epochs / ``epochs`` (a fixed
+    budget is spent best when the rate reaches zero at its end; with ``max_minutes`` the rate
+    follows the clock, so a resumed run is not bit-identical).
 
     ``rmsprop`` divides each gradient by the root of its running mean square (decay 0.9,
     Tieleman & Hinton 2012), as Chung et al. (2014) trained. ``weight_noise`` is the standard
@@ -288,6 +292,12 @@ class Trainer:
         self.on_log = on_log
         self.dist = distributed.setup(config.train.device)
         self.is_main = self.dist is None or self.dist.is_main
+        if self.dist is not None and config.optim.schedule == "cosine" and config.train.max_minutes:
+            raise ConfigError(
+                "the cosine schedule follows the clock with --max-minutes, which the processes "
+                "of a distributed run do not share; give --max-steps or --epochs instead"
+            )
+        self._clock = (time.perf_counter(), 0.0)
         self.world_size = 1 if self.dist is None else self.dist.world_size
         self.show_progress = progress and self.is_main
         self.device = self.dist.device if self.dist else pick_device(config.train.device)
@@ -489,6 +499,7 @@ class Trainer:
         cfg, p, task = self.config, self.progress, self.task
         threshold = task.explosion_threshold()
         started, elapsed0 = time.perf_counter(), p.elapsed
+        self._clock = (started, elapsed0)
         bar = None
         while p.epoch < cfg.train.epochs and not self._out_of_budget(started, elapsed0):
             n_windows = task.num_windows(p.epoch)
@@ -523,7 +534,7 @@ class Trainer:
                         **task.train_metrics(mean),
                         "tokens_per_s": window_tokens / max(now - mark, 1e-9),
                         "grad_norm": last_norm,
-                        "lr": p.lr,
+                        "lr": p.lr * self._schedule_factor(),
                         "tokens": p.tokens,
                         "wall_time": p.elapsed,
                     }
@@ -592,11 +603,26 @@ class Trainer:
         norm = 0.0
         if cfg.optim.clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip))
-        scale = self.task.lr_scale(w)
+        scale = self.task.lr_scale(w) * self._schedule_factor()
         for group in self.optimizer.param_groups:
             group["lr"] = self.progress.lr * scale
         self.optimizer.step()
         return loss.item(), norm
+
+    def _schedule_factor(self) -> float:
+        """The cosine schedule's factor at the fraction of the budget spent (else 1)."""
+        cfg, p = self.config, self.progress
+        if cfg.optim.schedule != "cosine":
+            return 1.0
+        t = cfg.train
+        n_windows = max(self.task.num_windows(p.epoch), 1)
+        spent = [(p.epoch + p.window / n_windows) / t.epochs]
+        if t.max_steps:
+            spent.append(p.step / t.max_steps)
+        if t.max_minutes:
+            started, elapsed0 = self._clock
+            spent.append((elapsed0 + time.perf_counter() - started) / (60 * t.max_minutes))
+        return 0.5 * (1.0 + math.cos(math.pi * min(max(spent), 1.0)))
 
     def _diverged(self, why: str, step: int) -> None:
         where = self.run_dir / ck.LAST

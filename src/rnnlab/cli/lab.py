@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rnnlab.cli.run import _add_data_args
+from rnnlab.cli.run import SCHEDULES, _add_data_args
 from rnnlab.errors import ConfigError
 
 # ---------------------------------------------------------------------------------- compare
@@ -121,9 +121,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     )
     o.add_argument("--clip", type=float, help="(default 1)")
     o.add_argument("--weight-noise", type=float, help="std of weight noise (default 0)")
-    o.add_argument(
-        "--schedule", choices=["constant", "decay", "plateau"], help="(default constant)"
-    )
+    o.add_argument("--schedule", choices=list(SCHEDULES), help="(default constant)")
     o.add_argument("--batch-size", type=int, help="(default 20; piano rolls 8 pieces)")
     o.add_argument("--eval-batch-size", type=int, help="(default 10)")
     r = p.add_argument_group("report")

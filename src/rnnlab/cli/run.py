@@ -12,6 +12,9 @@ from typing import Any
 
 from rnnlab.errors import ConfigError
 
+# rnnlab.train.SCHEDULES, spelled out so that --help does not import torch (a test checks them)
+SCHEDULES = ("constant", "decay", "plateau", "cosine")
+
 # flag -> (section of RunConfig, field)
 TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "corpus": ("data", "corpus"),
@@ -152,7 +155,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=float,
         help="std of Gaussian noise on the weights during training (Graves 2011; 0: off)",
     )
-    o.add_argument("--schedule", choices=["constant", "decay", "plateau"])
+    o.add_argument("--schedule", choices=list(SCHEDULES))
     o.add_argument("--decay-start", type=int)
     o.add_argument("--decay-factor", type=float)
     t = p.add_argument_group("loop")
