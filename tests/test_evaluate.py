@@ -29,7 +29,9 @@ def direct_loss(model: LanguageModel, ids: torch.Tensor) -> float:
 @pytest.fixture
 def model():
     torch.manual_seed(3)
-    return LanguageModel(LanguageModelConfig(vocab_size=11, embed_size=6, hidden_size=6, num_layers=1)).eval()
+    return LanguageModel(
+        LanguageModelConfig(vocab_size=11, embed_size=6, hidden_size=6, num_layers=1)
+    ).eval()
 
 
 def test_batch_one_equals_direct_computation_for_any_window(model):

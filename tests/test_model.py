@@ -53,7 +53,13 @@ def test_forget_bias_survives_uniform_init():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(hidden_size=0), dict(num_layers=-1), dict(dropout=1.0), dict(cell="transformer"), dict(init_range=0.0)],
+    [
+        dict(hidden_size=0),
+        dict(num_layers=-1),
+        dict(dropout=1.0),
+        dict(cell="transformer"),
+        dict(init_range=0.0),
+    ],
 )
 def test_bad_configs_are_refused(kw):
     with pytest.raises(ConfigError):

@@ -27,9 +27,13 @@ def training_memory(
         weights:      4 P (2 + s + d)   P parameters; weights and gradients, s optimizer slots
                                         (Adam 2, SGD with momentum 1, else 0), d = 1 under DDP
                                         (its gradient buckets)
-        activations:  4 tau B (3 V + 10 g H layers + 2 E)   kept for backpropagation: logits,
+        activations:  4 tau B (3 V' + 10 g H layers + 2 E)  kept for backpropagation: logits,
                                         softmax and their gradient; g gates, states and cells
                                         per layer; embeddings
+
+    V' is the vocabulary for the softmax head and, for the adaptive head, only its head
+    cluster (``cutoffs[0]`` words and one entry per tail cluster), which every token scores;
+    the tails score only their own tokens and are left out.
 
     It errs low on purpose: it serves to refuse sizes that cannot fit, before allocating them.
     """
@@ -37,7 +41,10 @@ def training_memory(
     slots += 1 if optim.optimizer == "rmsprop" else 0
     weights = 4 * model.num_parameters() * (2 + slots + int(ddp))
     gates = {"rnn": 1, "rnn-relu": 1, "gru": 3, "gru-reset-before": 3}.get(model.cell, 4)
-    per_token = 3 * model.vocab_size + 10 * gates * model.hidden_size * model.num_layers
+    scored = model.vocab_size
+    if model.head == "adaptive" and model.cutoffs:
+        scored = model.cutoffs[0] + len(model.cutoffs)
+    per_token = 3 * scored + 10 * gates * model.hidden_size * model.num_layers
     per_token += 2 * model.embed_size
     return weights + 4 * bptt * batch_size * per_token
 
