@@ -268,9 +268,14 @@ def test_too_big_a_model_is_refused_before_it_is_built(text_file, tmp_path, monk
 
 def test_memory_estimate_counts_only_the_adaptive_head_cluster():
     optim = OptimConfig(optimizer="sgd")
-    full = LanguageModelConfig(vocab_size=30000, embed_size=8, hidden_size=16)
+    full = LanguageModelConfig(vocab_size=30000, embed_size=8, hidden_size=16, num_layers=1)
     adaptive = LanguageModelConfig(
-        vocab_size=30000, embed_size=8, hidden_size=16, head="adaptive", cutoffs=(2000, 10000)
+        vocab_size=30000,
+        embed_size=8,
+        hidden_size=16,
+        num_layers=1,
+        head="adaptive",
+        cutoffs=(2000, 10000),
     )
     per_token = 10 * 4 * 16 + 2 * 8  # gates of one LSTM layer, embeddings
     act_full = training_memory(full, optim, 1, 1) - training_memory(full, optim, 0, 0)
