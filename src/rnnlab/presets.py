@@ -60,6 +60,40 @@ def _zaremba(
     }
 
 
+def _ptb_budget(hidden: int, dropout: float, minutes: float) -> dict:
+    """PTB in a fixed wall-time budget on a CPU: an LSTM read out by an adaptive softmax, SGD
+    with the PyTorch example's rate and clipping, the rate annealed to zero over the budget.
+
+    Where the time goes on a CPU: with 2x200 units and the full 10,000-word softmax, the output
+    layer is three quarters of the arithmetic per token (2*H*V against 2*4H*(I+H) per layer);
+    the adaptive softmax (Grave et al. 2017; one head of the 2,000 most frequent words and a
+    tail cluster projected to H/4) cuts it to about a fifth and more than doubles tokens/s
+    (``benchmarks/bench_softmax.py``). A fixed budget is spent best by a schedule that ends at
+    zero at the budget's end (``cosine``), not one that waits for the validation loss to stall.
+    """
+    return {
+        "data": {"corpus": "ptb", "level": "word"},
+        "model": {
+            "cell": "lstm",
+            "num_layers": 2,
+            "embed_size": hidden,
+            "hidden_size": hidden,
+            "dropout": dropout,
+            "init_range": 0.1,
+            "head": "adaptive",
+        },
+        "optim": {"optimizer": "sgd", "lr": 20.0, "clip": 0.25, "schedule": "cosine"},
+        "train": {
+            "bptt": 35,
+            "batch_size": 20,
+            "epochs": 200,
+            "max_minutes": minutes,
+            "eval_batch_size": 10,
+            "log_every": 50,
+        },
+    }
+
+
 def _chung2014() -> dict:
     """Chung, Gulcehre, Cho & Bengio (2014), "Empirical Evaluation of Gated Recurrent Neural
     Networks on Sequence Modeling", polyphonic music (their Table 2), in rnnlab's terms.
@@ -150,6 +184,21 @@ PRESETS: dict[str, Preset] = {
             "PTB words, 2x1500 LSTM, dropout 0.65, bptt 35, 55 epochs, SGD lr 1 divided by 1.15 each epoch after epoch 14, clip 10, init ±0.04",
             "Zaremba et al. 2014, large config (test ppl 78.4)",
             _zaremba(1500, 0.65, 35, 55, 1 / 1.15, 14, 10.0, 0.04),
+        ),
+        Preset(
+            "ptb-fast",
+            "PTB words in 6.5 minutes: 2x200 LSTM, adaptive softmax, dropout 0.2, SGD lr 20 "
+            "annealed to 0 over the budget (cosine), clip 0.25, bptt 35, batch 20",
+            "rnnlab's CPU recipe (issue 8); the PyTorch word-language-model example's rate and "
+            "clipping, Grave et al. 2017's adaptive softmax",
+            _ptb_budget(200, 0.2, 6.5),
+        ),
+        Preset(
+            "ptb-hour",
+            "PTB words in 60 minutes: 2x400 LSTM, adaptive softmax, dropout 0.4, SGD lr 20 "
+            "annealed to 0 over the budget (cosine), clip 0.25, bptt 35, batch 20",
+            "rnnlab's CPU recipe (issue 8), as ptb-fast with a larger, more regularised model",
+            _ptb_budget(400, 0.4, 60.0),
         ),
         Preset(
             "char-shakespeare",
