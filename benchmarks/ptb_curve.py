@@ -20,6 +20,7 @@ final row of a curve is the figure a user would report at that time.
         --out benchmarks/results/ptb_curve_example.json
     RNNLAB_DATA_DIR=/work/shared/data python benchmarks/ptb_curve.py rnnlab \\
         --out benchmarks/results/ptb_curve_hour.json -- --preset ptb-hour --out runs/ptb-hour
+    python benchmarks/ptb_curve.py plot benchmarks/results/ptb_curve_*.json --png docs/figures/ptb-curve.png
 """
 
 from __future__ import annotations
@@ -150,7 +151,42 @@ def _fmt(row: dict) -> str:
     return f"valid {row['valid_ppl']:.2f} test {row['test_ppl']:.2f} (lr {row['lr']:g})"
 
 
+def plot(paths: list[Path], png: Path) -> None:
+    """Test perplexity against minutes, one line per curve file (labelled by its contender)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for path in paths:
+        report = json.loads(path.read_text())
+        curve = report["curve"]
+        label = report["benchmark"].split(": ")[-1]
+        if "train_argv" in report["config"]:
+            label = "rnnlab " + " ".join(report["config"]["train_argv"][:2])
+        ax.plot([r["minutes"] for r in curve], [r["test_ppl"] for r in curve], "o-", label=label)
+    ax.set_xlabel("wall time (minutes: training + validation)")
+    ax.set_ylabel("PTB test perplexity")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    print(f"wrote {png}")
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["plot"]:
+        parser = argparse.ArgumentParser(description="plot curves written by this script")
+        parser.add_argument("curves", type=Path, nargs="+")
+        parser.add_argument("--png", type=Path, required=True)
+        args = parser.parse_args(argv[1:])
+        plot(args.curves, args.png)
+        return
     own, rest = (
         (argv[: argv.index("--")], argv[argv.index("--") + 1 :])
         if "--" in argv
