@@ -100,18 +100,17 @@ def run_rnnlab(train_argv: list[str]) -> list[dict]:
     curve: list[dict] = []
 
     class CurveTrainer(Trainer):
-        off_clock = 0.0
+        off_clock = 0.0  # seconds the curve's test evaluations took
 
         def _validate(self):  # noqa: ANN202 - the Trainer's own signature
             result = super()._validate()
             start = time.perf_counter()
             test = self.task.evaluate(self.model, "test")
-            now = time.perf_counter() - self._curve_started
-            CurveTrainer.off_clock += now + self._curve_started - start
+            self.off_clock += time.perf_counter() - start
             curve.append(
                 _row(
                     self.progress.epoch + 1,
-                    now - CurveTrainer.off_clock,
+                    self._seconds_spent(),
                     result.loss,
                     test.loss,
                     self.progress.lr,
@@ -121,13 +120,10 @@ def run_rnnlab(train_argv: list[str]) -> list[dict]:
             print(f"rnnlab {curve[-1]['minutes']:.1f} min: {_fmt(curve[-1])}", flush=True)
             return result
 
-        def _time_up(self, started: float, elapsed0: float) -> bool:
-            # the budget (--max-minutes) does not pay for the curve's test evaluations either
-            return super()._time_up(started + CurveTrainer.off_clock, elapsed0)
-
-        def _train_loop(self) -> None:
-            self._curve_started = time.perf_counter()
-            super()._train_loop()
+        def _seconds_spent(self, now: float | None = None) -> float:
+            # the curve's test evaluations are off the trainer's clock: its budget
+            # (--max-minutes), its schedule and its logged wall time do not pay for them
+            return super()._seconds_spent(now) - self.off_clock
 
     trainer = CurveTrainer(config, Path(args.out) if args.out else Path("runs/ptb-curve"))
     trainer.fit()

@@ -251,8 +251,8 @@ def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 class Trainer:
     """Trains a :class:`LanguageModel` or :class:`AdaptiveLanguageModel` (text) or a
-    :class:`PianoRollModel` (piano rolls) as ``config`` says and keeps ``run_dir`` up to date. The data picks the task
-    (:func:`rnnlab.tasks.make_task`) and the model's head.
+    :class:`PianoRollModel` (piano rolls) as ``config`` says and keeps ``run_dir`` up to date.
+    The data picks the task (:func:`rnnlab.tasks.make_task`) and the model's head.
 
     Under ``torchrun`` (see :mod:`rnnlab.distributed`) every process builds a Trainer with the
     same arguments: each trains on its own block of the batch columns inside
@@ -448,25 +448,31 @@ class Trainer:
         t = self.config.train
         return t.max_steps is not None and self.progress.step >= t.max_steps
 
-    def _time_up(self, started: float, elapsed0: float) -> bool:
+    def _seconds_spent(self, now: float | None = None) -> float:
+        """Seconds of training so far, summed over sessions, on this rank's clock (at ``now``,
+        a ``time.perf_counter()`` reading, or at the present)."""
+        started, elapsed0 = self._clock
+        return elapsed0 + (time.perf_counter() if now is None else now) - started
+
+    def _time_up(self) -> bool:
         """Whether ``--max-minutes`` is spent (this rank's clock)."""
-        minutes = (elapsed0 + time.perf_counter() - started) / 60
+        minutes = self._seconds_spent() / 60
         return (
             self.config.train.max_minutes is not None and minutes >= self.config.train.max_minutes
         )
 
-    def _out_of_budget(self, started: float, elapsed0: float) -> bool:
+    def _out_of_budget(self) -> bool:
         if self._steps_done():
             return True
-        time_up = self._time_up(started, elapsed0)
+        time_up = self._time_up()
         if self.dist is not None:
             time_up = distributed.agree(self.dist, 0.0, time_up)[1][0]
         return time_up
 
-    def _agree(self, loss: float, started: float, elapsed0: float) -> tuple[float, bool, bool]:
+    def _agree(self, loss: float) -> tuple[float, bool, bool]:
         """The combined batch's loss, and whether to stop now (Ctrl-C) or for time, as every
         rank sees them: one all-reduce per step under DDP."""
-        time_up = self._time_up(started, elapsed0)
+        time_up = self._time_up()
         if self.dist is None:
             return loss, self._stop_requested, time_up
         loss, (stop, time_up) = distributed.agree(self.dist, loss, self._stop_requested, time_up)
@@ -498,10 +504,9 @@ class Trainer:
     def _train_loop(self) -> None:
         cfg, p, task = self.config, self.progress, self.task
         threshold = task.explosion_threshold()
-        started, elapsed0 = time.perf_counter(), p.elapsed
-        self._clock = (started, elapsed0)
+        self._clock = (time.perf_counter(), p.elapsed)
         bar = None
-        while p.epoch < cfg.train.epochs and not self._out_of_budget(started, elapsed0):
+        while p.epoch < cfg.train.epochs and not self._out_of_budget():
             n_windows = task.num_windows(p.epoch)
             bar = self._progress_bar(n_windows, p.window)
             self.net.train()
@@ -509,7 +514,7 @@ class Trainer:
             mark = time.perf_counter()
             for w in task.windows(p.epoch, start=p.window):
                 loss, norm = self._step(w)
-                loss_value, stop, time_up = self._agree(loss, started, elapsed0)
+                loss_value, stop, time_up = self._agree(loss)
                 if not math.isfinite(loss_value) or loss_value > threshold:
                     self._diverged(f"loss {loss_value}", p.step + 1)
                 tokens = w.count * self.world_size  # the combined batch's
@@ -524,7 +529,7 @@ class Trainer:
                     bar.update(1)
                 if p.step % cfg.train.log_every == 0 or stop:
                     now = time.perf_counter()
-                    p.elapsed = elapsed0 + now - started
+                    p.elapsed = self._seconds_spent(now)
                     mean = window_loss / max(window_count, 1)
                     row = {
                         "kind": "train",
@@ -551,15 +556,15 @@ class Trainer:
                     # the schedule's memory (best_valid, bad_epochs) is untouched; the best
                     # checkpoint may improve.
                     tick = time.perf_counter()
-                    p.elapsed = elapsed0 + tick - started
+                    p.elapsed = self._seconds_spent(tick)
                     if self._validate_if_needed(schedule=False):
                         self.save(best=True)
                     mark += time.perf_counter() - tick  # tokens/s counts training time only
                 if cfg.train.save_every and p.step % cfg.train.save_every == 0:
-                    p.elapsed = elapsed0 + time.perf_counter() - started
+                    p.elapsed = self._seconds_spent()
                     self.save()
                 if stop:
-                    p.elapsed = elapsed0 + time.perf_counter() - started
+                    p.elapsed = self._seconds_spent()
                     self.save()
                     if bar is not None:
                         bar.close()
@@ -573,13 +578,13 @@ class Trainer:
             if bar is not None:
                 bar.close()
                 bar = None
-            p.elapsed = elapsed0 + time.perf_counter() - started
+            p.elapsed = self._seconds_spent()
             epoch_done = p.window >= n_windows
             if not epoch_done:  # a step or time budget ended the run inside an epoch
                 break
             if self._end_of_epoch():
                 break
-        p.elapsed = elapsed0 + time.perf_counter() - started
+        p.elapsed = self._seconds_spent()
         p.done = p.done or p.epoch >= cfg.train.epochs
         # A budget that ends the run inside an epoch: validate for the record and the best
         # checkpoint, without touching the schedule's memory (a resumed run must match).
@@ -620,8 +625,7 @@ class Trainer:
         if t.max_steps:
             spent.append(p.step / t.max_steps)
         if t.max_minutes:
-            started, elapsed0 = self._clock
-            spent.append((elapsed0 + time.perf_counter() - started) / (60 * t.max_minutes))
+            spent.append(self._seconds_spent() / (60 * t.max_minutes))
         return 0.5 * (1.0 + math.cos(math.pi * min(max(spent), 1.0)))
 
     def _diverged(self, why: str, step: int) -> None:
