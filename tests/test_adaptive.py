@@ -61,8 +61,12 @@ def test_full_log_probs_normalise(cutoffs, div):
     torch.testing.assert_close(torch.cat([first, second]), logp)
 
 
-def test_targets_path_is_the_gathered_log_probability():
-    model = adaptive().eval()
+TIED = dict(tie_weights=True, embed_size=16)  # the tied head: word vectors are the embedding's
+
+
+@pytest.mark.parametrize("kw", [dict(), TIED, dict(TIED, cutoffs=(1, 2, 12))])
+def test_targets_path_is_the_gathered_log_probability(kw):
+    model = adaptive(**kw).eval()
     tokens, targets = torch.randint(0, V, (2, 9, 4))
     targets[-1, :2] = IGNORE  # padding is not scored
     logp, _ = model(tokens)
@@ -73,9 +77,10 @@ def test_targets_path_is_the_gathered_log_probability():
     torch.testing.assert_close(nll, ref)
 
 
-def test_targets_path_gradient_equals_the_full_distributions():
+@pytest.mark.parametrize("kw", [dict(), TIED])
+def test_targets_path_gradient_equals_the_full_distributions(kw):
     """Training on the fast path minimises the true NLL: same loss, same gradients."""
-    model = adaptive().eval()
+    model = adaptive(**kw).eval()
     tokens, targets = torch.randint(0, V, (2, 6, 3))
     nll, _ = model(tokens, targets=targets)
     nll.mean().backward()
@@ -85,6 +90,41 @@ def test_targets_path_gradient_equals_the_full_distributions():
     F.nll_loss(logp.reshape(-1, V), targets.reshape(-1)).backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(fast[n], p.grad, msg=n)
+
+
+def test_tied_head_is_the_formula_on_the_embedding_rows():
+    """p(w|h) = s[w] for head words, s[c_i + ...] * softmax(E_i h + b_i)[w - c_i] in cluster
+    i, with s the softmax over [E[:c_1] h + b, u h + a], written out directly."""
+    model = adaptive(**TIED, cutoffs=(3, 7)).eval()
+    dec = model.decoder
+    with torch.no_grad():
+        for p in (dec.bias, dec.cluster_bias):
+            p.uniform_(-1, 1)
+    e, b = model.embedding.weight, dec.bias
+    h = torch.randn(5, 16)
+    s = torch.softmax(
+        torch.cat([h @ e[:3].T + b[:3], h @ dec.cluster_weight.T + dec.cluster_bias], 1), 1
+    )
+    t1 = torch.softmax(h @ e[3:7].T + b[3:7], 1)
+    t2 = torch.softmax(h @ e[7:].T + b[7:], 1)
+    ref = torch.cat([s[:, :3], s[:, 3:4] * t1, s[:, 4:5] * t2], 1)  # (5, V)
+    torch.testing.assert_close(model.readout(h).exp(), ref)
+    assert dec.weight is model.embedding.weight  # one tensor: tied, not copied
+    assert not any(n.startswith("decoder.tail") for n, _ in model.named_parameters())
+
+
+def test_tied_head_checkpoint_stores_the_embedding_once(tmp_path):
+    model = adaptive(**TIED).eval()
+    path = tmp_path / "tied.safetensors"
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    ck.save_checkpoint(path, ck.Checkpoint(meta={}, tensors=tensors))
+    back = ck.load_checkpoint(path).group("model")
+    fresh = adaptive(**TIED)
+    fresh.load_state_dict(back)
+    assert fresh.decoder.weight is fresh.embedding.weight
+    tokens = torch.randint(0, V, (4, 2))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(tokens)[0], model(tokens)[0])
 
 
 def test_softmax_targets_path_equals_cross_entropy():
@@ -135,6 +175,8 @@ def test_sampling_steps_through_forward():
         dict(cutoffs=(1,), div_value=1.0, embed_size=5),
         dict(cutoffs=(), vocab_size=50),  # the default rule
         dict(cutoffs=(), vocab_size=33278, hidden_size=4, embed_size=2, num_layers=1),
+        TIED,
+        dict(TIED, cutoffs=(2, 5, 9), cell="gru"),
     ],
 )
 def test_parameter_count_formula(kw):
@@ -177,7 +219,8 @@ def test_config_round_trips_through_json():
         (dict(cutoffs=("3",)), "integers"),
         (dict(cutoffs="3,7"), "list of integers"),
         (dict(vocab_size=2, cutoffs=()), "3 or more"),
-        (dict(tie_weights=True, embed_size=16), "tying"),
+        (dict(tie_weights=True, embed_size=16, div_value=2.0), "does not apply"),
+        (dict(tie_weights=True), "embed size == hidden size"),
         (dict(div_value=0.5), "div-value"),
         (dict(cutoffs=(3, 7), hidden_size=3), "width"),
         (dict(head="softmax"), "--head adaptive"),  # cutoffs without the adaptive head
@@ -310,7 +353,7 @@ def test_cli_train_eval_sample(text_file, tmp_path, capsys):
         (["--cutoffs", "4,x"], "--cutoffs"),
         (["--head", "adaptive", "--cutoffs", "4,100"], "cutoffs must lie in"),
         (["--cutoffs", "4"], "--head adaptive"),
-        (["--head", "adaptive", "--tie", "--embed", "16"], "tying"),
+        (["--head", "adaptive", "--tie", "--embed", "16", "--div-value", "2"], "does not apply"),
     ],
 )
 def test_cli_refuses_bad_adaptive_settings(text_file, tmp_path, capsys, args, mention):

@@ -137,10 +137,10 @@ class LanguageModelConfig:
                     "--cutoffs and --div-value shape the adaptive softmax; add --head adaptive"
                 )
             return
-        if self.tie_weights:
+        if self.tie_weights and d != DIV_VALUE:
             raise ConfigError(
-                "weight tying is not implemented for the adaptive softmax; drop --tie or use "
-                "--head softmax"
+                "a tied adaptive softmax scores every cluster against the full-width embedding "
+                "rows; --div-value does not apply, drop it or --tie"
             )
         if any(b <= a for a, b in pairwise(self.cutoffs)) or any(c < 1 for c in self.cutoffs):
             raise ConfigError(
@@ -161,7 +161,7 @@ class LanguageModelConfig:
                 f"{list(self.cutoffs)}; lower them or leave --cutoffs out for the default"
             )
         widths = tail_widths(self.hidden_size, d, len(self.cutoffs))
-        if widths[-1] < 1:
+        if widths[-1] < 1 and not self.tie_weights:
             raise ConfigError(
                 f"tail cluster {len(widths)} of the adaptive softmax would have width "
                 f"floor({self.hidden_size} / {d:g}^{len(widths)}) = 0; lower --div-value, use "
@@ -200,11 +200,14 @@ class LanguageModelConfig:
     def _adaptive_parameters(self) -> int:
         """The adaptive head: ``(H + 1)(c_1 + n)`` (the head's map and bias, cutoffs
         c_1 < ... < c_n) plus, per tail cluster i, ``H d_i + d_i (c_{i+1} - c_i)`` (two bias-free
-        maps through its width d_i; c_{n+1} = V)."""
+        maps through its width d_i; c_{n+1} = V). Tied: ``(H + 1) n + V`` (the word vectors
+        are the embedding's, see :class:`TiedAdaptiveSoftmax`)."""
         if self.vocab_size == 0:
             return 0
         h, bounds = self.hidden_size, [*self.cutoffs, self.vocab_size]
         n = len(self.cutoffs)
+        if self.tie_weights:  # cluster vectors and biases, a bias per word; E is the embedding
+            return (h + 1) * n + self.vocab_size
         total = (h + 1) * (bounds[0] + n)
         widths = tail_widths(h, self.div_value, n)
         for d, (lo, hi) in zip(widths, pairwise(bounds), strict=True):
@@ -349,6 +352,72 @@ class LanguageModel(_TextModel):
         return nll.view(targets.shape)
 
 
+class TiedAdaptiveSoftmax(nn.Module):
+    """An adaptive softmax whose word vectors are the embedding's rows (weight tying, Press &
+    Wolf 2017, for the factorisation of Grave et al. 2017).
+
+    With E the (V, H) embedding, b a bias per word and, per tail cluster i, a vector u_i and a
+    bias a_i (cutoffs c_1 < ... < c_n, c_{n+1} = V)::
+
+        head:   s = softmax([E[:c_1] h + b[:c_1], u_1 h + a_1, ..., u_n h + a_n])   (c_1 + n,)
+        p(w | h) = s[w]                                                  w < c_1
+        p(w | h) = s[c_1 + i - 1] * softmax(E[c_i:c_{i+1}] h + b[c_i:c_{i+1}])[w - c_i]
+
+    Every word is scored by its own embedding vector, so a rare word's output vector is trained
+    by its inputs too, and the head adds only ``(H + 1) n + V`` parameters. The tail clusters
+    are full width (no projection, so no ``div_value``): each tail token costs ``2 H |cluster|``
+    multiply-adds, paid only for the positions whose target falls in that cluster.
+
+    Shapes: ``h`` (N, H); ``targets`` (N,) ids in 0..V-1.
+    """
+
+    def __init__(self, embedding: nn.Embedding, cutoffs: tuple[int, ...]) -> None:
+        super().__init__()
+        v, h = embedding.weight.shape
+        self.weight = embedding.weight  # (V, H), shared: the checkpoint stores it once
+        self.bounds = (*cutoffs, v)
+        self.register_buffer("cuts", torch.tensor(cutoffs), persistent=False)
+        self.bias = nn.Parameter(torch.zeros(v))  # (V,)
+        self.cluster_weight = nn.Parameter(torch.empty(len(cutoffs), h))  # (n, H)
+        self.cluster_bias = nn.Parameter(torch.zeros(len(cutoffs)))  # (n,)
+        nn.init.uniform_(self.cluster_weight, -0.1, 0.1)
+
+    def _head(self, h: Tensor) -> Tensor:
+        """Log-probabilities of the head's ``c_1`` words and ``n`` clusters (N, c_1 + n)."""
+        c = self.bounds[0]
+        w = torch.cat((self.weight[:c], self.cluster_weight))  # (c_1 + n, H)
+        b = torch.cat((self.bias[:c], self.cluster_bias))  # (c_1 + n,)
+        return torch.log_softmax(torch.addmm(b, h, w.t()), dim=-1)
+
+    def _tail(self, h: Tensor, i: int) -> Tensor:
+        """Log-probabilities within tail cluster i (from 0) (N, c_{i+2} - c_{i+1})."""
+        lo, hi = self.bounds[i], self.bounds[i + 1]
+        return torch.log_softmax(torch.addmm(self.bias[lo:hi], h, self.weight[lo:hi].t()), -1)
+
+    def log_prob(self, h: Tensor) -> Tensor:
+        """Full log-probabilities (N, V)."""
+        head = self._head(h)  # (N, c_1 + n)
+        c = self.bounds[0]
+        parts = [head[:, :c]]
+        for i in range(len(self.bounds) - 1):
+            parts.append(head[:, c + i : c + i + 1] + self._tail(h, i))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, h: Tensor, targets: Tensor) -> Tensor:
+        """``log p(targets | h)`` (N,), each tail cluster evaluated on its own positions only."""
+        c = self.bounds[0]
+        cluster = torch.bucketize(targets, self.cuts, right=True)  # (N,) 0 = head, i = tail i
+        head_index = torch.where(cluster == 0, targets, c + cluster - 1)  # (N,)
+        logp = self._head(h).gather(1, head_index[:, None]).squeeze(1)  # (N,)
+        for i in range(len(self.bounds) - 1):
+            rows = (cluster == i + 1).nonzero().squeeze(1)  # (N_i,)
+            if rows.numel() == 0:
+                continue
+            within = (targets[rows] - self.bounds[i])[:, None]  # (N_i, 1)
+            logp = logp.index_add(0, rows, self._tail(h[rows], i).gather(1, within).squeeze(1))
+        return logp
+
+
 class AdaptiveLanguageModel(_TextModel):
     """A recurrent language model with the adaptive softmax (Grave et al. 2017, "Efficient
     softmax approximation for GPUs"), torch's :class:`~torch.nn.AdaptiveLogSoftmaxWithLoss`.
@@ -373,13 +442,17 @@ class AdaptiveLanguageModel(_TextModel):
 
     def __init__(self, config: LanguageModelConfig) -> None:
         super().__init__(config, "adaptive")
-        self.decoder = nn.AdaptiveLogSoftmaxWithLoss(
-            config.hidden_size,
-            config.vocab_size,
-            list(config.cutoffs),
-            div_value=config.div_value,
-            head_bias=True,
-        )
+        self.decoder: nn.AdaptiveLogSoftmaxWithLoss | TiedAdaptiveSoftmax
+        if config.tie_weights:
+            self.decoder = TiedAdaptiveSoftmax(self.embedding, config.cutoffs)
+        else:
+            self.decoder = nn.AdaptiveLogSoftmaxWithLoss(
+                config.hidden_size,
+                config.vocab_size,
+                list(config.cutoffs),
+                div_value=config.div_value,
+                head_bias=True,
+            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -388,6 +461,11 @@ class AdaptiveLanguageModel(_TextModel):
         r = self.config.init_range
         if r is None:
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+            if isinstance(self.decoder, TiedAdaptiveSoftmax):
+                nn.init.uniform_(self.decoder.cluster_weight, -0.1, 0.1)
+                nn.init.zeros_(self.decoder.bias)
+                nn.init.zeros_(self.decoder.cluster_bias)
+                return
             self.decoder.reset_parameters()
             nn.init.zeros_(self.decoder.head.bias)
             return
@@ -401,7 +479,8 @@ class AdaptiveLanguageModel(_TextModel):
             return self.decoder.log_prob(flat).view(*h.shape[:-1], -1)  # (..., V)
         y = targets.reshape(-1)  # (N,)
         scored = y != IGNORE
-        logp = self.decoder(flat, torch.where(scored, y, 0)).output  # (N,) log p(y | h)
+        out = self.decoder(flat, torch.where(scored, y, 0))
+        logp = out if isinstance(out, Tensor) else out.output  # (N,) log p(y | h)
         return (-logp).masked_fill(~scored, 0.0).view(targets.shape)
 
 
