@@ -34,6 +34,7 @@ def test_budget_presets_anneal_over_their_budget(name, minutes):
     assert config.model.head == "adaptive" and config.data.corpus == "ptb"
     # the budget is a flag like any other: the schedule follows it
     assert config_of("--preset", name, "--max-minutes", "3").train.max_minutes == 3
+    assert config.model.tie_weights == (name == "ptb-hour")
 
 
 def test_flags_override_the_preset_and_unknown_presets_are_refused():
