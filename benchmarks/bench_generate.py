@@ -12,7 +12,11 @@ next-token logits, draw the next token (softmax, multinomial). They differ only 
 * ``fast_bf16``: the same stepper holding weights and state in bfloat16 (approximate: the
   largest total-variation distance to the exact next-token distributions is recorded);
 * ``fast_int8``: the same stepper with int8 weights and dynamically quantized activations
-  (approximate, recorded the same way).
+  (approximate, recorded the same way);
+* ``sample_int8``: the library's own sampling loop, :func:`rnnlab.sampling.sample_ids` on the
+  int8 stepper (what ``rnnlab sample --precision int8`` runs): its draw is
+  :func:`rnnlab.sampling.pick` (inverse CDF, one uniform per row) instead of softmax and
+  ``torch.multinomial``, and it writes the ids out as generation does.
 
 With ``--run RUN_DIR`` the weights are a trained model's (e.g. ``--preset char-shakespeare``);
 the distances to the exact distributions are then measured along a sequence the exact model
@@ -42,6 +46,7 @@ from _common import machine_info, write_report
 from torch import Tensor, nn
 
 from rnnlab.model import LanguageModel, LanguageModelConfig
+from rnnlab.sampling import SamplingConfig, sample_ids
 from rnnlab.stepper import FastStepper
 from rnnlab.train import load_model
 
@@ -108,6 +113,14 @@ def fast_loop(stepper: FastStepper, batch: int, steps: int) -> Callable[[], None
             for _ in range(steps):
                 logits, state = stepper.step(x, state)
                 x = draw(logits, gen)
+
+    return run
+
+
+def library_loop(stepper: FastStepper, batch: int, steps: int) -> Callable[[], None]:
+    def run() -> None:
+        gen = torch.Generator().manual_seed(0)
+        sample_ids(stepper, [0], length=steps, count=batch, cfg=SamplingConfig(), generator=gen)
 
     return run
 
@@ -223,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "fast": fast_loop(stepper, batch, steps),
                 "fast_bf16": fast_loop(stepper_bf16, batch, steps),
                 "fast_int8": fast_loop(stepper_int8, batch, steps),
+                "sample_int8": library_loop(stepper_int8, batch, steps),
             }
             timing = bench(loops, args.reps, batch * steps)
             row = {
@@ -239,6 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
                 / timing["naive"]["chars_per_s"],
                 "ratio_fast_int8_over_naive": timing["fast_int8"]["chars_per_s"]
                 / timing["naive"]["chars_per_s"],
+                "ratio_sample_int8_over_naive": timing["sample_int8"]["chars_per_s"]
+                / timing["naive"]["chars_per_s"],
                 "target_chars_per_s": TARGETS.get(batch),
                 "seconds": {name: t["seconds"] for name, t in timing.items()},
             }
@@ -251,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"threads {threads} batch {batch}: {rates} chars/s; fast/naive "
                 f"{row['ratio_fast_over_naive']:.1f}x, bf16/naive "
                 f"{row['ratio_fast_bf16_over_naive']:.1f}x, int8/naive "
-                f"{row['ratio_fast_int8_over_naive']:.1f}x",
+                f"{row['ratio_fast_int8_over_naive']:.1f}x, sample_int8/naive "
+                f"{row['ratio_sample_int8_over_naive']:.1f}x",
                 flush=True,
             )
     report = {

@@ -7,12 +7,14 @@ import math
 import pytest
 import torch
 
+from rnnlab.cells import GRUCell, LSTMCell
 from rnnlab.errors import ConfigError
 from rnnlab.model import LanguageModel, LanguageModelConfig
 from rnnlab.recurrent import CELL_NAMES
 from rnnlab.sampling import (
     SamplingConfig,
     beam_search,
+    draw_categorical,
     filter_logits,
     generate,
     make_generator,
@@ -20,7 +22,15 @@ from rnnlab.sampling import (
     sample_ids,
     sequence_logprob,
 )
-from rnnlab.stepper import FastStepper, ForwardStepper, make_stepper
+from rnnlab.stepper import (
+    FastStepper,
+    ForwardStepper,
+    _double_rows,
+    _gru_combine_int8,
+    _lstm_update_int8,
+    _QuantLinear,
+    make_stepper,
+)
 from rnnlab.vocab import Vocab
 
 
@@ -136,6 +146,43 @@ def test_int8_sampling_keeps_the_api():
     assert logits.shape == (2, 30) and torch.isfinite(logits).all()
 
 
+def test_int8_pointwise_equals_the_cell_equations():
+    """tanh(a) = 2 sigmoid(2a) - 1 with the tanh rows doubled: the cells' own update."""
+    gen = torch.Generator().manual_seed(0)
+    hidden, rows = 16, slice(32, 48)  # the candidate rows 2H:3H
+    gates = 3 * torch.randn(5, 4 * hidden, generator=gen)  # (B, 4H), saturating values too
+    c = 2 * torch.randn(5, hidden, generator=gen)
+    h_ref, c_ref = LSTMCell.update(gates, c)
+    h, c_new = _lstm_update_int8(_double_rows(gates.t(), rows).t().clone(), c)
+    torch.testing.assert_close(c_new, c_ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(h, h_ref, atol=1e-6, rtol=0)
+    gi, gh = (3 * torch.randn(5, 3 * hidden, generator=gen) for _ in range(2))  # (B, 3H)
+    h = torch.randn(5, hidden, generator=gen).tanh()
+    expected = GRUCell.combine(gi, gh, h)
+    got = _gru_combine_int8(*(_double_rows(t.t(), rows).t() for t in (gi, gh)), h)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_doubled_rows_quantize_to_the_same_integers():
+    """Doubling rows of W doubles their int8 scale, not their integers: the product doubles."""
+    gen = torch.Generator().manual_seed(1)
+    weight, bias, x = torch.randn(12, 7, generator=gen), torch.randn(12), torch.randn(3, 7)
+    rows = slice(4, 8)
+    plain = _QuantLinear(weight, bias)(x)  # (3, 12)
+    doubled = _QuantLinear(_double_rows(weight, rows), _double_rows(bias, rows))(x)
+    factor = torch.ones(12)
+    factor[rows] = 2
+    torch.testing.assert_close(doubled, plain * factor, rtol=1e-6, atol=1e-6)
+
+
+def test_int8_stepper_leaves_the_model_alone():
+    model = tiny_model("lstm", vocab_size=30)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    FastStepper(model, dtype=torch.qint8)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
 def test_stepper_start_reads_the_context_once_and_repeats_it():
     model = tiny_model("gru")
     context = torch.tensor([1, 4, 2, 7])
@@ -206,6 +253,80 @@ def test_pick_respects_allowed_and_greedy():
     assert set(drawn.tolist()) <= {1, 2} and len(set(drawn.tolist())) == 2
     assert pick(logits, SamplingConfig(temperature=0), allowed=allowed).eq(1).all()
     assert pick(logits, SamplingConfig(temperature=0)).eq(0).all()
+
+
+def chi_square(drawn, probs):
+    """Pearson's statistic of the draws against ``probs`` (V,); zero-probability tokens must
+    never be drawn. Returns (statistic, degrees of freedom)."""
+    counts = torch.bincount(drawn.view(-1), minlength=probs.numel()).double()
+    expected = drawn.numel() * probs.double()
+    support = expected > 0
+    assert counts[~support].sum() == 0, "drew a token of probability 0"
+    stat = ((counts - expected)[support] ** 2 / expected[support]).sum()
+    return float(stat), int(support.sum()) - 1
+
+
+def chi_square_bound(dof):
+    """Far in the upper tail of the chi-square law (mean dof, sd sqrt(2 dof)): > 7 sd."""
+    return dof + 7 * math.sqrt(2 * dof) + 10
+
+
+def test_draw_categorical_matches_the_distribution():
+    probs = torch.tensor([0.0, 0.3, 0.2, 0.15, 0.1, 0.0, 0.1, 0.08, 0.05, 0.019, 0.001, 0.0])
+    logits = probs.log()  # -inf where p = 0: first, middle and last positions
+    n = 200_000
+    drawn = draw_categorical(logits.expand(n, -1), make_generator(0))  # (n,)
+    assert drawn.shape == (n,) and drawn.dtype == torch.long
+    stat, dof = chi_square(drawn, probs)
+    assert stat < chi_square_bound(dof)
+    # the test has power: a slightly different distribution is rejected by far
+    wrong = torch.softmax(logits / 1.1, dim=0)
+    assert chi_square(drawn, wrong)[0] > 10 * chi_square_bound(dof)
+
+
+def test_pick_draws_from_the_filtered_distribution():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(20, generator=gen) * 2
+    allowed = torch.ones(20, dtype=torch.bool)
+    allowed[[0, 7]] = False
+    n = 100_000
+    for cfg in (
+        SamplingConfig(temperature=0.7),
+        SamplingConfig(temperature=1.3, top_k=6),
+        SamplingConfig(top_p=0.8),
+        SamplingConfig(temperature=0.5, top_k=12, top_p=0.95),
+    ):
+        masked = logits.masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(filter_logits(masked, cfg).double(), dim=0)  # the target law
+        drawn = pick(logits.expand(n, -1), cfg, make_generator(1), allowed)
+        stat, dof = chi_square(drawn, probs)  # also: nothing outside top-k/top-p/allowed
+        assert stat < chi_square_bound(dof), cfg
+
+
+def test_draw_categorical_edge_rows():
+    inf = float("-inf")
+    logits = torch.tensor(
+        [
+            [0.0, inf, inf, inf],  # one token: first
+            [inf, inf, inf, 5.0],  # one token: last
+            [inf, -3.0, inf, inf],  # one token: middle
+            [80.0, -80.0, inf, 0.0],  # p(1) underflows to 0 in float32
+            [1e4, 1e4, inf, -1e4],  # a tie at a huge logit
+        ]
+    ).repeat(2000, 1)  # (10000, 4)
+    drawn = draw_categorical(logits, make_generator(2)).view(2000, 5)
+    assert drawn[:, 0].eq(0).all() and drawn[:, 1].eq(3).all() and drawn[:, 2].eq(1).all()
+    assert drawn[:, 3].eq(0).all()
+    assert set(drawn[:, 4].tolist()) == {0, 1}
+    assert draw_categorical(torch.tensor([inf, 1.0])).shape == ()  # (V,) gives one id
+
+
+def test_draw_categorical_is_reproducible_from_the_seed():
+    logits = torch.randn(64, 30)
+    a = draw_categorical(logits, make_generator(5))
+    b = draw_categorical(logits, make_generator(5))
+    c = draw_categorical(logits, make_generator(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ Generation runs one step at a time with the hidden state carried, so the context
 restricted to the k most likely tokens (top-k, Fan et al. 2018) and/or to the smallest set whose
 probability reaches p (top-p or nucleus sampling, Holtzman et al. 2020). ``temperature=0`` is
 greedy decoding (the argmax). ``count`` samples run at once as the rows of one batch, and a
-``torch.Generator`` seeded with ``seed`` makes the output reproducible.
+``torch.Generator`` seeded with ``seed`` makes the output reproducible. The draw itself
+(:func:`draw_categorical`) inverts the cumulative distribution with one uniform number per row.
 
 **Beam search** keeps the ``beam`` most probable partial sequences, extends each by every token
 and keeps the best ``beam`` again. A sequence ends when a stop condition holds or at the length
@@ -81,7 +82,9 @@ def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:
     are all kept). Top-p keeps a token when the probability mass of the tokens ranked strictly
     before it is < p: the smallest set whose mass reaches p.
     """
-    logits = logits.float() / max(cfg.temperature, 1e-8)
+    logits = logits.float()
+    if cfg.temperature != 1.0:  # x / 1 == x: skip the pass at the default temperature
+        logits = logits / max(cfg.temperature, 1e-8)
     if cfg.top_k is not None and cfg.top_k < logits.size(-1):
         kth = torch.topk(logits, cfg.top_k, dim=-1).values[..., -1:]  # (..., 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -107,11 +110,35 @@ def pick(
     apply (constrained decoding); every row must allow at least one token.
     """
     if allowed is not None:
-        logits = logits.masked_fill(~allowed, float("-inf"))
+        logits = torch.where(allowed, logits, float("-inf"))  # cheaper than masked_fill(~allowed)
     if cfg.temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(filter_logits(logits, cfg), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return draw_categorical(filter_logits(logits, cfg), generator)
+
+
+def draw_categorical(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    r"""One exact draw per row from :math:`\mathrm{softmax}(z)` of ``logits`` (B, V) -> (B,).
+
+    Inverse-CDF sampling with one uniform number per row, the sums in float64:
+
+    .. math::
+        p = \mathrm{softmax}(z), \quad C_j = \sum_{i \le j} p_i, \quad
+        r = U\, C_{V-1},\ U \sim \mathcal{U}[0, 1), \quad
+        y = \min\{\, j : C_j > r \,\}
+
+    so :math:`P(y = j) = (C_j - C_{j-1}) / C_{V-1} = p_j`. A token with :math:`z_j = -\infty`
+    has :math:`p_j = 0` exactly, so :math:`C_j = C_{j-1}` and it is never drawn; and
+    :math:`0 \le r < C_{V-1}` holds after rounding too (``U <= 1 - 2^-53``, and a float64
+    product ``U * C`` that is not exact lies more than half an ulp below ``C``), so the index
+    never runs past the end. One random number per row instead of one per token
+    (``torch.multinomial`` draws V exponentials per row and checks its input with a host sync);
+    the same ``generator`` state gives the same draws. Every row needs a finite logit.
+    """
+    wide = torch.float32 if logits.device.type == "mps" else torch.float64  # MPS has no float64
+    cdf = torch.softmax(logits, dim=-1).cumsum(-1, dtype=wide)  # (B, V)
+    u = torch.rand(logits.shape[:-1] + (1,), generator=generator, dtype=wide, device=cdf.device)
+    r = u.mul_(cdf[..., -1:])  # (B, 1): in [0, C_{V-1})
+    return torch.searchsorted(cdf, r, right=True).squeeze(-1)  # first j with C_j > r
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:

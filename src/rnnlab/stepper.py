@@ -149,15 +149,24 @@ class FastStepper:
                 self._cast(dtype)
 
     def _quantize(self) -> None:
-        """Pack every weight matrix in int8 (see the ``dtype`` argument)."""
+        """Pack every weight matrix in int8 (see the ``dtype`` argument), with the rows that
+        feed a tanh doubled (the input table's columns too; see :func:`_lstm_update_int8`)."""
         if self.device.type != "cpu":
             raise ConfigError("int8 decoding runs on the CPU only; use bf16 on a GPU")
         if self.kind == "gru" and self.reset != "after":
             raise ConfigError("int8 decoding does not support gru-reset-before; use bf16")
+        # every tanh argument doubled, so that tanh(a) = 2 sigmoid(2a) - 1 (see _lstm_update_int8)
+        rows = _tanh_rows(self.kind, self.nonlinearity, self.hidden_size)
+        layers = [
+            _Layer(*(_double_rows(t, rows) for t in (w.w_ih, w.b_ih, w.w_hh, w.b_hh)))
+            for w in self.layers
+        ]
         table = self.table is not None
+        if table:  # (V, G*H) float32, gathered per step: its tanh columns doubled too
+            self.table = _double_rows(self.table.t(), rows).t().contiguous()
         self.int8 = [
             _Int8Layer.build(layer, self.kind, from_table=(k == 0 and table))
-            for k, layer in enumerate(self.layers)
+            for k, layer in enumerate(layers)
         ]
         self.q_out = _QuantLinear(self.w_out, self.b_out)
 
@@ -212,25 +221,30 @@ class FastStepper:
     def _step_int8(
         self, tokens: Tensor, state: tuple[Tensor, ...]
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """:meth:`step` with the int8 weights: the same gate arithmetic (the cells' own
-        pointwise functions), each matrix product one dynamic-quantized linear."""
+        """:meth:`step` with the int8 weights: each matrix product one dynamic-quantized
+        linear, and the gate equations of :mod:`rnnlab.cells` with every tanh argument doubled
+        in the weights, so that each tanh is a sigmoid (:func:`_lstm_update_int8`)."""
         assert self.int8 is not None
         s = self.states_per_layer
         new_state: list[Tensor] = []
-        x = self.embedding[tokens] if self.table is None else None  # (B, D)
+        x = self.embedding.index_select(0, tokens) if self.table is None else None  # (B, D)
         for k, q in enumerate(self.int8):
             h = state[s * k]  # (B, H)
-            gi = self.table[tokens] if (k == 0 and self.table is not None) else None
+            # (B, G*H): embedding and input product in one gather (index_select: a row copy)
+            gi = self.table.index_select(0, tokens) if (k == 0 and x is None) else None
             if self.kind == "gru":
                 gi = q.ih(x) if gi is None else gi  # (B, 3H)
-                h = GRUCell.combine(gi, q.hh(h), h)
+                h = _gru_combine_int8(gi, q.hh(h), h)
                 new_state.append(h)
             else:
                 # gi + U h, or [x, h] [W_ih, W_hh]^T + b in one product: (B, G*H)
-                pre = gi + q.hh(h) if gi is not None else q.cat(torch.cat((x, h), 1))
+                pre = q.hh(h).add_(gi) if gi is not None else q.cat(torch.cat((x, h), 1))
                 if self.kind == "lstm":
-                    h, c = LSTMCell.update(pre, state[s * k + 1])
+                    h, c = _lstm_update_int8(pre, state[s * k + 1])
                     new_state += (h, c)
+                elif self.nonlinearity == "tanh":
+                    h = torch.sigmoid_(pre).mul_(2).sub_(1)  # tanh(a) = 2 sigmoid(2a) - 1
+                    new_state.append(h)
                 else:
                     h = RNNCell.activate(pre, self.nonlinearity)
                     new_state.append(h)
@@ -254,6 +268,53 @@ class FastStepper:
         if self.kind == "lstm":
             return torch.stack(state[0::2]), torch.stack(state[1::2])
         return torch.stack(state)
+
+
+def _tanh_rows(kind: str, nonlinearity: str, hidden: int) -> slice | None:
+    """The gate rows whose pre-activation goes through a tanh: the LSTM's candidate g and the
+    GRU's candidate n (rows 2H:3H), the whole tanh-RNN; None for the relu RNN."""
+    if kind in ("lstm", "gru"):
+        return slice(2 * hidden, 3 * hidden)
+    return slice(0, hidden) if nonlinearity == "tanh" else None
+
+
+def _double_rows(t: Tensor | None, rows: slice | None) -> Tensor | None:
+    """A copy of ``t`` with ``rows`` (along dimension 0) times 2: exact in floating point, and
+    int8 per-row quantization gives the same integers with twice the scale."""
+    if t is None or rows is None:
+        return t
+    t = t.clone()
+    t[rows] *= 2
+    return t
+
+
+def _lstm_update_int8(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    r"""(h_t, c_t) of :meth:`rnnlab.cells.LSTMCell.update` from gates (B, 4H) whose candidate
+    slice is doubled (:math:`2 a_g`), with every tanh written as a sigmoid:
+
+    .. math::
+        \tanh(a) = 2\sigma(2a) - 1, \qquad
+        c_t = f \circ c + i \circ (2\sigma(2a_g) - 1) = f \circ c - i + 2\, i \circ
+        \sigma(2 a_g), \qquad h_t = o \circ (2\sigma(2c_t) - 1)
+
+    One sigmoid pass over all four gates replaces three sigmoids and a tanh (torch's tanh costs
+    several times its sigmoid on the CPU); the results differ from tanh by about 1e-7, far
+    below the int8 error. ``gates`` is overwritten.
+    """
+    i, f, s_g, o = torch.sigmoid_(gates).chunk(4, 1)  # (B, H) each: i, f, sigma(2 a_g), o
+    c = torch.addcmul(torch.mul(f, c).sub_(i), i, s_g, value=2.0)  # c_t
+    tanh_c = torch.mul(c, 2).sigmoid_().mul_(2).sub_(1)  # tanh(c_t)
+    return tanh_c.mul_(o), c  # h_t = o * tanh(c_t)
+
+
+def _gru_combine_int8(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+    """:meth:`rnnlab.cells.GRUCell.combine` with the candidate rows of ``gi`` and ``gh`` (B, 3H)
+    doubled: r and z in one sigmoid pass, and ``n = tanh(a) = 2 sigmoid(2a) - 1``."""
+    hidden = h.size(1)
+    rz = torch.add(gi[:, : 2 * hidden], gh[:, : 2 * hidden]).sigmoid_()  # (B, 2H)
+    r, z = rz.chunk(2, 1)  # reset and update gates
+    n = torch.addcmul(gi[:, 2 * hidden :], r, gh[:, 2 * hidden :]).sigmoid_().mul_(2).sub_(1)
+    return torch.lerp(n, h, z)  # (1 - z)∘n + z∘h
 
 
 class _QuantLinear:
