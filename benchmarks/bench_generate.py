@@ -16,7 +16,10 @@ next-token logits, draw the next token (softmax, multinomial). They differ only 
 * ``sample_int8``: the library's own sampling loop, :func:`rnnlab.sampling.sample_ids` on the
   int8 stepper (what ``rnnlab sample --precision int8`` runs): its draw is
   :func:`rnnlab.sampling.pick` (inverse CDF, one uniform per row) instead of softmax and
-  ``torch.multinomial``, and it writes the ids out as generation does.
+  ``torch.multinomial``, and it writes the ids out as generation does;
+* ``sample_int8_sharded`` (batch > 1, threads > 1): the same with ``workers`` = threads, the
+  rows split into one batch per core, each on its own thread with one torch thread
+  (``rnnlab sample --workers``).
 
 With ``--run RUN_DIR`` the weights are a trained model's (e.g. ``--preset char-shakespeare``);
 the distances to the exact distributions are then measured along a sequence the exact model
@@ -117,10 +120,13 @@ def fast_loop(stepper: FastStepper, batch: int, steps: int) -> Callable[[], None
     return run
 
 
-def library_loop(stepper: FastStepper, batch: int, steps: int) -> Callable[[], None]:
+def library_loop(
+    stepper: FastStepper, batch: int, steps: int, workers: int = 1
+) -> Callable[[], None]:
     def run() -> None:
         gen = torch.Generator().manual_seed(0)
-        sample_ids(stepper, [0], length=steps, count=batch, cfg=SamplingConfig(), generator=gen)
+        cfg = SamplingConfig()
+        sample_ids(stepper, [0], length=steps, count=batch, cfg=cfg, generator=gen, workers=workers)
 
     return run
 
@@ -238,6 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "fast_int8": fast_loop(stepper_int8, batch, steps),
                 "sample_int8": library_loop(stepper_int8, batch, steps),
             }
+            if batch > 1 and threads > 1:  # the rows split into one batch per core
+                loops["sample_int8_sharded"] = library_loop(stepper_int8, batch, steps, threads)
             timing = bench(loops, args.reps, batch * steps)
             row = {
                 "threads": threads,
@@ -255,6 +263,11 @@ def main(argv: list[str] | None = None) -> dict:
                 / timing["naive"]["chars_per_s"],
                 "ratio_sample_int8_over_naive": timing["sample_int8"]["chars_per_s"]
                 / timing["naive"]["chars_per_s"],
+                "ratio_sample_int8_sharded_over_naive": (
+                    timing["sample_int8_sharded"]["chars_per_s"] / timing["naive"]["chars_per_s"]
+                    if "sample_int8_sharded" in timing
+                    else None
+                ),
                 "target_chars_per_s": TARGETS.get(batch),
                 "seconds": {name: t["seconds"] for name, t in timing.items()},
             }

@@ -215,6 +215,18 @@ def test_sample_at_reduced_precision(run, capsys, precision):
     assert len(a) >= 30
 
 
+def test_sample_workers_split_the_count(run, capsys):
+    args = ["sample", run, "--json", "--length", 20, "--count", 5, "--seed", 2, "--workers", 2]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    texts = [r["text"] for r in json.loads(out)]
+    assert len(texts) == 5 and texts == [r["text"] for r in json.loads(run_cli(capsys, *args)[1])]
+    code, _, err = run_cli(capsys, "sample", run, "--workers", 0)
+    assert (
+        code != 0 and err.strip().splitlines()[-1].startswith("rnnlab: error:") and "workers" in err
+    )
+
+
 def test_greedy_sampling_and_top_k_1(run, capsys):
     greedy = sample(capsys, run, "--length", 40, "--temperature", 0)
     assert greedy == sample(capsys, run, "--length", 40, "--temperature", 0)  # no seed needed

@@ -399,6 +399,42 @@ def test_sample_ids_batched_rows_stop_independently():
     del vocab
 
 
+def test_sharded_sampling_is_reproducible_and_draws_the_same_distribution():
+    """workers > 1 splits the rows over threads: same seed and workers, same rows; every shard
+    draws from the model (a bigram table: the first draws checked by chi-square), stops per
+    row still hold, and torch's thread count is restored."""
+    probs = torch.tensor([0.0, 0.4, 0.3, 0.2, 0.1])
+    stepper = ForwardStepper(TableModel(probs.expand(5, 5)))
+    before = torch.get_num_threads()
+
+    def draw(workers, seed=1, count=3000, **kw):
+        gen = make_generator(seed)
+        return sample_ids(stepper, [1], length=3, count=count, generator=gen, workers=workers, **kw)
+
+    rows = draw(2)
+    assert torch.get_num_threads() == before
+    assert len(rows) == 3000 and all(len(r) == 3 for r in rows)
+    assert rows == draw(2) and rows != draw(3) and rows != draw(2, seed=2)
+    for half in (rows[:1500], rows[1500:]):  # each shard's rows follow the model
+        stat, dof = chi_square(torch.tensor([r[0] for r in half]), probs)
+        assert stat < chi_square_bound(dof)
+    assert rows[:1500] != rows[1500:]  # the shards are different streams
+    stopped = draw(2, count=7, stop=lambda r: r[-1] == 4)  # 7 rows over 2 shards (4 + 3)
+    assert len(stopped) == 7
+    assert all(r[-1] == 4 or (len(r) == 3 and 4 not in r) for r in stopped)
+    assert len(draw(16, count=3)) == 3  # more workers than rows: one row each
+    with pytest.raises(ConfigError, match="workers"):
+        draw(0)
+
+
+def test_sharded_int8_generation_runs_through_generate():
+    model, vocab = tiny_model(vocab_size=11), char_vocab()
+    kw = dict(prime="ab", length=30, count=6, seed=4, dtype=torch.qint8, workers=2)
+    a = generate(model, vocab, "char", **kw)
+    assert a == generate(model, vocab, "char", **kw) and len(a) == 6
+    assert all(t.startswith("ab") and len(t) == 32 and "<unk>" not in t for t in a)
+
+
 # ------------------------------------------------------------------------------ beam search
 
 

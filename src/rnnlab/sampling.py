@@ -27,7 +27,9 @@ cut before the stop string. ``length`` is the maximum number of generated tokens
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -211,6 +213,7 @@ def sample_ids(
     generator: torch.Generator | None = None,
     stop: StopFn | None = None,
     allowed: Tensor | None = None,
+    workers: int = 1,
 ) -> list[list[int]]:
     """``count`` samples of up to ``length`` ids after ``context``, drawn as one batch.
 
@@ -218,10 +221,32 @@ def sample_ids(
 
     A row stops after the step at which ``stop(row_ids)`` first holds (those ids included); the
     loop ends when every row has stopped or at ``length``.
+
+    ``workers`` > 1 (CPU only) splits the rows into that many shards, each a batch of its own run
+    by its own thread on its own core with one torch thread (torch releases the GIL inside its
+    ops). At the batch sizes of generation the per-step gate arithmetic is too small for torch
+    to spread over cores (it parallelises elementwise ops from 32,768 elements), so shards use
+    the cores where one batch cannot. Shard k draws from a generator seeded by the k-th number
+    drawn from ``generator``: the output is reproducible for a given seed and ``workers``, and
+    differs from the one-shard output.
     """
     cfg = cfg or SamplingConfig()
     if length < 1 or count < 1:
         raise ConfigError(f"length and count must be positive, got {length} and {count}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    workers = min(workers, count)
+    if workers > 1 and stepper.device.type == "cpu":
+        sizes = [count // workers + (k < count % workers) for k in range(workers)]
+        seeds = torch.randint(2**62, (workers,), generator=generator).tolist()
+
+        def shard(k: int) -> list[list[int]]:
+            gen = torch.Generator().manual_seed(seeds[k])
+            kw = dict(length=length, count=sizes[k], cfg=cfg, stop=stop, allowed=allowed)
+            return sample_ids(stepper, context, generator=gen, **kw)
+
+        with _one_torch_thread(), ThreadPoolExecutor(workers) as pool:
+            return [row for rows in pool.map(shard, range(workers)) for row in rows]
     device = stepper.device
     with torch.inference_mode():
         logits, state = stepper.start(torch.tensor(list(context), device=device), count)
@@ -245,6 +270,17 @@ def sample_ids(
     if stop is not None:
         return rows
     return out[:steps].t().tolist()
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """torch's intra-op thread count set to 1 for the block (shards are the parallelism)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def beam_search(
@@ -346,6 +382,7 @@ def generate(
     beam: int | None = None,
     length_penalty: float = 1.0,
     dtype: torch.dtype | None = None,
+    workers: int = 1,
 ) -> list[str]:
     """``count`` continuations of ``prime`` (each including the prime), decoded to text.
 
@@ -353,7 +390,8 @@ def generate(
     With ``beam``, the ``count`` best beam-search results (``count <= beam``; ``cfg`` and
     ``seed`` are not used: beam search is deterministic); otherwise ``count`` samples.
     ``dtype=torch.bfloat16`` runs the fast stepper in reduced precision (faster, approximate;
-    see :class:`rnnlab.stepper.FastStepper`).
+    see :class:`rnnlab.stepper.FastStepper`). ``workers``: see :func:`sample_ids` (sampling
+    only; beam search is one batch).
     """
     cfg = cfg or SamplingConfig()
     if length < 1 or count < 1:
@@ -396,6 +434,7 @@ def generate(
             generator=generator,
             stop=stopper or None,
             allowed=allowed,
+            workers=workers,
         )
     k = len(tokenizer.detokenize(start))  # the prime's text is a prefix of every result
     texts = []
