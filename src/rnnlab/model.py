@@ -10,7 +10,8 @@ sigmoid units, the input a 0/1 frame; polyphonic music, see :mod:`rnnlab.rolls`)
                                                    ^          │                                 (T, B, V)
                                        state_{in} ─┘          └─> state_{out}
 
-(The adaptive head's decoder is torch's AdaptiveLogSoftmaxWithLoss; its logits are
+(The adaptive head's decoder is torch's AdaptiveLogSoftmaxWithLoss, or with ``tie_weights``
+:class:`TiedAdaptiveSoftmax`, which scores every word by its embedding row; its logits are
 log-probabilities.)
 
 The model is a pure function of its inputs: ``forward(tokens, state) -> (logits, state)``. It never
