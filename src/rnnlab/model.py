@@ -378,10 +378,16 @@ class TiedAdaptiveSoftmax(nn.Module):
         self.weight = embedding.weight  # (V, H), shared: the checkpoint stores it once
         self.bounds = (*cutoffs, v)
         self.register_buffer("cuts", torch.tensor(cutoffs), persistent=False)
-        self.bias = nn.Parameter(torch.zeros(v))  # (V,)
+        self.bias = nn.Parameter(torch.empty(v))  # (V,)
         self.cluster_weight = nn.Parameter(torch.empty(len(cutoffs), h))  # (n, H)
-        self.cluster_bias = nn.Parameter(torch.zeros(len(cutoffs)))  # (n,)
+        self.cluster_bias = nn.Parameter(torch.empty(len(cutoffs)))  # (n,)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Cluster vectors uniform ±0.1, biases zero (the word vectors are the embedding's)."""
         nn.init.uniform_(self.cluster_weight, -0.1, 0.1)
+        nn.init.zeros_(self.bias)
+        nn.init.zeros_(self.cluster_bias)
 
     def _head(self, h: Tensor) -> Tensor:
         """Log-probabilities of the head's ``c_1`` words and ``n`` clusters (N, c_1 + n)."""
@@ -462,13 +468,9 @@ class AdaptiveLanguageModel(_TextModel):
         r = self.config.init_range
         if r is None:
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-            if isinstance(self.decoder, TiedAdaptiveSoftmax):
-                nn.init.uniform_(self.decoder.cluster_weight, -0.1, 0.1)
-                nn.init.zeros_(self.decoder.bias)
-                nn.init.zeros_(self.decoder.cluster_bias)
-                return
             self.decoder.reset_parameters()
-            nn.init.zeros_(self.decoder.head.bias)
+            if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+                nn.init.zeros_(self.decoder.head.bias)
             return
         init_uniform(self, r)
 

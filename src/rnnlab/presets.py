@@ -70,9 +70,10 @@ def _ptb_budget(hidden: int, dropout: float, minutes: float, tie: bool = False) 
     tail cluster projected to H/4) cuts it to about a fifth and more than doubles tokens/s
     (``benchmarks/bench_softmax.py``). A fixed budget is spent best by a schedule that ends at
     zero at the budget's end (``cosine``), not one that waits for the validation loss to stall.
-    ``tie``: the adaptive head scores words by their embedding rows (:class:`~rnnlab.model.TiedAdaptiveSoftmax`,
-    Press & Wolf 2017): a quarter fewer parameters at 2x400 and the regulariser that pays in a
-    long run, for about a tenth more arithmetic per token (its tail cluster is full width).
+    ``tie``: the adaptive head scores words by their embedding rows
+    (:class:`~rnnlab.model.TiedAdaptiveSoftmax`, Press & Wolf 2017): a fifth fewer parameters
+    at 2x400 and the regulariser that pays in a long run, for about a tenth more arithmetic per
+    token (its tail cluster is full width).
     """
     return {
         "data": {"corpus": "ptb", "level": "word"},
