@@ -303,3 +303,62 @@ def test_a_diverging_run_is_recorded_and_the_grid_goes_on(text_file, tmp_path):
     saved = json.loads((tmp_path / "runs" / report.rows[0]["run_id"] / "results.json").read_text())
     assert "diverged" in saved
     assert "no finished run" in " ".join(report.notes)
+
+
+# ------------------------------------------------------------------------- two-stage rate search
+def test_a_searched_grid_hands_each_cell_its_chosen_rate(text_file, tmp_path):
+    search = grid_config(
+        text_file,
+        cells=("rnn", "lstm"),
+        seeds=(1,),
+        lrs=(1e-4, 3e-2),
+        train=TrainConfig(batch_size=4, eval_batch_size=4, max_steps=8),
+    )
+    report = run_grid(search, tmp_path / "search")
+    best = {}
+    for row in report.rows:  # the chosen rate is the one with the lower validation perplexity
+        if row["cell"] not in best or row["valid_ppl"] < best[row["cell"]][1]:
+            best[row["cell"]] = (row["lr"], row["valid_ppl"])
+    chosen = experiments.chosen_rates(tmp_path / "search")
+    assert chosen == {cell: lr for cell, (lr, _) in best.items()}
+
+    main = replace(search, lrs=(), cell_lrs=chosen, seeds=(1, 2))
+    runs = plan_grid(main, load_grid_data(main))
+    assert len(runs) == 4  # no rate axis: one rate per cell
+    for run in runs:
+        assert run.config.optim.lr == chosen[run.cell]
+        assert run.run_id.endswith(f"-lr{chosen[run.cell]:g}-s{run.seed}")
+    run_grid(main, tmp_path / "main")
+    summary = (tmp_path / "main" / "summary.md").read_text(encoding="utf-8")
+    assert f"per cell rnn {chosen['rnn']:g}, lstm {chosen['lstm']:g}" in summary
+    assert "Selected by validation" not in summary  # nothing was searched in this grid
+    with (tmp_path / "main" / "results.csv").open(encoding="utf-8") as f:
+        rates = {(r["cell"], float(r["lr"])) for r in csv.DictReader(f)}
+    assert rates == set(chosen.items())
+
+
+def test_chosen_rates_refuses_what_it_cannot_read_or_decide(text_file, tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        experiments.chosen_rates(tmp_path / "nothing-here")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "results.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a results table"):
+        experiments.chosen_rates(tmp_path / "foreign")
+    head = "run_id,cell,data_fraction,bptt,seed,lr,status,valid_ppl\n"
+    split = head + "".join(
+        f"r{i},gru,{f},35,1,{lr},ok,{v}\n"
+        for i, (f, lr, v) in enumerate([(0.1, 1e-3, 9), (0.1, 1e-2, 8), (1, 1e-3, 5), (1, 1e-2, 6)])
+    )
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "results.csv").write_text(split, encoding="utf-8")
+    with pytest.raises(ConfigError, match="different rates for gru"):
+        experiments.chosen_rates(tmp_path / "split")
+
+
+def test_per_cell_rates_must_cover_the_cells_and_exclude_a_search(text_file):
+    with pytest.raises(ConfigError, match="no learning rate for cell"):
+        grid_config(text_file, cell_lrs={"rnn": 1e-3})
+    with pytest.raises(ConfigError, match="not both"):
+        grid_config(text_file, lrs=(1e-3, 1e-2), cell_lrs={"rnn": 1e-3, "lstm": 1e-3})
+    with pytest.raises(ConfigError, match="positive"):
+        grid_config(text_file, cell_lrs={"rnn": 1e-3, "lstm": -1.0})

@@ -9,6 +9,7 @@ import torch
 
 from rnnlab.cli import main
 from rnnlab.dataset import DataConfig
+from rnnlab.errors import ConfigError
 from rnnlab.experiments import NLL, GridConfig, plan_grid, run_grid, selected_rates, valid_curve
 from rnnlab.model import LanguageModelConfig
 from rnnlab.rolls import N_PITCHES, RollData
@@ -190,3 +191,33 @@ def test_a_text_model_is_not_evaluated_on_piano_rolls(tmp_path, capsys):
     assert code == 2 and "text model" in err and "piano rolls" in err
     code, _, err = run_cli(capsys, "train", "--text", text, "--embed", "0", "--out", tmp_path / "x")
     assert code == 2 and "--embed N" in err
+
+
+def test_cli_compare_takes_a_rate_per_cell_or_an_earlier_search(tmp_path):
+    from rnnlab.cli import build_grid_config, make_parser
+
+    base = ["compare", "--text", "x.txt", "--out", "o", "--cells", "gru,lstm"]
+    grid = build_grid_config(make_parser().parse_args([*base, "--lr", "gru=3e-3,lstm=1e-2"]))
+    assert grid.cell_lrs == {"gru": 3e-3, "lstm": 1e-2} and grid.lrs == ()
+    assert grid.rates_for("gru") == (3e-3,) and grid.shows_lr and not grid.searches_lr
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "results.csv").write_text(
+        "run_id,cell,data_fraction,bptt,seed,lr,status,valid_ppl\n"
+        "a,gru,1,35,1,0.001,ok,7.5\nb,gru,1,35,1,0.01,ok,7.0\n"
+        "c,lstm,1,35,1,0.001,ok,6.5\nd,lstm,1,35,1,0.01,diverged,\n",
+        encoding="utf-8",
+    )
+    grid = build_grid_config(make_parser().parse_args([*base, "--lr-from", str(search)]))
+    assert grid.cell_lrs == {"gru": 0.01, "lstm": 0.001}
+    refusals = [
+        ([*base, "--lr-from", str(search), "--lr", "1e-3"], "not both"),
+        ([*base, "--cells", "rnn,gru", "--lr-from", str(search)], "no rate for rnn"),
+        ([*base, "--lr", "gru=1e-3,rnn=1e-3"], "not in --cells"),
+        ([*base, "--lr", "gru=1e-3"], "no learning rate for cell(s) lstm"),
+    ]
+    for argv, message in refusals:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            build_grid_config(make_parser().parse_args(argv))
+    with pytest.raises(SystemExit):
+        make_parser().parse_args([*base, "--lr", "gru=1e-3,2e-3"])

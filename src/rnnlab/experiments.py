@@ -32,7 +32,10 @@ by tokens and by wall time, perplexity against data fraction, perplexity against
 
 **Learning rates**: with several (``lrs``), each (cell, fraction, tau) keeps the rate with the
 best mean validation figure ("selected by validation" in the summary); the plots show the
-selected rate's runs. Run ids carry the rate only when the grid has several.
+selected rate's runs. Run ids carry the rate only when the grid has several. A two-stage study
+searches the rates in a small grid (one seed, all data) and gives every cell its chosen rate in
+the main grid (``cell_lrs``, from :func:`chosen_rates`), instead of crossing the rate axis with
+every other axis.
 
 **Piano rolls** (a music corpus, :mod:`rnnlab.rolls`): the same grid, with the figure the
 negative log-likelihood per time step (columns ``valid_nll``, ``test_nll``, ``target_nll``; no
@@ -189,6 +192,8 @@ class GridConfig:
         cells, data_fractions, bptts, seeds: the axes.
         lrs: learning rates to search (an axis; empty: just ``optim.lr``). The summary keeps,
             per cell, fraction and tau, the rate with the best mean validation figure.
+        cell_lrs: one fixed rate per cell (every cell of the grid), e.g. the rates an earlier
+            search chose; excludes ``lrs``.
         params: the parameter budget (whole model); None gives every cell ``model.hidden_size``.
         embed_follows_hidden: the embedding rule D = H (forced by weight tying).
         max_tokens: a token budget per run, turned into steps = ceil(tokens / (batch * tau)).
@@ -211,6 +216,7 @@ class GridConfig:
     bptts: tuple[int, ...] = (35,)
     seeds: tuple[int, ...] = (1,)
     lrs: tuple[float, ...] = ()
+    cell_lrs: dict[str, float] = field(default_factory=dict)
     params: int | None = None
     embed_follows_hidden: bool = False
     max_tokens: int | None = None
@@ -228,6 +234,18 @@ class GridConfig:
         for lr in self.lrs:
             if not (lr > 0 and math.isfinite(lr)):
                 raise ConfigError(f"learning rates must be positive numbers, got {lr}")
+        self.cell_lrs = {cell: float(lr) for cell, lr in self.cell_lrs.items()}
+        if self.cell_lrs:
+            if self.lrs:
+                raise ConfigError(
+                    "give either learning rates to search or one rate per cell, not both"
+                )
+            missing = [c for c in self.cells if c not in self.cell_lrs]
+            if missing:
+                raise ConfigError(f"no learning rate for cell(s) {', '.join(missing)}")
+            for cell, lr in self.cell_lrs.items():
+                if not (lr > 0 and math.isfinite(lr)):
+                    raise ConfigError(f"learning rates must be positive numbers, got {cell}={lr}")
         for name in ("cells", "data_fractions", "bptts", "seeds"):
             values = getattr(self, name)
             if not values:
@@ -261,6 +279,25 @@ class GridConfig:
     def learning_rates(self) -> tuple[float, ...]:
         """The rates the grid trains with: ``lrs``, or the optimizer's own rate."""
         return self.lrs or (self.optim.lr,)
+
+    def rates_for(self, cell: str) -> tuple[float, ...]:
+        """The rates ``cell`` trains with: its own fixed rate, else :attr:`learning_rates`."""
+        return (self.cell_lrs[cell],) if cell in self.cell_lrs else self.learning_rates
+
+    @property
+    def searches_lr(self) -> bool:
+        """Whether the grid has a learning-rate axis (several rates per cell)."""
+        return len(self.learning_rates) > 1 and not self.cell_lrs
+
+    @property
+    def shows_lr(self) -> bool:
+        """Whether tables and run ids name the rate (a search, or rates that differ by cell)."""
+        return self.searches_lr or bool(self.cell_lrs)
+
+    def describe_rates(self) -> str:
+        if self.cell_lrs:
+            return "per cell " + ", ".join(f"{c} {self.cell_lrs[c]:g}" for c in self.cells)
+        return ", ".join(f"{lr:g}" for lr in self.learning_rates)
 
 
 @dataclass
@@ -348,9 +385,9 @@ def plan_grid(grid: GridConfig, data: LMData | RollData) -> list[PlannedRun]:
             "--max-minutes"
         )
     sizes = match_sizes(grid, vocab_size, head)
-    rates = grid.learning_rates
     runs = []
     for cell in grid.cells:
+        rates = grid.rates_for(cell)
         size = sizes[cell]
         model = replace(
             grid.model,
@@ -395,7 +432,7 @@ def plan_grid(grid: GridConfig, data: LMData | RollData) -> list[PlannedRun]:
                         optim=replace(grid.optim, lr=lr),
                         train=train,
                     )
-                    rate = lr if len(rates) > 1 else None
+                    rate = lr if grid.shows_lr else None
                     rid = run_id(cell, size.hidden_size, fraction, tau, seed, rate)
                     runs.append(PlannedRun(rid, cell, fraction, tau, seed, size, config))
     return runs
@@ -643,6 +680,53 @@ def selected_rates(
     }
 
 
+def chosen_rates(grid_dir: str | Path) -> dict[str, float]:
+    """Each cell's learning rate as selected by validation in an earlier grid (its
+    ``results.csv``): the second stage of a search. A cell whose choice differs between the
+    grid's fractions or windows has no single rate: :class:`ConfigError`."""
+    path = Path(grid_dir) / "results.csv"
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            raw = list(csv.DictReader(f))
+    except OSError as e:
+        raise ConfigError(f"cannot read the searched grid's {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, csv.Error):
+        raise ConfigError(f"{path} is not a results table of rnnlab compare") from None
+    key = next((k for k in ("valid_ppl", "valid_nll") if raw and k in raw[0]), None)
+    needed = {"cell", "data_fraction", "bptt", "lr", "status"}
+    if key is None or not needed <= set(raw[0]):
+        raise ConfigError(f"{path} is not a results table of rnnlab compare (or has no rows)")
+    metric = PERPLEXITY if key == "valid_ppl" else NLL
+    rows = []
+    for r in raw:
+        try:
+            value = float(r[key]) if r[key] not in ("", None) else None
+            rows.append(
+                {
+                    "cell": r["cell"],
+                    "data_fraction": float(r["data_fraction"]),
+                    "bptt": int(r["bptt"]),
+                    "lr": float(r["lr"]),
+                    "status": r["status"],
+                    key: value,
+                }
+            )
+        except ValueError:
+            raise ConfigError(f"{path}: unreadable row {r.get('run_id', '?')}") from None
+    per_cell: dict[str, set[float]] = {}
+    for (cell, _, _), lr in selected_rates(rows, metric).items():
+        per_cell.setdefault(cell, set()).add(lr)
+    split = sorted(c for c, lrs in per_cell.items() if len(lrs) > 1)
+    if split:
+        raise ConfigError(
+            f"{path}: the search chose different rates for {', '.join(split)} at different "
+            "fractions or windows; give them as --lr cell=rate"
+        )
+    if not per_cell:
+        raise ConfigError(f"{path} has no finished run to choose a learning rate from")
+    return {cell: lrs.pop() for cell, lrs in per_cell.items()}
+
+
 def is_selected(row: dict[str, Any], chosen: dict[tuple[str, float, int], float]) -> bool:
     return chosen.get((row["cell"], row["data_fraction"], row["bptt"])) == row["lr"]
 
@@ -668,7 +752,7 @@ def write_report(
     files = [write_csv(out / "results.csv", rows, csv_columns(metric))]
     shown = [row for row in rows if is_selected(row, chosen) or row["status"] != "ok"]
     plots, notes = make_plots(shown, curves, grid, out, metric)
-    if len(grid.learning_rates) > 1:
+    if grid.searches_lr:
         notes = ["the plots show each cell's learning rate selected by validation", *notes]
     files += plots
     files.append(write_summary(out / "summary.md", grid, rows, target, level, plots, notes))
@@ -766,7 +850,7 @@ def write_summary(
     metric = metric_for(level)
     k = metric.key
     char = level == "char"
-    several_lrs = len(grid.learning_rates) > 1
+    several_lrs = grid.shows_lr
     t = grid.train
     budget = (
         ", ".join(
@@ -790,7 +874,7 @@ def write_summary(
         if metric is NLL
         else f"Text: {grid.data.describe()} ({level} level)"
     )
-    rates = ", ".join(f"{lr:g}" for lr in grid.learning_rates)
+    rates = grid.describe_rates()
     extras = []
     if grid.optim.weight_noise:
         extras.append(f"weight noise {grid.optim.weight_noise:g}")
@@ -846,7 +930,7 @@ def write_summary(
         line += [s["tokens_per_s"], s["wall_time_to_target_s"], s["tokens_to_target"]]
         body.append(line)
     parts += [_md_table(head, body), ""]
-    if several_lrs:
+    if grid.searches_lr:
         chosen = selected_rates(rows, metric)
         picked = [
             s for s in summary if chosen.get((s["cell"], s["data_fraction"], s["bptt"])) == s["lr"]

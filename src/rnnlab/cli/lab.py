@@ -34,6 +34,32 @@ def _comma_list(kind: type, flag: str) -> Any:
     return parse
 
 
+def _parse_lrs(text: str) -> tuple:
+    """--lr: rates to search (``1e-3,3e-3``) or one rate per cell (``gru=3e-3,lstm=1e-2``);
+    a tuple of floats, or a tuple holding one dict."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("--lr needs at least one value")
+    named = ["=" in v for v in items]
+    try:
+        if all(named):
+            pairs = [v.split("=", 1) for v in items]
+            per_cell = {c.strip(): float(r) for c, r in pairs}
+            if len(per_cell) != len(pairs):
+                raise argparse.ArgumentTypeError(f"--lr names a cell twice: {text!r}")
+            return (per_cell,)
+        if any(named):
+            raise argparse.ArgumentTypeError(
+                f"--lr takes rates to search (1e-3,3e-3) or a rate per cell (gru=3e-3,lstm=1e-2), "
+                f"not both: {text!r}"
+            )
+        return tuple(float(v) for v in items)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--lr takes comma-separated numbers or cell=number pairs, got {text!r}"
+        ) from None
+
+
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
@@ -96,9 +122,15 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--lr",
-        type=_comma_list(float, "--lr"),
+        type=_parse_lrs,
         help="learning rate, or a comma list to search: each cell keeps the rate with the best "
-        "validation (default 2e-3; piano rolls 1e-3)",
+        "validation (default 2e-3; piano rolls 1e-3); or one rate per cell: gru=3e-3,lstm=1e-2",
+    )
+    g.add_argument(
+        "--lr-from",
+        metavar="GRID",
+        help="give each cell the rate an earlier grid's search chose for it (GRID/results.csv): "
+        "search on a small grid, then run the large one",
     )
     g.add_argument("--seeds", type=int, default=1, help="seeds 1..N per grid point (default 1)")
     b = p.add_argument_group("budget per run")
@@ -228,6 +260,27 @@ def build_grid_config(args: argparse.Namespace) -> Any:
     if all(v is None for v in budgets):
         max_steps = DEFAULT_COMPARE_STEPS
     lrs = tuple(c["lr"])
+    cell_lrs: dict[str, float] = {}
+    if args.lr_from is not None:
+        if args.lr is not None:
+            raise ConfigError("give --lr or --lr-from, not both")
+        from rnnlab.experiments import chosen_rates
+
+        found = chosen_rates(args.lr_from)
+        missing = [cell for cell in args.cells if cell not in found]
+        if missing:
+            raise ConfigError(
+                f"the grid in {args.lr_from} chose no rate for {', '.join(missing)}; "
+                "search it there or give --lr cell=rate"
+            )
+        cell_lrs = {cell: found[cell] for cell in args.cells}
+    elif lrs and isinstance(lrs[0], dict):
+        cell_lrs = lrs[0]
+        unknown = [cell for cell in cell_lrs if cell not in args.cells]
+        if unknown:
+            raise ConfigError(f"--lr names cell(s) not in --cells: {', '.join(unknown)}")
+    if cell_lrs:  # the optimizer's own rate is a placeholder: every run sets its cell's
+        lrs = (next(iter(cell_lrs.values())),)
     return GridConfig(
         data=DataConfig(
             corpus=c["corpus"],
@@ -270,6 +323,7 @@ def build_grid_config(args: argparse.Namespace) -> Any:
         bptts=c["bptt"],
         seeds=tuple(range(1, args.seeds + 1)),
         lrs=lrs if len(lrs) > 1 else (),
+        cell_lrs=cell_lrs,
         params=args.params,
         embed_follows_hidden=follows,
         max_tokens=args.max_tokens,
@@ -316,7 +370,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
         return 0
     k = metric.key
-    several = len(grid.learning_rates) > 1
+    several = grid.shows_lr
     for s in summarize(report.rows, metric):
         extra = f", {s['diverged']} diverged" if s["diverged"] else ""
         rate = f"lr {s['lr']:<8g} " if several else ""
