@@ -1101,7 +1101,7 @@ def make_plots(
             other = "τ" if panel_key == "bptt" else "data fraction"
             ax.set_title(f"{other} = {pv:g}", fontsize=9)
             ax.legend(fontsize=7)
-        fig.suptitle(f"Final validation {metric.name} against {label}")
+        fig.suptitle(f"Final validation {metric.name}\nagainst {label}", fontsize=10)
         files.append(_save(fig, out / fname))
     return files, notes
 
