@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
-import statistics
 from collections import defaultdict
 from pathlib import Path
+
+from rnnlab.experiments import mean_std, valid_curve
 
 
 def read_rows(grid: Path) -> list[dict[str, str]]:
@@ -35,14 +35,12 @@ def number(row: dict[str, str], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def mean_std(values: list[float | None], digits: int = 2) -> str:
+def mean_pm(values: list[float | None], digits: int = 2) -> str:
     kept = [v for v in values if v is not None]
     if not kept:
         return "n/a"
-    m = statistics.fmean(kept)
-    if len(kept) < 2:
-        return f"{m:.{digits}f}"
-    return f"{m:.{digits}f} ± {statistics.stdev(kept):.{digits}f}"
+    mean, std = mean_std(kept)
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
 def table(grid: Path, axis: str, key: str) -> str:
@@ -64,26 +62,19 @@ def table(grid: Path, axis: str, key: str) -> str:
         cols = []
         for p in points:
             values = groups[(cell, p)]
-            text = mean_std(values)
+            text = mean_pm(values)
             bad = sum(v is None for v in values)
             cols.append(text + (f" ({bad} of {len(values)} diverged)" if bad else ""))
         out.append(f"| {cell} | {hidden} | {params:,} | {lr:g} | " + " | ".join(cols) + " |")
     return "\n".join(out)
 
 
-def valid_curve(run_dir: Path) -> list[tuple[float, float, float]]:
-    curve = []
-    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line) if line.strip() else {}
-        if row.get("kind") == "valid" and row.get("valid_ppl") is not None:
-            curve.append((row["tokens"], row["wall_time"], row["valid_ppl"]))
-    return curve
-
-
-def reach(curve: list[tuple[float, float, float]], target: float) -> tuple[float, float] | None:
-    """(tokens, wall time) where the curve first reaches ``target``; None if it never does."""
+def reach(curve: list[dict], target: float) -> tuple[float, float] | None:
+    """(tokens, wall time) where a validation curve (:func:`rnnlab.experiments.valid_curve`)
+    first reaches ``target``; None if it never does."""
     before = None
-    for tokens, wall, ppl in curve:
+    points = [(p["tokens"], p["wall_time"], p["valid_ppl"]) for p in curve if "valid_ppl" in p]
+    for tokens, wall, ppl in points:
         if ppl <= target:
             if before is None:
                 return tokens, wall
@@ -112,8 +103,8 @@ def to_target(grid: Path, fraction: float, target: float, bptt: int | None) -> s
         got = [reach(valid_curve(grid / "runs" / r["run_id"]), target) for r in runs]
         hit = [g for g in got if g]
         out.append(
-            f"| {cell} | {mean_std([number(r, 'tokens_per_s') for r in runs], 0)} | "
-            f"{mean_std([g[0] / 1000 for g in hit], 0)} | {mean_std([g[1] for g in hit], 1)} | "
+            f"| {cell} | {mean_pm([number(r, 'tokens_per_s') for r in runs], 0)} | "
+            f"{mean_pm([g[0] / 1000 for g in hit], 0)} | {mean_pm([g[1] for g in hit], 1)} | "
             f"{len(hit)}/{len(runs)} |"
         )
     return "\n".join(out)

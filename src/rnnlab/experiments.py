@@ -231,10 +231,12 @@ class GridConfig:
         self.lrs = tuple(float(lr) for lr in self.lrs)
         if len(set(self.lrs)) != len(self.lrs):
             raise ConfigError(f"learning rates repeat a value: {self.lrs}; list each once")
-        for lr in self.lrs:
-            if not (lr > 0 and math.isfinite(lr)):
-                raise ConfigError(f"learning rates must be positive numbers, got {lr}")
         self.cell_lrs = {cell: float(lr) for cell, lr in self.cell_lrs.items()}
+        named = [(f"{lr}", lr) for lr in self.lrs]
+        named += [(f"{cell}={lr}", lr) for cell, lr in self.cell_lrs.items()]
+        for text, lr in named:
+            if not (lr > 0 and math.isfinite(lr)):
+                raise ConfigError(f"learning rates must be positive numbers, got {text}")
         if self.cell_lrs:
             if self.lrs:
                 raise ConfigError(
@@ -243,9 +245,6 @@ class GridConfig:
             missing = [c for c in self.cells if c not in self.cell_lrs]
             if missing:
                 raise ConfigError(f"no learning rate for cell(s) {', '.join(missing)}")
-            for cell, lr in self.cell_lrs.items():
-                if not (lr > 0 and math.isfinite(lr)):
-                    raise ConfigError(f"learning rates must be positive numbers, got {cell}={lr}")
         for name in ("cells", "data_fractions", "bptts", "seeds"):
             values = getattr(self, name)
             if not values:
