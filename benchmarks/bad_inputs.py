@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as st_save
 
-from rnnlab import checkpoint as ck
 from rnnlab.cli import main
+from rnnlab.runs import checkpoint as ck
 
 ENGLISH = (
     "the quick brown fox jumps over the lazy dog. " * 40

@@ -7,15 +7,15 @@ next-token logits, draw the next token (softmax, multinomial). They differ only 
 * ``naive``: ``nn.Embedding -> nn.LSTM -> nn.Linear`` called once per step with a (1, B) input
   and the state carried, under ``torch.no_grad()`` (what a char-rnn sampling script does);
 * ``model``: rnnlab's ``LanguageModel.forward`` called once per step (for reference);
-* ``fast``: :class:`rnnlab.stepper.FastStepper` (weights pulled out once, a few fused ops),
+* ``fast``: :class:`rnnlab.generation.stepper.FastStepper` (weights pulled out once, a few fused ops),
   exact: the same distributions as the model;
 * ``fast_bf16``: the same stepper holding weights and state in bfloat16 (approximate: the
   largest total-variation distance to the exact next-token distributions is recorded);
 * ``fast_int8``: the same stepper with int8 weights and dynamically quantized activations
   (approximate, recorded the same way);
-* ``sample_int8``: the library's own sampling loop, :func:`rnnlab.sampling.sample_ids` on the
+* ``sample_int8``: the library's own sampling loop, :func:`rnnlab.generation.sampling.sample_ids` on the
   int8 stepper (what ``rnnlab sample --precision int8`` runs): its draw is
-  :func:`rnnlab.sampling.pick` (inverse CDF, one uniform per row) instead of softmax and
+  :func:`rnnlab.generation.sampling.pick` (inverse CDF, one uniform per row) instead of softmax and
   ``torch.multinomial``, and it writes the ids out as generation does;
 * ``sample_int8_sharded`` (batch > 1, threads > 1): the same with ``workers`` = threads, the
   rows split into one batch per core, each on its own thread with one torch thread
@@ -48,10 +48,11 @@ import torch
 from _common import machine_info, write_report
 from torch import Tensor, nn
 
-from rnnlab.model import LanguageModel, LanguageModelConfig
-from rnnlab.sampling import SamplingConfig, sample_ids
-from rnnlab.stepper import FastStepper
-from rnnlab.train import load_model
+from rnnlab.generation.sampling import SamplingConfig, sample_ids
+from rnnlab.generation.stepper import FastStepper
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.text import LanguageModel
+from rnnlab.runs.load import load_model
 
 TARGETS = {1: 3_000.0, 64: 50_000.0}  # chars/s from issue 4 (2 CPU cores)
 

@@ -1,6 +1,6 @@
 """Training speed of the adaptive softmax against the full softmax at the WikiText-2 shape.
 
-Two contenders, each the real :class:`rnnlab.train.Trainer` loop (``bench_train.TrainerLoop``:
+Two contenders, each the real :class:`rnnlab.training.trainer.Trainer` loop (``bench_train.TrainerLoop``:
 forward with the targets, backward, clip, optimizer step and the per-step bookkeeping), in one
 process, same recurrent stack and token stream:
 
@@ -18,7 +18,7 @@ Zipf-1 stream over 33,278 words about 28% of the tokens lie beyond id 2,000).
 Repetitions of ``--steps`` windows are interleaved with a rotating order after one warm-up
 repetition each; tokens/s from the median repetition, ``ratio`` = adaptive / softmax (also from
 the best repetitions and per CPU second, as in bench_train). Exact-evaluation tokens/s
-(:func:`rnnlab.evaluate.evaluate`, the targets path of each head) is measured the same way.
+(:func:`rnnlab.evaluation.text.evaluate`, the targets path of each head) is measured the same way.
 
 ``--budget-minutes M`` (needs ``RNNLAB_DATA_DIR`` with WikiText-2) adds the issue's quality
 comparison: each head trains on the real corpus for M minutes of training time (the trainer's
@@ -56,11 +56,12 @@ from bench_train import (
 )
 from torch import Tensor
 
-from rnnlab.dataset import DataConfig, LMData, load_data
-from rnnlab.evaluate import evaluate
-from rnnlab.model import LanguageModelConfig
-from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer
-from rnnlab.vocab import Vocab
+from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
+from rnnlab.data.dataset import DataConfig, LMData, load_data
+from rnnlab.data.vocab import Vocab
+from rnnlab.evaluation.text import evaluate
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.training.trainer import Trainer
 
 SHAPE = {"vocab": 33_278, "hidden": 256, "layers": 2, "batch": 20, "bptt": 35, "dropout": 0.0}
 HEADS = ("softmax", "adaptive")

@@ -2,7 +2,7 @@
 
 Contenders, holding the same initial weights and walking the same token stream:
 
-* ``rnnlab``: the real :class:`rnnlab.train.Trainer` loop (``_train_loop``), so the figure
+* ``rnnlab``: the real :class:`rnnlab.training.trainer.Trainer` loop (``_train_loop``), so the figure
   includes its per-step bookkeeping: the loss read back and checked for NaN / explosion, the
   gradient-norm clip, the learning-rate setting, the metrics row. One-time setup, validation and
   checkpoint writing are excluded: the clock runs from the call into the loop to the metrics row
@@ -35,7 +35,7 @@ measured in the same run (best of several, before and after the contest): the de
 (bptt*batch, H) x (H, V) of the shape, and a large square one (2048^3).
 
 Also: peak memory (``ru_maxrss``) of each loop in a fresh subprocess, and eval tokens/s of
-:func:`rnnlab.evaluate.evaluate` against the example's ``no_grad`` evaluation loop (the same batch
+:func:`rnnlab.evaluation.text.evaluate` against the example's ``no_grad`` evaluation loop (the same batch
 and window for both: the trainer's ``eval_batch_size`` 10 and ``max(bptt, 50)``).
 
 Data: the real PTB training stream when ``RNNLAB_DATA_DIR`` points at the corpus mirror, else a
@@ -69,11 +69,12 @@ import torch.nn.functional as F
 from _common import machine_info, write_report
 from torch import Tensor, nn
 
-from rnnlab.dataset import DataConfig, LMData, load_data
-from rnnlab.evaluate import evaluate
-from rnnlab.model import LanguageModelConfig
-from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer
-from rnnlab.vocab import Vocab
+from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
+from rnnlab.data.dataset import DataConfig, LMData, load_data
+from rnnlab.data.vocab import Vocab
+from rnnlab.evaluation.text import evaluate
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.training.trainer import Trainer
 
 # The two shapes of issue 8: Zaremba et al.'s small and medium PTB models. lr and clip are the
 # PyTorch example's defaults (they do not change the cost, only keep the loss finite).
@@ -402,7 +403,7 @@ def bench_eval(
     args: argparse.Namespace,
     device: torch.device,
 ) -> dict:
-    """Eval tokens/s: rnnlab.evaluate against the example's no_grad loop."""
+    """Eval tokens/s: rnnlab.evaluation.text against the example's no_grad loop."""
     bptt = max(shape["bptt"], 50)
     loss: dict[str, float] = {}
 

@@ -8,7 +8,7 @@ corpus mirror), each writing one JSON curve:
   embedding 200, dropout 0.2, SGD at lr 20 divided by 4 whenever the validation loss does not
   improve, gradient norm clipped at 0.25, BPTT 35, batch 20, evaluation batch 10;
 * ``rnnlab``: ``rnnlab train`` with the flags after ``--`` (e.g. ``--preset ptb-hour``), through
-  the real :class:`rnnlab.train.Trainer` (its own schedule, validation and checkpoints).
+  the real :class:`rnnlab.training.trainer.Trainer` (its own schedule, validation and checkpoints).
 
 Both validate on PTB valid at their own cadence (the example: once per epoch). At every
 validation this script **also** evaluates the test split, for the curve only; the seconds that
@@ -37,7 +37,7 @@ from _common import machine_info, write_report
 from bench_train import PlainLM, get_batch, plain_batchify, plain_evaluate, repackage_hidden
 from torch import nn
 
-from rnnlab.dataset import DataConfig, load_data
+from rnnlab.data.dataset import DataConfig, load_data
 
 EXAMPLE = {"emsize": 200, "nhid": 200, "nlayers": 2, "dropout": 0.2, "lr": 20.0, "clip": 0.25}
 EXAMPLE.update({"bptt": 35, "batch": 20, "eval_batch": 10, "init": 0.1, "anneal": 4.0})
@@ -92,8 +92,8 @@ def run_example(minutes: float, seed: int, max_epochs: int) -> list[dict]:
 def run_rnnlab(train_argv: list[str]) -> list[dict]:
     """``rnnlab train`` with ``train_argv``, evaluating the test split at each validation."""
     from rnnlab.cli import make_parser
-    from rnnlab.cli.run import build_run_config
-    from rnnlab.train import Trainer
+    from rnnlab.cli.train import build_run_config
+    from rnnlab.training.trainer import Trainer
 
     args = make_parser().parse_args(["train", *train_argv])
     config = build_run_config(args)

@@ -15,21 +15,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlab import checkpoint as ck
 from rnnlab.cli import main
-from rnnlab.dataset import DataConfig
+from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
+from rnnlab.data.dataset import DataConfig
 from rnnlab.errors import ConfigError
-from rnnlab.evaluate import IGNORE, evaluate
-from rnnlab.model import (
-    AdaptiveLanguageModel,
-    LanguageModel,
-    LanguageModelConfig,
-    build_model,
-    default_cutoffs,
-)
-from rnnlab.sampling import SamplingConfig, generate
-from rnnlab.stepper import ForwardStepper, make_stepper
-from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer, load_model
+from rnnlab.evaluation.text import IGNORE, evaluate
+from rnnlab.generation.sampling import SamplingConfig, generate
+from rnnlab.generation.stepper import ForwardStepper, make_stepper
+from rnnlab.models.build import build_model
+from rnnlab.models.config import LanguageModelConfig, default_cutoffs
+from rnnlab.models.text import AdaptiveLanguageModel, LanguageModel
+from rnnlab.runs import checkpoint as ck
+from rnnlab.runs.load import load_model
+from rnnlab.training.trainer import Trainer
 
 V = 13
 TEXT = (
@@ -333,7 +331,7 @@ def test_cli_train_eval_sample(text_file, tmp_path, capsys):
     code, res, _ = run_cli(capsys, "eval", out, "--json", "--batch-size", 1)
     r = json.loads(res)
     assert code == 0 and r["perplexity"] == pytest.approx(math.exp(r["loss"]))
-    from rnnlab.dataset import load_data
+    from rnnlab.data.dataset import load_data
 
     data = load_data(DataConfig.from_dict(ckpt.meta["run"]["data"]), vocab=vocab)
     ref = evaluate(model, data.split("test"), batch_size=1)

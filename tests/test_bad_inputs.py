@@ -7,9 +7,9 @@ is refused. ``benchmarks/bad_inputs.py`` runs the whole catalogue and writes doc
 import pytest
 import torch
 
-from rnnlab import checkpoint as ck
 from rnnlab.cli import main
-from rnnlab.train import load_model
+from rnnlab.runs import checkpoint as ck
+from rnnlab.runs.load import load_model
 
 ENGLISH = (
     "the quick brown fox jumps over the lazy dog. " * 40

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnlab.batching import (
+from rnnlab.data.batching import (
     batchify,
     check_enough,
     column_slice,

@@ -1,4 +1,4 @@
-"""rnnlab.cells against torch.nn cells, NumPy and finite differences."""
+"""rnnlab.nn.cells against torch.nn cells, NumPy and finite differences."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.cells import GRUCell, LSTMCell, RNNCell
 from rnnlab.errors import ConfigError
+from rnnlab.nn.cells import GRUCell, LSTMCell, RNNCell
 
 I, H, B = 4, 5, 3
 

@@ -13,11 +13,12 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from safetensors.torch import save_file
 
-from rnnlab import checkpoint as ck
+from rnnlab.data.vocab import build_vocab
 from rnnlab.errors import CheckpointError
-from rnnlab.model import LanguageModel, LanguageModelConfig
-from rnnlab.train import load_model
-from rnnlab.vocab import build_vocab
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.text import LanguageModel
+from rnnlab.runs import checkpoint as ck
+from rnnlab.runs.load import load_model
 
 # ---------------------------------------------------------------------------------------- helpers
 

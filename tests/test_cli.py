@@ -18,12 +18,12 @@ import urllib.error
 import pytest
 import torch
 
-from rnnlab import checkpoint as ck
 from rnnlab.cli import main
-from rnnlab.evaluate import evaluate
-from rnnlab.poetry import check_form, check_rhyme, check_tones
-from rnnlab.sampling import boundary_token
-from rnnlab.train import load_model
+from rnnlab.evaluation.text import evaluate
+from rnnlab.generation.poetry import check_form, check_rhyme, check_tones
+from rnnlab.generation.sampling import boundary_token
+from rnnlab.runs import checkpoint as ck
+from rnnlab.runs.load import load_model
 
 ENGLISH = (
     "the quick brown fox jumps over the lazy dog. " * 40
@@ -346,7 +346,7 @@ def test_named_corpus_offline_says_how_to_provide_it(tmp_path, monkeypatch, caps
     def offline(url, timeout=0):
         raise urllib.error.URLError("network is unreachable")
 
-    monkeypatch.setattr("rnnlab.corpora.fetch_url", offline)
+    monkeypatch.setattr("rnnlab.data.corpora.fetch_url", offline)
     out = tmp_path / "r"
     code, _, err = run_cli(
         capsys, "train", "--corpus", "ptb", "--max-steps", 2, *SMALL, *QUIET, "--out", out
@@ -735,7 +735,7 @@ def test_unexpected_errors_are_one_line(monkeypatch, capsys, error, mentions, ex
     def broken(args):
         raise error
 
-    monkeypatch.setattr("rnnlab.cli.models.cmd_corpora", broken)
+    monkeypatch.setattr("rnnlab.cli.inference.cmd_corpora", broken)
     code, _, err = run_cli(capsys, "corpora")
     assert_one_line_error(code, err, *mentions)
     assert code == exit_code
@@ -904,7 +904,7 @@ def test_sample_beam_stop_and_count(run, capsys):
 
 
 def test_cli_schedule_choices_match_the_trainer():
-    from rnnlab.cli.run import SCHEDULES as CLI_SCHEDULES
-    from rnnlab.train import SCHEDULES as TRAIN_SCHEDULES
+    from rnnlab.cli.train import SCHEDULES as CLI_SCHEDULES
+    from rnnlab.config.run import SCHEDULES as TRAIN_SCHEDULES
 
     assert CLI_SCHEDULES == TRAIN_SCHEDULES

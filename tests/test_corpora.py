@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab import corpora
-from rnnlab.corpora import (
+from rnnlab.data import corpora
+from rnnlab.data.corpora import (
     CorpusSpec,
     clean_tang_poem,
     corpus_file,

@@ -23,8 +23,8 @@ import time
 import pytest
 import torch
 
-from rnnlab import checkpoint as ck
 from rnnlab.cli import main
+from rnnlab.runs import checkpoint as ck
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
 

@@ -9,11 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from rnnlab.dataset import DataConfig
-from rnnlab.evaluate import evaluate
-from rnnlab.model import LanguageModelConfig
-from rnnlab.recurrent import GRU, LSTM, RNN
-from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer, load_model
+from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
+from rnnlab.data.dataset import DataConfig
+from rnnlab.evaluation.text import evaluate
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.nn.recurrent import GRU, LSTM, RNN
+from rnnlab.runs.load import load_model
+from rnnlab.training.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from rnnlab.dataset import DataConfig
-from rnnlab.diagnostics import (
+from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
+from rnnlab.data.dataset import DataConfig
+from rnnlab.lab.gradflow import (
     GradFlow,
     decay_per_step,
     fresh_model,
@@ -20,9 +21,9 @@ from rnnlab.diagnostics import (
     state_gradient_norms,
     unroll,
 )
-from rnnlab.model import LanguageModelConfig
-from rnnlab.recurrent import CELL_NAMES, make_recurrent
-from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.nn.recurrent import CELL_NAMES, make_recurrent
+from rnnlab.training.trainer import Trainer
 
 
 @pytest.mark.parametrize("rho", [0.5, 0.9, 1.1])

@@ -12,10 +12,10 @@ import sys
 import pytest
 import torch
 
-from rnnlab import checkpoint as ck
-from rnnlab import distributed
 from rnnlab.cli import main
 from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.runs import checkpoint as ck
+from rnnlab.training import distributed
 
 pytestmark = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from rnnlab.evaluate import IGNORE, eval_layout, evaluate, score_tokens
-from rnnlab.model import LanguageModel, LanguageModelConfig
+from rnnlab.evaluation.text import IGNORE, eval_layout, evaluate, score_tokens
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.text import LanguageModel
 
 
 @pytest.mark.parametrize("n,b", [(2, 1), (10, 3), (101, 10), (7, 20), (64, 8)])

@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from rnnlab import experiments
-from rnnlab.checkpoint import load_checkpoint
-from rnnlab.dataset import DataConfig, load_data
+from rnnlab.config.run import OptimConfig, TrainConfig
+from rnnlab.data.dataset import DataConfig, load_data
 from rnnlab.errors import ConfigError, DataError, RnnlabError
-from rnnlab.experiments import (
+from rnnlab.lab import experiments
+from rnnlab.lab.experiments import (
     GridConfig,
     fraction_data,
     load_grid_data,
@@ -21,9 +21,11 @@ from rnnlab.experiments import (
     plan_grid,
     run_grid,
 )
-from rnnlab.model import LanguageModel, LanguageModelConfig
-from rnnlab.recurrent import CELL_NAMES
-from rnnlab.train import OptimConfig, TrainConfig, Trainer
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.text import LanguageModel
+from rnnlab.nn.recurrent import CELL_NAMES
+from rnnlab.runs.checkpoint import load_checkpoint
+from rnnlab.training.trainer import Trainer
 
 TEXT = (
     "the quick brown fox jumps over the lazy dog. " * 30

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from rnnlab.errors import ConfigError
-from rnnlab.evaluate import evaluate
-from rnnlab.model import LanguageModel, LanguageModelConfig, detach_state
-from rnnlab.recurrent import CELL_NAMES
+from rnnlab.evaluation.text import evaluate
+from rnnlab.models.base import detach_state
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.text import LanguageModel
+from rnnlab.nn.recurrent import CELL_NAMES
 
 
 def small(cell: str = "lstm", **kw) -> LanguageModel:

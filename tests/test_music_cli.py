@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from rnnlab.cli import main
-from rnnlab.dataset import DataConfig
+from rnnlab.config.run import OptimConfig, TrainConfig
+from rnnlab.data.dataset import DataConfig
+from rnnlab.data.rolls import N_PITCHES, RollData
 from rnnlab.errors import ConfigError
-from rnnlab.experiments import NLL, GridConfig, plan_grid, run_grid, selected_rates, valid_curve
-from rnnlab.model import LanguageModelConfig
-from rnnlab.rolls import N_PITCHES, RollData
-from rnnlab.train import OptimConfig, TrainConfig
+from rnnlab.lab.experiments import NLL, GridConfig, plan_grid, run_grid, selected_rates, valid_curve
+from rnnlab.models.config import LanguageModelConfig
 
 QUIET = ["--no-progress", "--threads", "1"]
 

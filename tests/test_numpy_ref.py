@@ -1,4 +1,4 @@
-"""Tests for rnnlab.numpy_ref: hand-written BPTT against finite differences and torch autograd."""
+"""Tests for rnnlab.nn.numpy_ref: hand-written BPTT against finite differences and torch autograd."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.numpy_ref import (
+from rnnlab.nn.numpy_ref import (
     NumpyRNNLM,
     gradient_check,
     init_cell_params,

@@ -4,9 +4,9 @@ untrained (and an adversarial) model that all have the exact form and the asked-
 import pytest
 import torch
 
+from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError
-from rnnlab.model import LanguageModel, LanguageModelConfig
-from rnnlab.poetry import (
+from rnnlab.generation.poetry import (
     PoemSpec,
     check_form,
     check_rhyme,
@@ -19,8 +19,9 @@ from rnnlab.poetry import (
     tone_classes,
     tone_patterns,
 )
-from rnnlab.sampling import SamplingConfig
-from rnnlab.vocab import Vocab
+from rnnlab.generation.sampling import SamplingConfig
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.text import LanguageModel
 
 # ------------------------------------------------------------------------------ the checkers
 

@@ -9,11 +9,12 @@ import torch
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
+from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError
-from rnnlab.model import LanguageModel, LanguageModelConfig
-from rnnlab.poetry import PoemSpec, check_form, check_rhyme, check_tones, generate_poems
-from rnnlab.sampling import SamplingConfig
-from rnnlab.vocab import Vocab
+from rnnlab.generation.poetry import PoemSpec, check_form, check_rhyme, check_tones, generate_poems
+from rnnlab.generation.sampling import SamplingConfig
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.text import LanguageModel
 
 HANZI = list(
     dict.fromkeys(

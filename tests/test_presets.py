@@ -3,9 +3,9 @@
 import pytest
 
 from rnnlab.cli import make_parser
-from rnnlab.cli.run import build_run_config
+from rnnlab.cli.train import build_run_config
+from rnnlab.config.presets import PRESETS, get_preset
 from rnnlab.errors import ConfigError
-from rnnlab.presets import PRESETS, get_preset
 
 
 def config_of(*argv):

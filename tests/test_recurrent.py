@@ -1,4 +1,4 @@
-"""rnnlab.recurrent against torch.nn.RNN/GRU/LSTM, NumPy and finite differences."""
+"""rnnlab.nn.recurrent against torch.nn.RNN/GRU/LSTM, NumPy and finite differences."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError
-from rnnlab.recurrent import CELL_NAMES, GRU, LSTM, RNN, Recurrent, make_recurrent
+from rnnlab.nn.recurrent import CELL_NAMES, GRU, LSTM, RNN, Recurrent, make_recurrent
 
 I, H, T, B = 4, 5, 6, 3
 
@@ -258,7 +258,7 @@ def test_dropout_in_training_matches_torch_with_same_seed(kind: str, impl: str) 
 
 
 def test_dropout_with_one_layer_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="rnnlab.recurrent"):
+    with caplog.at_level(logging.WARNING, logger="rnnlab.nn.recurrent"):
         LSTM(I, H, dropout=0.3)
     assert "does nothing with num_layers=1" in caplog.text
 

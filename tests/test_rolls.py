@@ -10,14 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlab.corpora import corpus_file, get_spec, is_pianoroll, list_corpora, load_corpus
-from rnnlab.errors import ConfigError, DataError
-from rnnlab.model import LanguageModel, LanguageModelConfig, PianoRollModel, build_model
-from rnnlab.rolls import (
+from rnnlab.data.corpora import corpus_file, get_spec, is_pianoroll, list_corpora, load_corpus
+from rnnlab.data.rolls import (
     N_PITCHES,
     RollData,
     epoch_batches,
-    evaluate_rolls,
     fraction_pieces,
     load_rolls,
     nll_sum,
@@ -25,9 +22,14 @@ from rnnlab.rolls import (
     read_mat,
     rolls_from_arrays,
     steps_in_window,
-    uniform_nll,
     with_start_frame,
 )
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.evaluation.rolls import evaluate_rolls, uniform_nll
+from rnnlab.models.build import build_model
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.pianoroll import PianoRollModel
+from rnnlab.models.text import LanguageModel
 
 # SOURCE.md of each mirror folder: pieces and frames per split (train, valid, test)
 STANDARD = {

@@ -7,11 +7,9 @@ import math
 import pytest
 import torch
 
-from rnnlab.cells import GRUCell, LSTMCell
+from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError
-from rnnlab.model import LanguageModel, LanguageModelConfig
-from rnnlab.recurrent import CELL_NAMES
-from rnnlab.sampling import (
+from rnnlab.generation.sampling import (
     SamplingConfig,
     beam_search,
     draw_categorical,
@@ -22,7 +20,7 @@ from rnnlab.sampling import (
     sample_ids,
     sequence_logprob,
 )
-from rnnlab.stepper import (
+from rnnlab.generation.stepper import (
     FastStepper,
     ForwardStepper,
     _double_rows,
@@ -31,7 +29,10 @@ from rnnlab.stepper import (
     _QuantLinear,
     make_stepper,
 )
-from rnnlab.vocab import Vocab
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.text import LanguageModel
+from rnnlab.nn.cells import GRUCell, LSTMCell
+from rnnlab.nn.recurrent import CELL_NAMES
 
 
 class TableModel:

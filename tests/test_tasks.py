@@ -7,13 +7,16 @@ import math
 import pytest
 import torch
 
-from rnnlab import checkpoint as ck
-from rnnlab.dataset import DataConfig
+from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
+from rnnlab.data.dataset import DataConfig
+from rnnlab.data.rolls import N_PITCHES, RollData
 from rnnlab.errors import ConfigError, RnnlabError
-from rnnlab.model import LanguageModelConfig, PianoRollModel
-from rnnlab.rolls import N_PITCHES, RollData
-from rnnlab.tasks import RollTask, make_task, steps_per_epoch
-from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer, load_model
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.pianoroll import PianoRollModel
+from rnnlab.runs import checkpoint as ck
+from rnnlab.runs.load import load_model
+from rnnlab.training.tasks import RollTask, make_task, steps_per_epoch
+from rnnlab.training.trainer import Trainer
 
 
 def toy_rolls(seed=0) -> RollData:
@@ -158,7 +161,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
 def test_piano_rolls_refuse_torchrun_and_text_commands(tmp_path):
     with pytest.raises(ConfigError, match="one process"):
         RollTask(toy_rolls(), config(), torch.device("cpu"), dist=object())  # type: ignore[arg-type]
-    from rnnlab.diagnostics import gradflow_of_run
+    from rnnlab.lab.gradflow import gradflow_of_run
 
     run = tmp_path / "run"
     Trainer(config(max_steps=2), run, data=toy_rolls()).fit()

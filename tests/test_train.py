@@ -7,21 +7,16 @@ import os
 import pytest
 import torch
 
-from rnnlab import checkpoint as ck
-from rnnlab.dataset import DataConfig
+from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
+from rnnlab.data.dataset import DataConfig
 from rnnlab.errors import ConfigError, RnnlabError, TrainingDiverged
-from rnnlab.memory import machine_memory, training_memory
-from rnnlab.model import LanguageModel, LanguageModelConfig
-from rnnlab.train import (
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-    Trainer,
-    load_model,
-    make_optimizer,
-    remove_stale_temp_files,
-    trim_metrics,
-)
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.text import LanguageModel
+from rnnlab.runs import checkpoint as ck
+from rnnlab.runs.files import remove_stale_temp_files, trim_metrics
+from rnnlab.runs.load import load_model
+from rnnlab.training.memory import machine_memory, training_memory
+from rnnlab.training.trainer import Trainer, make_optimizer
 
 TEXT = (
     "the quick brown fox jumps over the lazy dog. " * 40
@@ -165,7 +160,7 @@ def test_cosine_schedule_follows_the_clock(text_file, tmp_path, monkeypatch):
     cfg.optim = OptimConfig(optimizer="sgd", lr=1.0, schedule="cosine")
     trainer = Trainer(cfg, tmp_path / "run")
     trainer._clock = (100.0, 15.0)  # started at t=100 s, 15 s spent in an earlier session
-    monkeypatch.setattr("rnnlab.train.time.perf_counter", lambda: 115.0)
+    monkeypatch.setattr("rnnlab.training.trainer.time.perf_counter", lambda: 115.0)
     assert trainer._schedule_factor() == pytest.approx((1 + math.cos(math.pi * 0.5)) / 2)
 
 
@@ -258,8 +253,8 @@ def test_too_big_a_model_is_refused_before_it_is_built(text_file, tmp_path, monk
     def never(*args, **kwargs):
         raise AssertionError("the model was built")
 
-    monkeypatch.setattr("rnnlab.memory.machine_memory", lambda device: 10**4)
-    monkeypatch.setattr("rnnlab.train.build_model", never)
+    monkeypatch.setattr("rnnlab.training.memory.machine_memory", lambda device: 10**4)
+    monkeypatch.setattr("rnnlab.training.trainer.build_model", never)
     with pytest.raises(ConfigError, match=r"would need at least .* more than the 9\.8 KiB"):
         Trainer(config(text_file), tmp_path / "run")
     memory = machine_memory(torch.device("cpu"))

@@ -12,8 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnlab.errors import CheckpointError, ConfigError
-from rnnlab.vocab import (
+from rnnlab.data.vocab import (
     EOS,
     UNK,
     CharTokenizer,
@@ -24,6 +23,7 @@ from rnnlab.vocab import (
     encode_text,
     make_tokenizer,
 )
+from rnnlab.errors import CheckpointError, ConfigError
 
 
 def test_unk_is_always_first_and_unknowns_map_to_it() -> None:
@@ -197,7 +197,7 @@ def _data_dir() -> Path:
     ],
 )
 def test_published_word_counts(name: str, counts: dict[str, int], vocab_size: int) -> None:
-    from rnnlab.corpora import load_corpus
+    from rnnlab.data.corpora import load_corpus
 
     corpus = load_corpus(name, data_dir=_data_dir(), download=False)
     tok = make_tokenizer(corpus.level)

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from rnnlab.config.run import OptimConfig
 from rnnlab.errors import ConfigError
-from rnnlab.train import OptimConfig, make_optimizer
-from rnnlab.weight_noise import WeightNoise
+from rnnlab.training.trainer import make_optimizer
+from rnnlab.training.weight_noise import WeightNoise
 
 
 def small_net():

@@ -3,9 +3,11 @@
 The public API, re-exported from the modules that define it.
 """
 
-from rnnlab.batching import batchify, iter_windows, window_lengths
-from rnnlab.cells import GRUCell, LSTMCell, RNNCell
-from rnnlab.corpora import (
+import sys as _sys
+
+from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
+from rnnlab.data.batching import batchify, iter_windows, window_lengths
+from rnnlab.data.corpora import (
     Corpus,
     CorpusSpec,
     default_corpus,
@@ -13,21 +15,20 @@ from rnnlab.corpora import (
     load_corpus,
     load_text_file,
 )
-from rnnlab.dataset import DataConfig, LMData, load_data
+from rnnlab.data.dataset import DataConfig, LMData, load_data
+from rnnlab.data.vocab import Vocab, build_vocab, encode_text, make_tokenizer
 from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError, TrainingDiverged
-from rnnlab.evaluate import EvalResult, evaluate
-from rnnlab.model import (
-    AdaptiveLanguageModel,
-    LanguageModel,
-    LanguageModelConfig,
-    default_cutoffs,
-    detach_state,
-)
-from rnnlab.numpy_ref import NumpyRNNLM, gradient_check, numerical_gradient
-from rnnlab.recurrent import CELL_NAMES, GRU, LSTM, RNN, Recurrent, make_recurrent
-from rnnlab.sampling import SamplingConfig, generate
-from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer, load_model
-from rnnlab.vocab import Vocab, build_vocab, encode_text, make_tokenizer
+from rnnlab.evaluation.text import EvalResult, evaluate
+from rnnlab.generation.sampling import SamplingConfig, generate
+from rnnlab.models.base import detach_state
+from rnnlab.models.config import LanguageModelConfig, default_cutoffs
+from rnnlab.models.text import AdaptiveLanguageModel, LanguageModel
+from rnnlab.nn import numpy_ref
+from rnnlab.nn.cells import GRUCell, LSTMCell, RNNCell
+from rnnlab.nn.numpy_ref import NumpyRNNLM, gradient_check, numerical_gradient
+from rnnlab.nn.recurrent import CELL_NAMES, GRU, LSTM, RNN, Recurrent, make_recurrent
+from rnnlab.runs.load import load_model
+from rnnlab.training.trainer import Trainer
 
 __all__ = [
     "RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU", "LSTM", "Recurrent", "CELL_NAMES", "make_recurrent",
@@ -42,3 +43,6 @@ __all__ = [
     "RnnlabError", "DataError", "CheckpointError", "ConfigError", "TrainingDiverged",
 ]  # fmt: skip
 __version__ = "0.1.0"
+
+# ``import rnnlab.numpy_ref`` keeps working: the NumPy reference moved to rnnlab.nn.numpy_ref.
+_sys.modules.setdefault("rnnlab.numpy_ref", numpy_ref)

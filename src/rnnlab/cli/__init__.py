@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from rnnlab.cli.lab import _add_compare, _add_gradflow, build_grid_config, compare_settings
-from rnnlab.cli.models import (
+from rnnlab.cli.inference import (
     _add_corpora,
     _add_eval,
     _add_poem,
@@ -26,7 +25,8 @@ from rnnlab.cli.models import (
     cmd_sample,
     cmd_score,
 )
-from rnnlab.cli.run import _add_train, build_run_config, cmd_train
+from rnnlab.cli.lab import _add_compare, _add_gradflow, build_grid_config, compare_settings
+from rnnlab.cli.train import _add_train, build_run_config, cmd_train
 from rnnlab.errors import RnnlabError
 
 log = logging.getLogger("rnnlab")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rnnlab.cli.run import SCHEDULES, _add_data_args
+from rnnlab.cli.train import SCHEDULES, _add_data_args
 from rnnlab.errors import ConfigError
 
 # ---------------------------------------------------------------------------------- compare
@@ -201,8 +201,8 @@ COMPARE_DEFAULTS: dict[str, Any] = {
 def compare_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The compare settings: the flags given, else the preset's (explicit, or music-chung2014
     for a piano-roll corpus), else :data:`COMPARE_DEFAULTS`; plus the corpus."""
-    from rnnlab.corpora import is_pianoroll
-    from rnnlab.presets import get_preset
+    from rnnlab.config.presets import get_preset
+    from rnnlab.data.corpora import is_pianoroll
 
     preset = args.preset
     if preset is None and args.corpus and is_pianoroll(args.corpus):
@@ -239,10 +239,10 @@ def compare_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_grid_config(args: argparse.Namespace) -> Any:
     """The GridConfig that the compare flags (and a preset) describe."""
-    from rnnlab.dataset import DataConfig
-    from rnnlab.experiments import GridConfig
-    from rnnlab.model import LanguageModelConfig
-    from rnnlab.train import OptimConfig, TrainConfig
+    from rnnlab.config.run import OptimConfig, TrainConfig
+    from rnnlab.data.dataset import DataConfig
+    from rnnlab.lab.experiments import GridConfig
+    from rnnlab.models.config import LanguageModelConfig
 
     c = compare_settings(args)
     follows = args.tie or c["embed"] == "hidden"
@@ -264,7 +264,7 @@ def build_grid_config(args: argparse.Namespace) -> Any:
     if args.lr_from is not None:
         if args.lr is not None:
             raise ConfigError("give --lr or --lr-from, not both")
-        from rnnlab.experiments import chosen_rates
+        from rnnlab.lab.experiments import chosen_rates
 
         found = chosen_rates(args.lr_from)
         missing = [cell for cell in args.cells if cell not in found]
@@ -333,7 +333,7 @@ def build_grid_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rnnlab.experiments import load_grid_data, metric_for, run_grid, summarize
+    from rnnlab.lab.experiments import load_grid_data, metric_for, run_grid, summarize
 
     grid = build_grid_config(args)
     data = load_grid_data(grid)
@@ -440,8 +440,8 @@ def _add_gradflow(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_gradflow(args: argparse.Namespace) -> int:
-    from rnnlab.dataset import DataConfig
-    from rnnlab.diagnostics import gradflow_at_init, gradflow_of_run, plot_gradflow
+    from rnnlab.data.dataset import DataConfig
+    from rnnlab.lab.gradflow import gradflow_at_init, gradflow_of_run, plot_gradflow
 
     if args.threads is not None:
         import torch

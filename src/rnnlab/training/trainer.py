@@ -4,7 +4,7 @@ One loop serves ``train``, ``--resume``, fine-tuning and the comparison grid, fo
 piano rolls alike. Per step::
 
     state <- None if the window starts afresh, else detach_state(state)   # the window boundary
-    [weights += N(0, noise^2)]                # weight noise (optional, rnnlab.weight_noise)
+    [weights += N(0, noise^2)]                # weight noise (optional, rnnlab.training.weight_noise)
     loss, state <- task.forward_loss(model, window, state)
                                               # text: model(inputs, state, targets) gives the
                                               # nll (L, B) (full or adaptive softmax), loss its
@@ -14,19 +14,19 @@ piano rolls alike. Per step::
                                               # (lr scaled by L/bptt for variable text windows)
 
 What depends on the kind of data (windows, loss, evaluation, what a checkpoint records about the
-data) is a :class:`rnnlab.tasks.Task`, chosen from the data; the loop itself is the same. The
+data) is a :class:`rnnlab.training.tasks.Task`, chosen from the data; the loop itself is the same. The
 trainer knows nothing of which cell it trains. Everything that decides the next step (weights,
 optimizer, learning rate, best score, the carried hidden state, RNG states, the epoch and the window
 within it) goes into the checkpoint, so a resumed run continues bit for bit.
 
-**Crash safety.** Checkpoints are written atomically (:mod:`rnnlab.checkpoint`), ``best`` before
+**Crash safety.** Checkpoints are written atomically (:mod:`rnnlab.runs.checkpoint`), ``best`` before
 ``last``, and never with weights that are no longer finite; a resumed run drops the metrics rows
 logged after its checkpoint and the temporary files of killed writers. So a run killed at any
 moment (SIGKILL included) and resumed ends with exactly the weights of an uninterrupted run on the
 CPU; killed before its first checkpoint, ``--resume`` starts it over from ``run.json``.
 
 **Data parallelism.** Under ``torchrun`` each process trains its own block of the batch columns
-inside DistributedDataParallel; see :mod:`rnnlab.distributed`. Sizes that cannot fit in memory are
+inside DistributedDataParallel; see :mod:`rnnlab.training.distributed`. Sizes that cannot fit in memory are
 refused before the model is built (:func:`check_memory`).
 """
 
@@ -40,155 +40,32 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from rnnlab import checkpoint as ck
-from rnnlab import distributed
-from rnnlab.dataset import DataConfig, LMData, load_data
+from rnnlab.config.run import OptimConfig, RunConfig
+from rnnlab.data.dataset import LMData, load_data
+from rnnlab.data.rolls import RollData
+from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError, RnnlabError, TrainingDiverged
-from rnnlab.evaluate import EvalResult
-from rnnlab.memory import check_memory
-from rnnlab.model import (
-    LanguageModelConfig,
-    SequenceModel,
-    State,
-    build_model,
-    detach_state,
-)
-from rnnlab.rolls import N_PITCHES, RollData
-from rnnlab.tasks import Batch, Task, make_task
-from rnnlab.vocab import Vocab
-from rnnlab.weight_noise import WeightNoise
+from rnnlab.evaluation.text import EvalResult
+from rnnlab.models.base import State, detach_state
+from rnnlab.models.build import build_model
+from rnnlab.runs import checkpoint as ck
+from rnnlab.runs.files import METRICS, remove_stale_temp_files, trim_metrics
+from rnnlab.runs.load import load_model_weights, pick_device
+from rnnlab.training import distributed
+from rnnlab.training.memory import check_memory
+from rnnlab.training.tasks import Batch, Task, make_task
+from rnnlab.training.weight_noise import WeightNoise
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 RMSPROP_ALPHA = 0.9  # decay of the mean square (Tieleman & Hinton 2012, lecture 6e)
-SCHEDULES = ("constant", "decay", "plateau", "cosine")
-
-
-@dataclass
-class OptimConfig:
-    """Optimizer and learning-rate schedule.
-
-    Schedules: ``constant``; ``decay`` multiplies the rate by ``decay_factor`` after every epoch
-    from epoch ``decay_start`` on (Zaremba et al. 2014); ``plateau`` multiplies it by
-    ``plateau_factor`` whenever the validation loss does not improve (the PyTorch
-    word-language-model example divides by 4); ``cosine`` anneals the rate over the run's
-    budget, ``lr * (1 + cos(pi * f)) / 2`` where ``f`` is the fraction of the budget spent: the
-    largest of steps / ``max_steps``, minutes / ``max_minutes`` and epochs / ``epochs`` (a fixed
-    budget is spent best when the rate reaches zero at its end; with ``max_minutes`` the rate
-    follows the clock, so a resumed run is not bit-identical).
-
-    ``rmsprop`` divides each gradient by the root of its running mean square (decay 0.9,
-    Tieleman & Hinton 2012), as Chung et al. (2014) trained. ``weight_noise`` is the standard
-    deviation of the Gaussian noise added to every weight for each training step (0: off; see
-    :mod:`rnnlab.weight_noise`).
-    """
-
-    optimizer: str = "sgd"
-    lr: float = 20.0
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    clip: float = 0.25
-    schedule: str = "plateau"
-    decay_start: int = 4
-    decay_factor: float = 0.5
-    plateau_factor: float = 0.25
-    weight_noise: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
-        if not self.clip >= 0:  # NaN too
-            raise ConfigError(f"clip must be >= 0 (0 turns clipping off), got {self.clip}")
-        for name in ("momentum", "weight_decay", "weight_noise"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(
-                    f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
-                )
-        for name in ("decay_factor", "plateau_factor"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(
-                    f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
-                )
-
-
-@dataclass
-class TrainConfig:
-    """The loop: window, batch, length of training, seed, saving and logging."""
-
-    bptt: int = 35
-    variable_bptt: bool = False
-    batch_size: int = 20
-    eval_batch_size: int = 10
-    epochs: int = 6
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    patience: int | None = None
-    seed: int = 1
-    save_every: int | None = None
-    eval_every: int | None = None  # also validate every N steps (log-only: learning curves)
-    log_every: int = 200
-    device: str = "auto"
-    threads: int | None = None  # torch intra-op threads (None: torch's default)
-
-    def __post_init__(self) -> None:
-        for name in ("bptt", "batch_size", "eval_batch_size", "epochs", "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(
-                    f"{name.replace('_', '-')} must be a positive integer, got {value!r}"
-                )
-        for name in ("max_steps", "save_every", "eval_every", "patience", "threads"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(
-                    f"{name.replace('_', '-')} must be a positive integer, got {value!r}"
-                )
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ConfigError(f"max-minutes must be positive, got {self.max_minutes}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a run; saved as ``run.json`` and inside every checkpoint."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    preset: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(asdict(self), model=self.model.to_dict())
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        def build(kind: type, values: dict[str, Any]) -> Any:
-            known = {f.name for f in fields(kind)}
-            return kind(**{k: v for k, v in values.items() if k in known})
-
-        return cls(
-            data=build(DataConfig, d.get("data", {})),
-            model=build(LanguageModelConfig, d.get("model", {})),
-            optim=build(OptimConfig, d.get("optim", {})),
-            train=build(TrainConfig, d.get("train", {})),
-            preset=d.get("preset"),
-        )
 
 
 @dataclass
@@ -217,20 +94,6 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
-        )
-    return device
-
-
 def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
@@ -252,9 +115,9 @@ def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
 class Trainer:
     """Trains a :class:`LanguageModel` or :class:`AdaptiveLanguageModel` (text) or a
     :class:`PianoRollModel` (piano rolls) as ``config`` says and keeps ``run_dir`` up to date.
-    The data picks the task (:func:`rnnlab.tasks.make_task`) and the model's head.
+    The data picks the task (:func:`rnnlab.training.tasks.make_task`) and the model's head.
 
-    Under ``torchrun`` (see :mod:`rnnlab.distributed`) every process builds a Trainer with the
+    Under ``torchrun`` (see :mod:`rnnlab.training.distributed`) every process builds a Trainer with the
     same arguments: each trains on its own block of the batch columns inside
     DistributedDataParallel, and only rank 0 writes to ``run_dir``, logs and shows progress.
 
@@ -735,130 +598,13 @@ class Trainer:
         )
 
 
-METRICS = "metrics.jsonl"
 MAX_THREADS_PER_CPU = 4  # more intra-op threads than this per CPU is refused as absurd
 SIGNAL_ECHO_S = 1.0  # under torchrun, a repeated SIGINT within this many seconds is an echo
-_RUN_FILES = (ck.LAST, ck.BEST, ck.RUN_CONFIG, METRICS, "results.json")
 
 
 def _rank_seed(seed: int, rank: int) -> int:
     """The dropout seed of rank ``rank`` > 0 (rank 0 uses ``seed`` itself)."""
     return (seed + 1_000_003 * rank) % 2**63
-
-
-def remove_stale_temp_files(run_dir: Path) -> None:
-    """Delete temporary files that a killed process left in ``run_dir`` (``.<name>.tmp-<pid>``
-    of the run's own files; never this process's)."""
-    mine = f".tmp-{os.getpid()}"
-    for name in _RUN_FILES:
-        for tmp in run_dir.glob(f".{name}.tmp-*"):
-            if not tmp.name.endswith(mine):
-                try:
-                    tmp.unlink()
-                except OSError:
-                    pass
-
-
-def trim_metrics(path: Path, step: int) -> None:
-    """Keep the rows of ``metrics.jsonl`` up to ``step`` (the checkpoint being resumed).
-
-    Rows written after the checkpoint by a run that then died, and a row cut off by the crash,
-    are dropped, so the resumed run's rows follow on without duplicates.
-    """
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return
-    lines = text.splitlines()
-    keep = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            keep.append(line)
-    if len(keep) == len(lines) and (not text or text.endswith("\n")):
-        return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ck.CheckpointError(
-            f"could not rewrite {path}: {e.strerror or e}; free disk space or fix permissions"
-        ) from None
-
-
-def load_model_weights(model: SequenceModel, ckpt: ck.Checkpoint) -> None:
-    """Copy a checkpoint's weights into ``model``, refusing shapes that disagree."""
-    expected = model.state_dict()
-    check_weights(expected, ckpt)
-    weights = ckpt.group("model")
-    model.load_state_dict({k: weights[k] for k in expected})
-
-
-def check_weights(expected: dict[str, Tensor], ckpt: ck.Checkpoint) -> None:
-    """Refuse a checkpoint whose weights lack a tensor of ``expected`` or disagree in shape."""
-    weights = ckpt.group("model")
-    missing = sorted(set(expected) - set(weights))
-    if missing:
-        raise ck.CheckpointError(
-            f"checkpoint lacks weights {', '.join(missing[:3])}; it does not fit this model"
-        )
-    for name, t in expected.items():
-        if tuple(weights[name].shape) != tuple(t.shape):
-            raise ck.CheckpointError(
-                f"checkpoint tensor {name} has shape {tuple(weights[name].shape)} but its config "
-                f"implies {tuple(t.shape)}; the checkpoint is inconsistent"
-            )
-
-
-def load_model(path: str | Path, device: str = "cpu") -> tuple[Any, Any, ck.Checkpoint]:
-    """The model and vocabulary of a checkpoint (a run directory or a file), ready for inference.
-
-    A text run gives ``(LanguageModel or AdaptiveLanguageModel, Vocab, checkpoint)``; a
-    piano-roll run gives ``(PianoRollModel, None, checkpoint)`` (no vocabulary; its
-    ``meta["level"]`` is ``"pianoroll"``). The weights are checked against a skeleton of the model on the ``meta``
-    device (no memory) before the model is built, so a crafted description cannot make it
-    allocate without bound.
-    """
-    ckpt = ck.load_checkpoint(path)
-    try:
-        config = LanguageModelConfig.from_dict(ckpt.meta["model"])
-        level = ckpt.meta["level"]
-        rolls = level == RollData.level
-        if level not in ("char", "word") and not rolls:
-            raise TypeError(f"level {level!r}")
-        if rolls != (config.head == "sigmoid"):
-            raise TypeError(f"a {config.head} head for level {level!r}")
-        vocab = None if rolls else Vocab.from_dict(ckpt.meta["vocab"])
-    except (KeyError, TypeError, RnnlabError) as e:
-        raise ck.CheckpointError(f"checkpoint {path} has an invalid description ({e})") from None
-    size = N_PITCHES if vocab is None else len(vocab)
-    if size != config.vocab_size:
-        what = "88 piano keys" if vocab is None else f"vocabulary of {len(vocab)}"
-        raise ck.CheckpointError(
-            f"checkpoint {path} is inconsistent: {what} but model of {config.vocab_size}"
-        )
-    with torch.device("meta"):
-        check_weights(build_model(config).state_dict(), ckpt)
-    model = build_model(config)
-    load_model_weights(model, ckpt)
-    model.to(pick_device(device)).eval()
-    return model, vocab, ckpt
-
-
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The config of an existing run (from ``run.json``), for ``--resume``."""
-    path = Path(run_dir) / ck.RUN_CONFIG
-    if not path.is_file():
-        raise RnnlabError(f"{run_dir} holds no rnnlab run (no {ck.RUN_CONFIG}); check the path")
-    try:
-        return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
-        raise RnnlabError(f"{path} is corrupt ({type(e).__name__}); start a new run") from None
 
 
 def _in_main_thread() -> bool:

@@ -1,7 +1,7 @@
 """The architecture comparison grid behind ``rnnlab compare``: runs, tables and plots.
 
 A grid crosses four axes and trains one run per point, each through the same
-:class:`rnnlab.train.Trainer` as ``rnnlab train``, in its own directory ``OUT/runs/<run-id>``::
+:class:`rnnlab.training.trainer.Trainer` as ``rnnlab train``, in its own directory ``OUT/runs/<run-id>``::
 
     cells  x  data fractions  x  BPTT windows tau  x  learning rates  x  seeds    (one budget)
 
@@ -37,7 +37,7 @@ searches the rates in a small grid (one seed, all data) and gives every cell its
 the main grid (``cell_lrs``, from :func:`chosen_rates`), instead of crossing the rate axis with
 every other axis.
 
-**Piano rolls** (a music corpus, :mod:`rnnlab.rolls`): the same grid, with the figure the
+**Piano rolls** (a music corpus, :mod:`rnnlab.data.rolls`): the same grid, with the figure the
 negative log-likelihood per time step (columns ``valid_nll``, ``test_nll``, ``target_nll``; no
 bits per character), "tokens" counting predicted time steps (frames), data fractions taking the
 first pieces, and the learning curves drawn by epoch and by wall time (as Chung et al. 2014
@@ -57,14 +57,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rnnlab.batching import check_enough
-from rnnlab.dataset import DataConfig, LMData, load_data
+from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
+from rnnlab.data.batching import check_enough
+from rnnlab.data.dataset import DataConfig, LMData, load_data
+from rnnlab.data.rolls import N_PITCHES, PIANOROLL, RollData, fraction_pieces
 from rnnlab.errors import ConfigError, DataError, RnnlabError, TrainingDiverged
-from rnnlab.model import LanguageModelConfig
-from rnnlab.recurrent import CELL_NAMES
-from rnnlab.rolls import N_PITCHES, PIANOROLL, RollData, fraction_pieces
-from rnnlab.tasks import steps_per_epoch
-from rnnlab.train import OptimConfig, RunConfig, TrainConfig, Trainer
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.nn.recurrent import CELL_NAMES
+from rnnlab.training.tasks import steps_per_epoch
+from rnnlab.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +446,7 @@ def load_grid_data(grid: GridConfig) -> LMData | RollData:
 
 
 def fraction_length(n_train: int, fraction: float) -> int:
-    """Training tokens kept for ``fraction`` (the rule of :func:`rnnlab.dataset.load_data`)."""
+    """Training tokens kept for ``fraction`` (the rule of :func:`rnnlab.data.dataset.load_data`)."""
     return n_train if fraction >= 1.0 else max(2, int(n_train * fraction))
 
 

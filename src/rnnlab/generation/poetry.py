@@ -55,10 +55,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError, RnnlabError
-from rnnlab.sampling import SamplingConfig, make_generator, pick
-from rnnlab.stepper import make_stepper
-from rnnlab.vocab import Vocab
+from rnnlab.generation.sampling import SamplingConfig, make_generator, pick
+from rnnlab.generation.stepper import make_stepper
 
 COMMA, PERIOD = "，", "。"
 LEVEL, OBLIQUE, EITHER = "平", "仄", "中"
@@ -516,7 +516,7 @@ def generate_poems(
 ) -> list[Poem]:
     """``count`` poems as ``spec`` asks, decoded in batches of ``batch_size`` rows.
 
-    ``dtype`` (bf16 or int8, see :class:`rnnlab.stepper.FastStepper`) trades exact
+    ``dtype`` (bf16 or int8, see :class:`rnnlab.generation.stepper.FastStepper`) trades exact
     distributions for speed; the form constraints hold either way.
 
     Every poem has the exact form (see the module docstring); ``rhyme`` and ``tones`` are

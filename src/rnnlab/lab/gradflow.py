@@ -18,7 +18,7 @@ through ``z``. For a linear RNN with :math:`U = \rho Q` (``Q`` orthogonal) the r
 :math:`g_{d+1} / g_d` is exactly ``rho``, a closed form the tests check.
 
 The network is run step by step through the cells' own ``step`` functions
-(:mod:`rnnlab.cells`) from the layer weights, and :func:`torch.autograd.grad` takes the
+(:mod:`rnnlab.nn.cells`) from the layer weights, and :func:`torch.autograd.grad` takes the
 gradient with respect to every per-step state. With several layers, ``g_d`` is the norm over
 all layers' states at time ``T - d``. Each column of the batch is its own sequence; ``g_d`` is
 the mean over columns of the per-column norm.
@@ -41,12 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnlab.batching import batchify
-from rnnlab.cells import GRUCell, LSTMCell, RNNCell
-from rnnlab.dataset import DataConfig, load_data
+from rnnlab.data.batching import batchify
+from rnnlab.data.dataset import DataConfig, load_data
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.model import LanguageModel, LanguageModelConfig
-from rnnlab.recurrent import GRU, LSTM, RNN, Recurrent
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.text import LanguageModel
+from rnnlab.nn.cells import GRUCell, LSTMCell, RNNCell
+from rnnlab.nn.recurrent import GRU, LSTM, RNN, Recurrent
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +426,7 @@ def gradflow_of_run(
     The text is the run's own validation split unless ``data`` names another (tokenized with
     the run's vocabulary). ``with_init`` adds a fresh model of the same configuration.
     """
-    from rnnlab.train import load_model
+    from rnnlab.runs.load import load_model
 
     model, vocab, ckpt = load_model(run_dir)
     if vocab is None:

@@ -41,11 +41,11 @@ UNK_LIMIT = 0.10
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rnnlab.corpora import is_pianoroll
-    from rnnlab.dataset import DataConfig, load_data
-    from rnnlab.evaluate import evaluate
-    from rnnlab.rolls import RollData
-    from rnnlab.train import load_model
+    from rnnlab.data.corpora import is_pianoroll
+    from rnnlab.data.dataset import DataConfig, load_data
+    from rnnlab.data.rolls import RollData
+    from rnnlab.evaluation.text import evaluate
+    from rnnlab.runs.load import load_model
 
     model, vocab, ckpt = load_model(args.run_dir, device=args.device)
     if vocab is None:
@@ -104,9 +104,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_rolls(args: argparse.Namespace, model: Any, ckpt: Any) -> int:
     """``rnnlab eval`` of a piano-roll model: exact NLL per time step of a split."""
-    from rnnlab.corpora import is_pianoroll
-    from rnnlab.dataset import DataConfig, load_data
-    from rnnlab.rolls import evaluate_rolls
+    from rnnlab.data.corpora import is_pianoroll
+    from rnnlab.data.dataset import DataConfig, load_data
+    from rnnlab.evaluation.rolls import evaluate_rolls
 
     if args.text or (args.corpus and not is_pianoroll(args.corpus)):
         raise ConfigError(
@@ -137,7 +137,7 @@ def _eval_rolls(args: argparse.Namespace, model: Any, ckpt: Any) -> int:
 
 def _text_model(run_dir: str, device: str, command: str) -> tuple[Any, Any, Any]:
     """``load_model`` for the commands that need text (a vocabulary)."""
-    from rnnlab.train import load_model
+    from rnnlab.runs.load import load_model
 
     model, vocab, ckpt = load_model(run_dir, device=device)
     if vocab is None:
@@ -196,8 +196,8 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from rnnlab.sampling import SamplingConfig, generate
-    from rnnlab.stepper import PRECISIONS
+    from rnnlab.generation.sampling import SamplingConfig, generate
+    from rnnlab.generation.stepper import PRECISIONS
 
     cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     if args.beam is not None and args.beam < 1:
@@ -260,9 +260,9 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_poem(args: argparse.Namespace) -> int:
-    from rnnlab.poetry import PoemSpec, generate_poems
-    from rnnlab.sampling import SamplingConfig
-    from rnnlab.stepper import PRECISIONS
+    from rnnlab.generation.poetry import PoemSpec, generate_poems
+    from rnnlab.generation.sampling import SamplingConfig
+    from rnnlab.generation.stepper import PRECISIONS
 
     spec = PoemSpec(
         chars=args.form,
@@ -319,10 +319,10 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from rnnlab.corpora import read_text_file
-    from rnnlab.evaluate import score_tokens
-    from rnnlab.sampling import boundary_token
-    from rnnlab.vocab import make_tokenizer
+    from rnnlab.data.corpora import read_text_file
+    from rnnlab.data.vocab import make_tokenizer
+    from rnnlab.evaluation.text import score_tokens
+    from rnnlab.generation.sampling import boundary_token
 
     if args.text is None and args.stdin is None:
         raise ConfigError("give the text to score: --text FILE, or - to read standard input")
@@ -372,7 +372,7 @@ def _add_corpora(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
-    from rnnlab.corpora import corpus_status, list_corpora
+    from rnnlab.data.corpora import corpus_status, list_corpora
 
     rows = [
         {"name": s.name, "level": s.level, "status": corpus_status(s), "description": s.description}

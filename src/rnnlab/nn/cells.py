@@ -7,7 +7,7 @@ shapes, gate order (r, z, n for the GRU; i, f, g, o for the LSTM), initialisatio
 
 Each cell does ONE fused GEMM for all its gates and then splits the result. The equations live
 in one place only: the static ``step`` of each cell. It takes the input projection already
-computed, ``gi = x W_ih^T + b_ih`` of shape (B, G*H), so that :mod:`rnnlab.recurrent` can compute
+computed, ``gi = x W_ih^T + b_ih`` of shape (B, G*H), so that :mod:`rnnlab.nn.recurrent` can compute
 the projection of a whole sequence in one GEMM before its time loop and then call the very same
 ``step`` at every time step.
 
@@ -74,7 +74,7 @@ class _CellBase(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: expected input of shape (batch, {self.input_size}) or "
                 f"({self.input_size},), got {tuple(input.shape)}; feed one time step at a time "
-                "or use rnnlab.recurrent for sequences"
+                "or use rnnlab.nn.recurrent for sequences"
             )
         if input.size(-1) != self.input_size:
             raise ValueError(

@@ -4,7 +4,7 @@ This is the one place that turns "which text" (a named corpus, a local file, or 
 default) into the three token-id streams the trainer and evaluator consume. The vocabulary is
 built on the training split only, or taken from a checkpoint so ids mean the same thing later.
 A piano-roll corpus (``jsb``, ``nottingham``, ``musedata``, ``pianomidi``) gives a
-:class:`rnnlab.rolls.RollData` instead: lists of frames, no tokenizer, no vocabulary.
+:class:`rnnlab.data.rolls.RollData` instead: lists of frames, no tokenizer, no vocabulary.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnlab.corpora import Corpus, default_corpus, is_pianoroll, load_corpus, load_text_file
+from rnnlab.data.corpora import Corpus, default_corpus, is_pianoroll, load_corpus, load_text_file
+from rnnlab.data.rolls import RollData, fraction_pieces, load_rolls
+from rnnlab.data.vocab import Vocab, build_vocab, make_tokenizer
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.rolls import RollData, fraction_pieces, load_rolls
-from rnnlab.vocab import Vocab, build_vocab, make_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def load_text(cfg: DataConfig) -> Corpus:
 def load_roll_data(cfg: DataConfig) -> RollData:
     """The piano rolls of a music corpus; ``data_fraction`` keeps the first training pieces.
 
-    ``corpus_options`` may hold ``{"start_frame": True}`` (see :mod:`rnnlab.rolls`).
+    ``corpus_options`` may hold ``{"start_frame": True}`` (see :mod:`rnnlab.data.rolls`).
     """
     if cfg.level is not None:
         raise ConfigError(f"corpus '{cfg.corpus}' holds piano rolls; drop --level {cfg.level}")

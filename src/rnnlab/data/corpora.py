@@ -1,6 +1,6 @@
 """Corpora: where text comes from, checked byte for byte, as raw text split into train/valid/test.
 
-A :class:`Corpus` holds the raw TEXT of its three splits (tokenizing is :mod:`rnnlab.vocab`'s
+A :class:`Corpus` holds the raw TEXT of its three splits (tokenizing is :mod:`rnnlab.data.vocab`'s
 job). Three kinds of source:
 
 * **named corpora** (:func:`load_corpus`): ``ptb``, ``wikitext2``, ``tinyshakespeare``, ``linux``,
@@ -41,7 +41,7 @@ tang               char   complete Tang poems of chinese-poetry, cleaned, one po
 ``pianomidi``, the four polyphonic-music benchmarks of Boulanger-Lewandowski, Bengio & Vincent
 (2012) with their standard splits, as the TCN repository's ``.mat`` conversion. They are
 sequences of 88-note frames, not text: the registry finds and checks their files like any other
-(mirror, cache, verified download), :mod:`rnnlab.rolls` reads them, and :func:`load_corpus`
+(mirror, cache, verified download), :mod:`rnnlab.data.rolls` reads them, and :func:`load_corpus`
 refuses them. :func:`list_corpora` lists the text corpora unless asked for ``kind="pianoroll"``
 or ``"all"``.
 """
@@ -587,7 +587,7 @@ def load_corpus(
     spec = get_spec(name)
     if spec.level == PIANOROLL:
         raise ConfigError(
-            f"corpus '{name}' holds piano rolls, not text; load it with rnnlab.rolls.load_rolls "
+            f"corpus '{name}' holds piano rolls, not text; load it with rnnlab.data.rolls.load_rolls "
             "(rnnlab train --corpus does this)"
         )
     unknown = sorted(set(options) - set(spec.options))

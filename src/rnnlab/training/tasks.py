@@ -1,6 +1,6 @@
 """Training tasks: the parts of training that depend on the kind of data.
 
-:class:`rnnlab.train.Trainer` has one loop (forward, loss, backward, clip, update, validate,
+:class:`rnnlab.training.trainer.Trainer` has one loop (forward, loss, backward, clip, update, validate,
 checkpoint, resume) for every kind of data; a task supplies what differs, chosen by
 :func:`make_task` from the data it is given:
 
@@ -33,22 +33,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab import distributed
-from rnnlab.batching import batchify, check_enough, column_slice, iter_windows, window_lengths
-from rnnlab.dataset import LMData
-from rnnlab.errors import ConfigError, DataError
-from rnnlab.evaluate import EvalResult, evaluate
-from rnnlab.model import LanguageModelConfig, SequenceModel, State, perplexity
-from rnnlab.rolls import (
+from rnnlab.data.batching import batchify, check_enough, column_slice, iter_windows, window_lengths
+from rnnlab.data.dataset import LMData
+from rnnlab.data.rolls import (
     N_PITCHES,
     RollData,
     epoch_batches,
-    evaluate_rolls,
     nll_sum,
     pad_pieces,
     steps_in_window,
-    uniform_nll,
 )
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.evaluation.rolls import evaluate_rolls, uniform_nll
+from rnnlab.evaluation.text import EvalResult, evaluate
+from rnnlab.models.base import State, perplexity
+from rnnlab.models.build import SequenceModel
+from rnnlab.models.config import LanguageModelConfig
+from rnnlab.training import distributed
 
 
 class Batch(NamedTuple):

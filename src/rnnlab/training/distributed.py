@@ -10,7 +10,7 @@ process; :func:`setup` reads them and joins the process group: NCCL on CUDA (dev
 
 **The combined batch.** The batch of ``B`` columns is laid out exactly as in a single process;
 rank ``r`` of ``W`` trains on its own contiguous block of ``B / W`` columns
-(:func:`rnnlab.batching.column_slice`) and carries its own part of the hidden state. Each rank's
+(:func:`rnnlab.data.batching.column_slice`) and carries its own part of the hidden state. Each rank's
 loss is the mean over its ``L * B / W`` tokens; DDP averages the gradients over the ranks, and
 since every rank holds the same number of tokens,
 

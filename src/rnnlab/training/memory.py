@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from rnnlab.errors import ConfigError
-from rnnlab.model import LanguageModelConfig
+from rnnlab.models.config import LanguageModelConfig
 
 if TYPE_CHECKING:  # the trainer's configs; imported for types only (train.py imports this module)
-    from rnnlab.train import OptimConfig, RunConfig
+    from rnnlab.config.run import OptimConfig, RunConfig
 
 
 def training_memory(

@@ -22,7 +22,9 @@ import torch
 from torch import Tensor
 
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.model import IGNORE, TextModel, detach_state, perplexity
+from rnnlab.models.base import detach_state, perplexity
+from rnnlab.models.config import IGNORE
+from rnnlab.models.text import TextModel
 
 
 @dataclass
@@ -30,7 +32,7 @@ class EvalResult:
     """Mean negative log-likelihood ``loss`` (nats) over ``tokens`` predictions.
 
     ``unit`` is ``"token"`` for text (``perplexity`` = exp(loss), ``bpc`` for characters) or
-    ``"step"`` for piano rolls (:mod:`rnnlab.rolls`), where ``loss`` is the NLL per time step
+    ``"step"`` for piano rolls (:mod:`rnnlab.data.rolls`), where ``loss`` is the NLL per time step
     and ``tokens`` counts predicted time steps; there is no perplexity then.
     """
 

@@ -5,7 +5,7 @@ exact negative log-likelihood per time step.
 piano rolls with standard splits; Chung et al. (2014) compared tanh, GRU and LSTM units on them.
 A piece is a ``(T, 88)`` 0/1 float tensor: row ``t`` is the frame at time step ``t``, column
 ``j`` is MIDI pitch ``21 + j`` (A0 .. C8), 1 where the note sounds. The registry
-(:mod:`rnnlab.corpora`: ``jsb``, ``nottingham``, ``musedata``, ``pianomidi``) finds and checks
+(:mod:`rnnlab.data.corpora`: ``jsb``, ``nottingham``, ``musedata``, ``pianomidi``) finds and checks
 the ``.mat`` files; :func:`read_mat` reads them with ``scipy.io.loadmat``.
 
 **Model and loss.** The input at step ``t`` is the frame ``x_t``, the target is ``x_{t+1}``; the
@@ -44,7 +44,6 @@ The training loss of a window is the NLL summed over its unmasked steps, divided
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnlab.corpora import PIANOROLL, Fetch, corpus_file, get_spec
+from rnnlab.data.corpora import PIANOROLL, Fetch, corpus_file, get_spec
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.evaluate import EvalResult
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +70,7 @@ POOL_BATCHES = 8  # batches whose pieces are sorted by length together (less pad
 class RollData:
     """The piano rolls of the three splits: lists of ``(T_i, 88)`` float32 0/1 tensors.
 
-    ``level`` and ``vocab`` mirror :class:`rnnlab.dataset.LMData` (rolls have no vocabulary).
+    ``level`` and ``vocab`` mirror :class:`rnnlab.data.dataset.LMData` (rolls have no vocabulary).
     """
 
     name: str
@@ -161,7 +159,7 @@ def load_rolls(
     """A named piano-roll corpus (``jsb``, ``nottingham``, ``musedata``, ``pianomidi``).
 
     The file comes checksum-verified from the mirror (``data_dir`` or ``$RNNLAB_DATA_DIR``), the
-    user cache, or upstream (see :func:`rnnlab.corpora.corpus_file`). ``start_frame`` puts an
+    user cache, or upstream (see :func:`rnnlab.data.corpora.corpus_file`). ``start_frame`` puts an
     all-zero frame before every piece (see the module docstring).
     """
     if not isinstance(start_frame, bool):
@@ -267,37 +265,3 @@ def epoch_batches(
         chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches)).tolist()]
-
-
-# --------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate_rolls(
-    model: torch.nn.Module, pieces: Sequence[Tensor], *, batch_size: int = 16
-) -> EvalResult:
-    """Exact NLL per time step of ``model`` on ``pieces``: every predicted step scored once,
-    each piece from the zero state, summed in float64.
-
-    Pieces are batched by length (padding does not change any piece's score, only the speed).
-    """
-    if batch_size < 1:
-        raise ConfigError(f"evaluation batch size must be positive, got {batch_size}")
-    if not pieces:
-        raise DataError("no pieces to evaluate")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    order = sorted(range(len(pieces)), key=lambda i: pieces[i].size(0))
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    steps = 0
-    for start in range(0, len(order), batch_size):
-        batch = pad_pieces([pieces[i].to(device) for i in order[start : start + batch_size]])
-        logits, _ = model(batch.inputs, None)  # (T - 1, B, 88)
-        total += nll_sum(logits, batch.targets, batch.mask).double()
-        steps += sum(n - 1 for n in batch.lengths)
-    model.train(was_training)
-    return EvalResult(loss=total.item() / steps, perplexity=None, tokens=steps, unit="step")
-
-
-def uniform_nll() -> float:
-    """NLL per step of the model that gives every note probability 1/2: 88 ln 2 nats."""
-    return N_PITCHES * math.log(2)

@@ -12,7 +12,7 @@ from typing import Any
 
 from rnnlab.errors import ConfigError
 
-# rnnlab.train.SCHEDULES, spelled out so that --help does not import torch (a test checks them)
+# rnnlab.config.run.SCHEDULES, spelled out so that --help does not import torch (a test checks them)
 SCHEDULES = ("constant", "decay", "plateau", "cosine")
 
 # flag -> (section of RunConfig, field)
@@ -194,9 +194,9 @@ def _cutoffs(text: str) -> tuple[int, ...]:
 
 def build_run_config(args: argparse.Namespace) -> Any:
     """Defaults, then the preset, then the flags given."""
-    from rnnlab.corpora import is_pianoroll
-    from rnnlab.presets import get_preset
-    from rnnlab.train import RunConfig
+    from rnnlab.config.presets import get_preset
+    from rnnlab.config.run import RunConfig
+    from rnnlab.data.corpora import is_pianoroll
 
     given = {k: v for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
     preset = args.preset
@@ -229,8 +229,9 @@ def _describe_head(model: Any) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rnnlab import distributed
-    from rnnlab.train import Trainer, load_run_config
+    from rnnlab.runs.load import load_run_config
+    from rnnlab.training import distributed
+    from rnnlab.training.trainer import Trainer
 
     main_rank = distributed.env_rank() == 0  # under torchrun only rank 0 reports and writes
     if not main_rank:
@@ -298,7 +299,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     sample_text = None
     if not args.no_sample and not rolls:
-        from rnnlab.sampling import SamplingConfig, generate
+        from rnnlab.generation.sampling import SamplingConfig, generate
 
         length = 300 if data.level == "char" else 60
         sample_text = generate(

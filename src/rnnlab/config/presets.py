@@ -1,6 +1,6 @@
 """Named training setups from the literature, each with its source.
 
-A preset is a set of overrides on the defaults of :class:`rnnlab.train.RunConfig`; flags given on
+A preset is a set of overrides on the defaults of :class:`rnnlab.config.run.RunConfig`; flags given on
 the command line override the preset in turn.
 """
 
@@ -71,7 +71,7 @@ def _ptb_budget(hidden: int, dropout: float, minutes: float, tie: bool = False) 
     (``benchmarks/bench_softmax.py``). A fixed budget is spent best by a schedule that ends at
     zero at the budget's end (``cosine``), not one that waits for the validation loss to stall.
     ``tie``: the adaptive head scores words by their embedding rows
-    (:class:`~rnnlab.model.TiedAdaptiveSoftmax`, Press & Wolf 2017): a fifth fewer parameters
+    (:class:`~rnnlab.models.heads.TiedAdaptiveSoftmax`, Press & Wolf 2017): a fifth fewer parameters
     at 2x400 and the regulariser that pays in a long run, for about a tenth more arithmetic per
     token (its tail cluster is full width).
     """

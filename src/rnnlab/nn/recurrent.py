@@ -9,7 +9,7 @@ Two implementations compute the same function:
 
 * **fused** - when the equations are exactly those of torch's kernel, the layer calls it
   (``torch._VF.lstm`` / ``gru`` / ``rnn_tanh`` / ``rnn_relu``; cuDNN on a GPU).
-* **explicit** - a readable time loop over the cells' own ``step`` (:mod:`rnnlab.cells`).
+* **explicit** - a readable time loop over the cells' own ``step`` (:mod:`rnnlab.nn.cells`).
   For each layer the input projection of the whole sequence is one GEMM before the loop::
 
       proj = x W_ih^T + b_ih            # (T, B, G*H), one GEMM
@@ -36,15 +36,8 @@ import torch.nn.functional as F
 from torch import _VF, Tensor, nn
 from torch.autograd.function import FunctionCtx
 
-from rnnlab.cells import (
-    NONLINEARITIES,
-    RESET_MODES,
-    GRUCell,
-    LSTMCell,
-    RNNCell,
-    add_forget_bias,
-)
 from rnnlab.errors import ConfigError
+from rnnlab.nn.cells import NONLINEARITIES, RESET_MODES, GRUCell, LSTMCell, RNNCell, add_forget_bias
 
 logger = logging.getLogger(__name__)
 
@@ -385,7 +378,7 @@ class RNN(Recurrent):
     r"""Multi-layer Elman RNN, a drop-in for ``torch.nn.RNN``.
 
     Each layer computes :math:`h_t = \phi(W x_t + b_{ih} + U h_{t-1} + b_{hh})` with
-    :math:`\phi` = tanh or relu (see :class:`rnnlab.cells.RNNCell`).
+    :math:`\phi` = tanh or relu (see :class:`rnnlab.nn.cells.RNNCell`).
     """
 
     num_gates = 1
@@ -450,7 +443,7 @@ class RNN(Recurrent):
 
 
 class GRU(Recurrent):
-    r"""Multi-layer GRU, a drop-in for ``torch.nn.GRU``; see :class:`rnnlab.cells.GRUCell`.
+    r"""Multi-layer GRU, a drop-in for ``torch.nn.GRU``; see :class:`rnnlab.nn.cells.GRUCell`.
 
     ``reset="after"`` (default) is torch's and cuDNN's form and runs on the fused kernel;
     ``reset="before"`` (Cho et al. 2014) always runs the explicit loop.
@@ -525,7 +518,7 @@ class GRU(Recurrent):
 
 
 class LSTM(Recurrent):
-    r"""Multi-layer LSTM, a drop-in for ``torch.nn.LSTM``; see :class:`rnnlab.cells.LSTMCell`.
+    r"""Multi-layer LSTM, a drop-in for ``torch.nn.LSTM``; see :class:`rnnlab.nn.cells.LSTMCell`.
 
     ``forget_bias`` is added to the forget slice of every layer's ``bias_ih`` at initialisation
     (Jozefowicz et al. 2015); the equations, and so the fused kernel, are unchanged.
@@ -604,7 +597,7 @@ class _BatchedHiddenWeightGrad(torch.autograd.Function):
 
     is one large GEMM, as fused RNN kernels do it. ``h_prev_box`` is a list the caller fills
     with the detached (T, B, H) tensor of previous states once the loop has produced them.
-    First-order gradients only: double backward raises (the cells in :mod:`rnnlab.cells` are
+    First-order gradients only: double backward raises (the cells in :mod:`rnnlab.nn.cells` are
     plain autograd and support it).
     """
 
@@ -618,7 +611,7 @@ class _BatchedHiddenWeightGrad(torch.autograd.Function):
         if torch.is_grad_enabled():  # backward(create_graph=True): would be silently wrong
             raise RuntimeError(
                 "double backward through an explicit rnnlab layer is not supported; "
-                "use impl='fused', or loop over rnnlab.cells for higher-order gradients"
+                "use impl='fused', or loop over rnnlab.nn.cells for higher-order gradients"
             )
         grad_w = None
         if ctx.needs_input_grad[1]:

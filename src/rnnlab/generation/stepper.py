@@ -1,7 +1,7 @@
 """One decoding step at a time, with the hidden state carried and no per-step framework overhead.
 
 Generation feeds one token per step, so every step is a handful of small matrix-vector
-products; calling ``torch.nn.LSTM`` (or :class:`~rnnlab.model.LanguageModel`) once per step adds
+products; calling ``torch.nn.LSTM`` (or :class:`~rnnlab.models.text.LanguageModel`) once per step adds
 module dispatch, argument checks, autograd bookkeeping and shape juggling around them that cost
 more than the arithmetic. :class:`FastStepper` pulls the weights out of the model **once** and
 runs each step as a few fused ops under ``torch.inference_mode()``::
@@ -13,7 +13,7 @@ runs each step as a few fused ops under ``torch.inference_mode()``::
 
 The input table ``T`` replaces the embedding lookup and the first input GEMM by one row gather
 (an embedding followed by a linear map is a linear map of the one-hot token). The gate equations
-are not repeated here: each step calls the static ``step`` of :mod:`rnnlab.cells`, the code the
+are not repeated here: each step calls the static ``step`` of :mod:`rnnlab.nn.cells`, the code the
 training loop runs, so a step gives the same next-token distribution as ``model.forward``
 (``tests/test_sampling.py`` checks it for every cell).
 
@@ -36,8 +36,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from rnnlab.cells import GRUCell, LSTMCell, RNNCell
 from rnnlab.errors import ConfigError
+from rnnlab.nn.cells import GRUCell, LSTMCell, RNNCell
 
 PRECISIONS = {"float32": None, "bf16": torch.bfloat16, "int8": torch.qint8}
 """Decoding precisions by name (``--precision``): the stepper's ``dtype`` (None = exact)."""
@@ -74,10 +74,10 @@ class _Layer:
 
 
 class FastStepper:
-    """The one-step inference path of a :class:`~rnnlab.model.LanguageModel`.
+    """The one-step inference path of a :class:`~rnnlab.models.text.LanguageModel`.
 
     Args:
-        model: a LanguageModel (any cell of :data:`rnnlab.recurrent.CELL_NAMES`). Its weights
+        model: a LanguageModel (any cell of :data:`rnnlab.nn.recurrent.CELL_NAMES`). Its weights
             are copied by reference at construction: build a new stepper after changing them.
         table_limit: build the layer-0 input table only up to this many elements (V * G * H);
             above it, layer 0 gathers embeddings and runs one input GEMM instead.
@@ -222,7 +222,7 @@ class FastStepper:
         self, tokens: Tensor, state: tuple[Tensor, ...]
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """:meth:`step` with the int8 weights: each matrix product one dynamic-quantized
-        linear, and the gate equations of :mod:`rnnlab.cells` with every tanh argument doubled
+        linear, and the gate equations of :mod:`rnnlab.nn.cells` with every tanh argument doubled
         in the weights, so that each tanh is a sigmoid (:func:`_lstm_update_int8`)."""
         assert self.int8 is not None
         s = self.states_per_layer
@@ -289,7 +289,7 @@ def _double_rows(t: Tensor | None, rows: slice | None) -> Tensor | None:
 
 
 def _lstm_update_int8(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    r"""(h_t, c_t) of :meth:`rnnlab.cells.LSTMCell.update` from gates (B, 4H) whose candidate
+    r"""(h_t, c_t) of :meth:`rnnlab.nn.cells.LSTMCell.update` from gates (B, 4H) whose candidate
     slice is doubled (:math:`2 a_g`), with every tanh written as a sigmoid:
 
     .. math::
@@ -308,7 +308,7 @@ def _lstm_update_int8(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _gru_combine_int8(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
-    """:meth:`rnnlab.cells.GRUCell.combine` with the candidate rows of ``gi`` and ``gh`` (B, 3H)
+    """:meth:`rnnlab.nn.cells.GRUCell.combine` with the candidate rows of ``gi`` and ``gh`` (B, 3H)
     doubled: r and z in one sigmoid pass, and ``n = tanh(a) = 2 sigmoid(2a) - 1``."""
     hidden = h.size(1)
     rz = torch.add(gi[:, : 2 * hidden], gh[:, : 2 * hidden]).sigmoid_()  # (B, 2H)

@@ -1,0 +1,1 @@
+"""The run config: typed sections, presets as data, and the one resolution path."""

@@ -1,0 +1,137 @@
+"""The run config: optimizer, loop and the sections of the other layers composed into one
+:class:`RunConfig`, saved as ``run.json`` and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from rnnlab.data.dataset import DataConfig
+from rnnlab.errors import ConfigError
+from rnnlab.models.config import LanguageModelConfig
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+
+
+SCHEDULES = ("constant", "decay", "plateau", "cosine")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule.
+
+    Schedules: ``constant``; ``decay`` multiplies the rate by ``decay_factor`` after every epoch
+    from epoch ``decay_start`` on (Zaremba et al. 2014); ``plateau`` multiplies it by
+    ``plateau_factor`` whenever the validation loss does not improve (the PyTorch
+    word-language-model example divides by 4); ``cosine`` anneals the rate over the run's
+    budget, ``lr * (1 + cos(pi * f)) / 2`` where ``f`` is the fraction of the budget spent: the
+    largest of steps / ``max_steps``, minutes / ``max_minutes`` and epochs / ``epochs`` (a fixed
+    budget is spent best when the rate reaches zero at its end; with ``max_minutes`` the rate
+    follows the clock, so a resumed run is not bit-identical).
+
+    ``rmsprop`` divides each gradient by the root of its running mean square (decay 0.9,
+    Tieleman & Hinton 2012), as Chung et al. (2014) trained. ``weight_noise`` is the standard
+    deviation of the Gaussian noise added to every weight for each training step (0: off; see
+    :mod:`rnnlab.training.weight_noise`).
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 20.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip: float = 0.25
+    schedule: str = "plateau"
+    decay_start: int = 4
+    decay_factor: float = 0.5
+    plateau_factor: float = 0.25
+    weight_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
+        if not self.clip >= 0:  # NaN too
+            raise ConfigError(f"clip must be >= 0 (0 turns clipping off), got {self.clip}")
+        for name in ("momentum", "weight_decay", "weight_noise"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
+                )
+        for name in ("decay_factor", "plateau_factor"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
+                )
+
+
+@dataclass
+class TrainConfig:
+    """The loop: window, batch, length of training, seed, saving and logging."""
+
+    bptt: int = 35
+    variable_bptt: bool = False
+    batch_size: int = 20
+    eval_batch_size: int = 10
+    epochs: int = 6
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    patience: int | None = None
+    seed: int = 1
+    save_every: int | None = None
+    eval_every: int | None = None  # also validate every N steps (log-only: learning curves)
+    log_every: int = 200
+    device: str = "auto"
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+
+    def __post_init__(self) -> None:
+        for name in ("bptt", "batch_size", "eval_batch_size", "epochs", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be a positive integer, got {value!r}"
+                )
+        for name in ("max_steps", "save_every", "eval_every", "patience", "threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be a positive integer, got {value!r}"
+                )
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"max-minutes must be positive, got {self.max_minutes}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``run.json`` and inside every checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(asdict(self), model=self.model.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        def build(kind: type, values: dict[str, Any]) -> Any:
+            known = {f.name for f in fields(kind)}
+            return kind(**{k: v for k, v in values.items() if k in known})
+
+        return cls(
+            data=build(DataConfig, d.get("data", {})),
+            model=build(LanguageModelConfig, d.get("model", {})),
+            optim=build(OptimConfig, d.get("optim", {})),
+            train=build(TrainConfig, d.get("train", {})),
+            preset=d.get("preset"),
+        )

@@ -1,0 +1,1 @@
+"""Text and music in, ids and batches out: corpus registry, fetching, files, vocabulary, batching."""

@@ -1,0 +1,1 @@
+"""Sampling and decoding, the fast stepper, poems."""

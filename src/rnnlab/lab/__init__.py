@@ -1,0 +1,1 @@
+"""The laboratory: comparison grids, reports, plots, gradient flow."""

@@ -1,0 +1,217 @@
+"""What defines a model: :class:`LanguageModelConfig` (cell, sizes, dropout, tying, output head)
+and the adaptive softmax's cutoffs and tail widths; parameter counts without building a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from itertools import pairwise
+from typing import Any
+
+from rnnlab.errors import ConfigError
+from rnnlab.nn.recurrent import CELL_NAMES
+
+HEADS = ("softmax", "adaptive", "sigmoid")
+
+
+IGNORE = -100  # a target that is not scored (padding); its nll is 0
+
+
+DIV_VALUE = 4.0  # the adaptive softmax's default width divisor per tail cluster (Grave et al.)
+
+
+@dataclass
+class LanguageModelConfig:
+    """Everything needed to rebuild a :class:`LanguageModel` (saved in every checkpoint).
+
+    Attributes:
+        vocab_size: number of symbols V of the softmax (0 in a run config: "take it from the
+            vocabulary"; it must be set before a model is built).
+        cell: one of ``rnnlab.nn.recurrent.CELL_NAMES`` (rnn, rnn-relu, gru, gru-reset-before, lstm,
+            lstm-fb1).
+        embed_size: embedding width D.
+        hidden_size: recurrent width H.
+        num_layers: stacked recurrent layers.
+        dropout: dropout on the embedding output, between layers and before the decoder
+            (Zaremba et al. 2014: non-recurrent connections only).
+        tie_weights: share the decoder matrix with the embedding (Press & Wolf 2017; Inan et al.
+            2017). Needs ``embed_size == hidden_size``.
+        init_range: if set, every weight starts uniform in ±init_range (Zaremba et al. 2014);
+            otherwise torch's defaults (and embedding/decoder uniform ±0.1).
+        impl: "auto" (fused torch kernel where the equations allow), "explicit" or "fused".
+        head: "softmax" (one of V symbols per step: text), "adaptive" (the same distribution
+            factored by frequency clusters, Grave et al. 2017: for large word vocabularies) or
+            "sigmoid" (V independent 0/1 units per step: piano rolls, V = 88). The trainer sets
+            softmax or sigmoid from the data and keeps "adaptive" for text. With "sigmoid",
+            ``embed_size`` 0 feeds the frames to the recurrent stack directly (input size V).
+        cutoffs: adaptive head only: the vocabulary (ordered by frequency, most frequent first)
+            is split at these ids into a head of the ``cutoffs[0]`` most frequent words and one
+            tail cluster per further interval; strictly increasing, each in 1..V-1. Empty: the
+            rule of :func:`default_cutoffs`, resolved here once ``vocab_size`` is known (so a
+            checkpoint records the cutoffs it was built with).
+        div_value: adaptive head only: tail cluster i (from 1) projects h to
+            ``floor(H / div_value**i)`` dimensions before its softmax; at least 1.
+    """
+
+    vocab_size: int = 0
+    cell: str = "lstm"
+    embed_size: int = 200
+    hidden_size: int = 200
+    num_layers: int = 2
+    dropout: float = 0.0
+    tie_weights: bool = False
+    init_range: float | None = None
+    impl: str = "auto"
+    head: str = "softmax"
+    cutoffs: tuple[int, ...] = ()
+    div_value: float = DIV_VALUE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
+            raise ConfigError(f"vocab_size must be a non-negative integer, got {self.vocab_size!r}")
+        if self.head not in HEADS:
+            raise ConfigError(f"unknown head {self.head!r}; choose softmax, adaptive or sigmoid")
+        for name in ("embed_size", "hidden_size", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name == "embed_size" else 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        # embed_size 0 (frames fed directly) is for piano rolls; a run config not yet bound to
+        # its data (vocab_size 0) may carry it, a bound text model may not.
+        if self.embed_size == 0 and self.head != "sigmoid" and self.vocab_size > 0:
+            raise ConfigError(
+                "embed size 0 feeds piano-roll frames directly; a text model needs --embed N"
+            )
+        if self.head == "sigmoid" and self.tie_weights:
+            raise ConfigError("weight tying is for the softmax head; drop --tie for piano rolls")
+        if self.cell not in CELL_NAMES:
+            raise ConfigError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_NAMES)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and self.embed_size != self.hidden_size:
+            raise ConfigError(
+                f"weight tying needs embed size == hidden size (got {self.embed_size} and "
+                f"{self.hidden_size}); set --embed {self.hidden_size} or drop --tie"
+            )
+        if self.init_range is not None and not self.init_range > 0:
+            raise ConfigError(f"init_range must be positive, got {self.init_range}")
+        self._check_adaptive()
+
+    def _check_adaptive(self) -> None:
+        """Validate (and, once the vocabulary is known, resolve) the adaptive head's cutoffs."""
+        cutoffs = self.cutoffs
+        if isinstance(cutoffs, str) or not isinstance(cutoffs, (tuple, list)):
+            raise ConfigError(f"cutoffs must be a list of integers, got {cutoffs!r}")
+        if any(not isinstance(c, int) or isinstance(c, bool) for c in cutoffs):
+            raise ConfigError(f"cutoffs must be integers, got {list(cutoffs)}")
+        self.cutoffs = tuple(cutoffs)  # JSON gives a list back
+        d = self.div_value
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not d >= 1.0:
+            raise ConfigError(f"div-value must be a number of at least 1, got {d!r}")
+        if self.head != "adaptive":
+            if self.cutoffs or d != DIV_VALUE:
+                raise ConfigError(
+                    "--cutoffs and --div-value shape the adaptive softmax; add --head adaptive"
+                )
+            return
+        if self.tie_weights and d != DIV_VALUE:
+            raise ConfigError(
+                "a tied adaptive softmax scores every cluster against the full-width embedding "
+                "rows; --div-value does not apply, drop it or --tie"
+            )
+        if any(b <= a for a, b in pairwise(self.cutoffs)) or any(c < 1 for c in self.cutoffs):
+            raise ConfigError(
+                f"cutoffs must be strictly increasing positive integers, got {list(self.cutoffs)}"
+            )
+        v = self.vocab_size
+        if v == 0:  # a run config not yet bound to its data: checked again once it is
+            return
+        if v < 3:
+            raise ConfigError(
+                f"the adaptive softmax needs a vocabulary of 3 or more, got {v}; use --head softmax"
+            )
+        if not self.cutoffs:
+            self.cutoffs = default_cutoffs(v, self.hidden_size, d)
+        if self.cutoffs[-1] > v - 1:
+            raise ConfigError(
+                f"cutoffs must lie in 1..{v - 1} for a vocabulary of {v}, got "
+                f"{list(self.cutoffs)}; lower them or leave --cutoffs out for the default"
+            )
+        widths = tail_widths(self.hidden_size, d, len(self.cutoffs))
+        if widths[-1] < 1 and not self.tie_weights:
+            raise ConfigError(
+                f"tail cluster {len(widths)} of the adaptive softmax would have width "
+                f"floor({self.hidden_size} / {d:g}^{len(widths)}) = 0; lower --div-value, use "
+                "fewer --cutoffs or a larger --hidden"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON gives them back (``cutoffs`` a list)."""
+        return dict(asdict(self), cutoffs=list(self.cutoffs))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LanguageModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def num_parameters(self) -> int:
+        """Parameter count without building the model (used to match sizes across cells).
+
+        ``V*E`` (embedding, or the bias-free input map of frames) + ``sum_l G*H*(I_l + H + 2)``
+        + ``V*H`` (unless tied) + ``V``; with ``embed_size`` 0 the first layer reads the V-wide
+        frame directly (I_0 = V) and there is no input map. The adaptive head replaces the last
+        two terms (see :meth:`_adaptive_parameters`).
+        """
+        gates = {"rnn": 1, "rnn-relu": 1, "gru": 3, "gru-reset-before": 3, "lstm": 4, "lstm-fb1": 4}
+        g, h = gates[self.cell], self.hidden_size
+        rec = 0
+        for layer in range(self.num_layers):
+            inp = (self.embed_size or self.vocab_size) if layer == 0 else h
+            rec += g * h * (inp + h + 2)
+        emb = self.vocab_size * self.embed_size
+        if self.head == "adaptive":
+            return emb + rec + self._adaptive_parameters()
+        dec = self.vocab_size * (0 if self.tie_weights else h) + self.vocab_size
+        return emb + rec + dec
+
+    def _adaptive_parameters(self) -> int:
+        """The adaptive head: ``(H + 1)(c_1 + n)`` (the head's map and bias, cutoffs
+        c_1 < ... < c_n) plus, per tail cluster i, ``H d_i + d_i (c_{i+1} - c_i)`` (two bias-free
+        maps through its width d_i; c_{n+1} = V). Tied: ``(H + 1) n + V`` (the word vectors
+        are the embedding's, see :class:`TiedAdaptiveSoftmax`)."""
+        if self.vocab_size == 0:
+            return 0
+        h, bounds = self.hidden_size, [*self.cutoffs, self.vocab_size]
+        n = len(self.cutoffs)
+        if self.tie_weights:  # cluster vectors and biases, a bias per word; E is the embedding
+            return (h + 1) * n + self.vocab_size
+        total = (h + 1) * (bounds[0] + n)
+        widths = tail_widths(h, self.div_value, n)
+        for d, (lo, hi) in zip(widths, pairwise(bounds), strict=True):
+            total += h * d + d * (hi - lo)
+        return total
+
+
+# candidate default cutoffs; :func:`default_cutoffs` keeps those that fit the vocabulary
+DEFAULT_CUTOFFS = (2000, 10000, 50000, 250000)
+
+
+def default_cutoffs(
+    vocab_size: int, hidden_size: int, div_value: float = DIV_VALUE
+) -> tuple[int, ...]:
+    """The adaptive softmax's cutoffs when none are given.
+
+    Every c of 2000, 10000, 50000, 250000 with ``2 c <= V`` (WikiText-2's 33,278 words give
+    (2000, 10000), Grave et al.'s choice; PTB's 10,000 give (2000,); WikiText-103's 267,735
+    give (2000, 10000, 50000)); a vocabulary under 4,000 gets one cutoff at ``max(1, V // 4)``.
+    Clusters whose width ``floor(H / div_value**i)`` would be 0 are dropped (one is always
+    kept; the config then says what to change).
+    """
+    cutoffs = [c for c in DEFAULT_CUTOFFS if 2 * c <= vocab_size] or [max(1, vocab_size // 4)]
+    widths = tail_widths(hidden_size, div_value, len(cutoffs))
+    return tuple(cutoffs[: max(1, sum(w >= 1 for w in widths))])
+
+
+def tail_widths(hidden_size: int, div_value: float, clusters: int) -> list[int]:
+    """Width of each tail cluster's projection, ``floor(H / div_value**i)`` for i = 1..n (as
+    :class:`torch.nn.AdaptiveLogSoftmaxWithLoss` computes it)."""
+    return [int(hidden_size // (div_value ** (i + 1))) for i in range(clusters)]

@@ -1,0 +1,187 @@
+"""The recurrent models: embedding -> recurrent stack -> dropout -> decoder.
+
+Three output heads share the recurrent stack: :class:`LanguageModel` (full softmax over V
+symbols, the input a token id), :class:`AdaptiveLanguageModel` (the adaptive softmax of Grave et
+al. 2017 over V symbols, for large vocabularies) and :class:`PianoRollModel` (V independent
+sigmoid units, the input a 0/1 frame; polyphonic music, see :mod:`rnnlab.data.rolls`).
+:func:`build_model` picks one from ``LanguageModelConfig.head``.
+
+    tokens (T, B) ──> Embedding ──> dropout ──> Recurrent (L layers) ──> dropout ──> Linear ──> logits
+                                                   ^          │                                 (T, B, V)
+                                       state_{in} ─┘          └─> state_{out}
+
+(The adaptive head's decoder is torch's AdaptiveLogSoftmaxWithLoss, or with ``tie_weights``
+:class:`TiedAdaptiveSoftmax`, which scores every word by its embedding row; its logits are
+log-probabilities.)
+
+The model is a pure function of its inputs: ``forward(tokens, state) -> (logits, state)``. It never
+stores the hidden state; the caller carries it from one window to the next and cuts the graph with
+:func:`detach_state` at every window boundary (truncated BPTT). It does no I/O and prints nothing.
+
+The text models also take the next tokens: ``forward(tokens, state, targets=y) -> (nll, state)``
+returns the per-token negative log-likelihood -log p(y_t | w_<=t) (T, B) instead of the logits,
+which is how training and exact evaluation call them. For the full softmax that is the
+cross-entropy of the logits; for the adaptive softmax it is the fast path that never builds the
+(T, B, V) distribution. Training goes through ``forward`` either way, so DDP sees the gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.errors import ConfigError
+from rnnlab.models.base import RecurrentModel, State, init_uniform
+from rnnlab.models.config import IGNORE, LanguageModelConfig
+from rnnlab.models.heads import TiedAdaptiveSoftmax
+from rnnlab.nn.recurrent import make_recurrent
+
+
+class _TextModel(RecurrentModel):
+    """Token ids in: embedding -> dropout -> recurrent stack -> dropout -> :meth:`readout`.
+
+    Shapes: ``tokens`` is (T, B) of token ids (time first, as the batcher lays them out); the
+    state is (num_layers, B, H), or a pair (h, c) for LSTMs.
+    """
+
+    def __init__(self, config: LanguageModelConfig, head: str) -> None:
+        super().__init__()
+        if config.vocab_size < 2:
+            raise ConfigError(
+                f"a language model needs a vocabulary of 2 or more, got {config.vocab_size}"
+            )
+        if config.head != head:
+            raise ConfigError(
+                f"{type(self).__name__} is the {head} head, not {config.head}; build_model picks "
+                "the model for a config"
+            )
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.rnn = make_recurrent(
+            config.cell,
+            config.embed_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout,
+            impl=config.impl,
+        )
+
+    def forward(
+        self, tokens: Tensor, state: State | None = None, targets: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """``(logits (T, B, V), state)``; with ``targets`` (T, B) the next token ids,
+        ``(nll (T, B), state)``: -log p(targets_t | tokens_<=t), 0 where a target is IGNORE."""
+        emb = self.drop(self.embedding(tokens))  # (T, B, D)
+        out, state = self.rnn(emb, state)  # (T, B, H)
+        return self.readout(self.drop(out), targets), state
+
+    def readout(self, h: Tensor, targets: Tensor | None = None) -> Tensor:
+        """Hidden states (..., H) to logits (..., V), or with ``targets`` (...) to the nll (...)."""
+        raise NotImplementedError
+
+
+class LanguageModel(_TextModel):
+    """A recurrent language model p(w_t | w_<t) = softmax(W_out h_t + b_out).
+
+    Args:
+        config: a :class:`LanguageModelConfig` with ``head="softmax"``.
+
+    Shapes: ``tokens`` is (T, B) of token ids (time first, as the batcher lays them out);
+    ``logits`` is (T, B, V); the state is (num_layers, B, H), or a pair (h, c) for LSTMs.
+    """
+
+    def __init__(self, config: LanguageModelConfig) -> None:
+        super().__init__(config, "softmax")
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        r = self.config.init_range
+        if r is None:
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+            if not self.config.tie_weights:
+                nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+            nn.init.zeros_(self.decoder.bias)
+            return
+        init_uniform(self, r)
+
+    def readout(self, h: Tensor, targets: Tensor | None = None) -> Tensor:
+        """``logits = W_out h + b_out`` (..., V); with ``targets`` y (...) the cross-entropy
+        ``-log softmax(logits)[y]`` (...), computed in at least float32."""
+        logits = self.decoder(h)  # (..., V)
+        if targets is None:
+            return logits
+        flat = logits.reshape(-1, logits.size(-1))  # (N, V)
+        if flat.element_size() < 4:  # half precision: score in float32
+            flat = flat.float()
+        nll = F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE, reduction="none")
+        return nll.view(targets.shape)
+
+
+class AdaptiveLanguageModel(_TextModel):
+    """A recurrent language model with the adaptive softmax (Grave et al. 2017, "Efficient
+    softmax approximation for GPUs"), torch's :class:`~torch.nn.AdaptiveLogSoftmaxWithLoss`.
+
+    The vocabulary, ordered by frequency, is cut at ``c_1 < ... < c_n`` into a head of the
+    ``c_1`` most frequent words and n tail clusters ``[c_i, c_{i+1})`` (c_{n+1} = V)::
+
+        p(w | h) = softmax(W_head h + b)[w]                          w < c_1
+        p(w | h) = softmax(W_head h + b)[c_1 + i - 1]                 w in cluster i
+                   * softmax(U_i P_i h)[w - c_i]                      P_i: (d_i, H), d_i = H // div^i
+
+    The head's softmax has ``c_1 + n`` outputs (its words and one per cluster); a cluster's
+    softmax is computed only for the positions whose target falls in it, through a narrow
+    projection: most of the V-wide work of the full softmax disappears, since most tokens of a
+    Zipfian text are head words. ``forward(tokens, state)`` returns the full log-probabilities
+    (T, B, V) (valid logits: sampling, scoring and beam search work unchanged);
+    ``forward(tokens, state, targets=y)`` the fast per-token nll (T, B).
+
+    Args:
+        config: a :class:`LanguageModelConfig` with ``head="adaptive"`` (its cutoffs resolved).
+    """
+
+    def __init__(self, config: LanguageModelConfig) -> None:
+        super().__init__(config, "adaptive")
+        self.decoder: nn.AdaptiveLogSoftmaxWithLoss | TiedAdaptiveSoftmax
+        if config.tie_weights:
+            self.decoder = TiedAdaptiveSoftmax(self.embedding, config.cutoffs)
+        else:
+            self.decoder = nn.AdaptiveLogSoftmaxWithLoss(
+                config.hidden_size,
+                config.vocab_size,
+                list(config.cutoffs),
+                div_value=config.div_value,
+                head_bias=True,
+            )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Embedding uniform ±0.1, the adaptive head torch's default with a zero head bias; or
+        everything uniform ±init_range."""
+        r = self.config.init_range
+        if r is None:
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+            self.decoder.reset_parameters()
+            if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+                nn.init.zeros_(self.decoder.head.bias)
+            return
+        init_uniform(self, r)
+
+    def readout(self, h: Tensor, targets: Tensor | None = None) -> Tensor:
+        """Full log-probabilities (..., V); with ``targets`` y (...) the nll ``-log p(y | h)``
+        (...), by the fast path that evaluates only the clusters the targets fall in."""
+        flat = h.reshape(-1, h.size(-1))  # (N, H)
+        if targets is None:
+            return self.decoder.log_prob(flat).view(*h.shape[:-1], -1)  # (..., V)
+        y = targets.reshape(-1)  # (N,)
+        scored = y != IGNORE
+        out = self.decoder(flat, torch.where(scored, y, 0))
+        logp = out if isinstance(out, Tensor) else out.output  # (N,) log p(y | h)
+        return (-logp).masked_fill(~scored, 0.0).view(targets.shape)
+
+
+TextModel = LanguageModel | AdaptiveLanguageModel

@@ -1,0 +1,1 @@
+"""Cells, layers and the NumPy reference: the recurrent equations, nothing about files or training."""

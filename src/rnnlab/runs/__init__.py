@@ -1,0 +1,1 @@
+"""The run directory: checkpoints, loading a trained run for inference, metrics files."""

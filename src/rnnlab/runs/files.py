@@ -1,0 +1,59 @@
+"""Housekeeping of a run directory: the metrics file and the temporary files of killed writers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rnnlab.runs import checkpoint as ck
+
+METRICS = "metrics.jsonl"
+
+
+_RUN_FILES = (ck.LAST, ck.BEST, ck.RUN_CONFIG, METRICS, "results.json")
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete temporary files that a killed process left in ``run_dir`` (``.<name>.tmp-<pid>``
+    of the run's own files; never this process's)."""
+    mine = f".tmp-{os.getpid()}"
+    for name in _RUN_FILES:
+        for tmp in run_dir.glob(f".{name}.tmp-*"):
+            if not tmp.name.endswith(mine):
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Keep the rows of ``metrics.jsonl`` up to ``step`` (the checkpoint being resumed).
+
+    Rows written after the checkpoint by a run that then died, and a row cut off by the crash,
+    are dropped, so the resumed run's rows follow on without duplicates.
+    """
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    lines = text.splitlines()
+    keep = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            keep.append(line)
+    if len(keep) == len(lines) and (not text or text.endswith("\n")):
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ck.CheckpointError(
+            f"could not rewrite {path}: {e.strerror or e}; free disk space or fix permissions"
+        ) from None

@@ -1,0 +1,1 @@
+"""The trainer, its task strategies, distributed training, memory estimate, regularizers."""
