@@ -7,7 +7,7 @@ next-token logits, draw the next token (softmax, multinomial). They differ only 
 * ``naive``: ``nn.Embedding -> nn.LSTM -> nn.Linear`` called once per step with a (1, B) input
   and the state carried, under ``torch.no_grad()`` (what a char-rnn sampling script does);
 * ``model``: rnnlab's ``LanguageModel.forward`` called once per step (for reference);
-* ``fast``: :class:`rnnlab.generation.stepper.FastStepper` (weights pulled out once, a few fused ops),
+* ``fast``: :class:`rnnlab.generation.fast_step.FastStepper` (weights pulled out once, a few fused ops),
   exact: the same distributions as the model;
 * ``fast_bf16``: the same stepper holding weights and state in bfloat16 (approximate: the
   largest total-variation distance to the exact next-token distributions is recorded);
@@ -48,8 +48,8 @@ import torch
 from _common import machine_info, write_report
 from torch import Tensor, nn
 
+from rnnlab.generation.fast_step import FastStepper
 from rnnlab.generation.sampling import SamplingConfig, sample_ids
-from rnnlab.generation.stepper import FastStepper
 from rnnlab.models.config import LanguageModelConfig
 from rnnlab.models.text import LanguageModel
 from rnnlab.runs.load import load_model

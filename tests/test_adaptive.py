@@ -20,8 +20,8 @@ from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
 from rnnlab.data.dataset import DataConfig
 from rnnlab.errors import ConfigError
 from rnnlab.evaluation.text import IGNORE, evaluate
+from rnnlab.generation.fast_step import ForwardStepper, make_stepper
 from rnnlab.generation.sampling import SamplingConfig, generate
-from rnnlab.generation.stepper import ForwardStepper, make_stepper
 from rnnlab.models.build import build_model
 from rnnlab.models.config import LanguageModelConfig, default_cutoffs
 from rnnlab.models.text import AdaptiveLanguageModel, LanguageModel

@@ -9,6 +9,15 @@ import torch
 
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError
+from rnnlab.generation.fast_step import (
+    FastStepper,
+    ForwardStepper,
+    _double_rows,
+    _gru_combine_int8,
+    _lstm_update_int8,
+    _QuantLinear,
+    make_stepper,
+)
 from rnnlab.generation.sampling import (
     SamplingConfig,
     beam_search,
@@ -19,15 +28,6 @@ from rnnlab.generation.sampling import (
     pick,
     sample_ids,
     sequence_logprob,
-)
-from rnnlab.generation.stepper import (
-    FastStepper,
-    ForwardStepper,
-    _double_rows,
-    _gru_combine_int8,
-    _lstm_update_int8,
-    _QuantLinear,
-    make_stepper,
 )
 from rnnlab.models.config import LanguageModelConfig
 from rnnlab.models.text import LanguageModel

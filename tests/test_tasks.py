@@ -15,7 +15,7 @@ from rnnlab.models.config import LanguageModelConfig
 from rnnlab.models.pianoroll import PianoRollModel
 from rnnlab.runs import checkpoint as ck
 from rnnlab.runs.load import load_model
-from rnnlab.training.tasks import RollTask, make_task, steps_per_epoch
+from rnnlab.training.strategies import RollTask, make_task, steps_per_epoch
 from rnnlab.training.trainer import Trainer
 
 

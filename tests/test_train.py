@@ -15,7 +15,7 @@ from rnnlab.models.text import LanguageModel
 from rnnlab.runs import checkpoint as ck
 from rnnlab.runs.files import remove_stale_temp_files, trim_metrics
 from rnnlab.runs.load import load_model
-from rnnlab.training.memory import machine_memory, training_memory
+from rnnlab.training.memory_estimate import machine_memory, training_memory
 from rnnlab.training.trainer import Trainer, make_optimizer
 
 TEXT = (
@@ -253,7 +253,7 @@ def test_too_big_a_model_is_refused_before_it_is_built(text_file, tmp_path, monk
     def never(*args, **kwargs):
         raise AssertionError("the model was built")
 
-    monkeypatch.setattr("rnnlab.training.memory.machine_memory", lambda device: 10**4)
+    monkeypatch.setattr("rnnlab.training.memory_estimate.machine_memory", lambda device: 10**4)
     monkeypatch.setattr("rnnlab.training.trainer.build_model", never)
     with pytest.raises(ConfigError, match=r"would need at least .* more than the 9\.8 KiB"):
         Trainer(config(text_file), tmp_path / "run")

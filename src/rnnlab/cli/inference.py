@@ -196,8 +196,8 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from rnnlab.generation.fast_step import PRECISIONS
     from rnnlab.generation.sampling import SamplingConfig, generate
-    from rnnlab.generation.stepper import PRECISIONS
 
     cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     if args.beam is not None and args.beam < 1:
@@ -260,9 +260,9 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_poem(args: argparse.Namespace) -> int:
+    from rnnlab.generation.fast_step import PRECISIONS
     from rnnlab.generation.poetry import PoemSpec, generate_poems
     from rnnlab.generation.sampling import SamplingConfig
-    from rnnlab.generation.stepper import PRECISIONS
 
     spec = PoemSpec(
         chars=args.form,

@@ -57,8 +57,8 @@ from torch import Tensor
 
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.generation.fast_step import make_stepper
 from rnnlab.generation.sampling import SamplingConfig, make_generator, pick
-from rnnlab.generation.stepper import make_stepper
 
 COMMA, PERIOD = "，", "。"
 LEVEL, OBLIQUE, EITHER = "平", "仄", "中"
@@ -516,7 +516,7 @@ def generate_poems(
 ) -> list[Poem]:
     """``count`` poems as ``spec`` asks, decoded in batches of ``batch_size`` rows.
 
-    ``dtype`` (bf16 or int8, see :class:`rnnlab.generation.stepper.FastStepper`) trades exact
+    ``dtype`` (bf16 or int8, see :class:`rnnlab.generation.fast_step.FastStepper`) trades exact
     distributions for speed; the form constraints hold either way.
 
     Every poem has the exact form (see the module docstring); ``rhyme`` and ``tones`` are

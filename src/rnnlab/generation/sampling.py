@@ -1,7 +1,7 @@
 """Decoding a language model: temperature, top-k, top-p, greedy, beam search; priming and stops.
 
 Generation runs one step at a time with the hidden state carried, so the context is read once
-(:mod:`rnnlab.generation.stepper` makes each step a few fused ops)::
+(:mod:`rnnlab.generation.fast_step` makes each step a few fused ops)::
 
     "\\n" + prime ──> start ──> logits ──> pick w1 ──> step(w1) ──> logits ──> pick w2 ──> ... wN
 
@@ -37,7 +37,7 @@ from torch import Tensor
 
 from rnnlab.data.vocab import Tokenizer, Vocab, make_tokenizer
 from rnnlab.errors import ConfigError
-from rnnlab.generation.stepper import Stepper, make_stepper
+from rnnlab.generation.fast_step import Stepper, make_stepper
 
 StopFn = Callable[[Sequence[int]], bool]
 
@@ -390,7 +390,7 @@ def generate(
     With ``beam``, the ``count`` best beam-search results (``count <= beam``; ``cfg`` and
     ``seed`` are not used: beam search is deterministic); otherwise ``count`` samples.
     ``dtype=torch.bfloat16`` runs the fast stepper in reduced precision (faster, approximate;
-    see :class:`rnnlab.generation.stepper.FastStepper`). ``workers``: see :func:`sample_ids` (sampling
+    see :class:`rnnlab.generation.fast_step.FastStepper`). ``workers``: see :func:`sample_ids` (sampling
     only; beam search is one batch).
     """
     cfg = cfg or SamplingConfig()

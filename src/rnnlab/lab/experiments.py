@@ -64,7 +64,7 @@ from rnnlab.data.rolls import N_PITCHES, PIANOROLL, RollData, fraction_pieces
 from rnnlab.errors import ConfigError, DataError, RnnlabError, TrainingDiverged
 from rnnlab.models.config import LanguageModelConfig
 from rnnlab.nn.recurrent import CELL_NAMES
-from rnnlab.training.tasks import steps_per_epoch
+from rnnlab.training.strategies import steps_per_epoch
 from rnnlab.training.trainer import Trainer
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ piano rolls alike. Per step::
                                               # (lr scaled by L/bptt for variable text windows)
 
 What depends on the kind of data (windows, loss, evaluation, what a checkpoint records about the
-data) is a :class:`rnnlab.training.tasks.Task`, chosen from the data; the loop itself is the same. The
+data) is a :class:`rnnlab.training.strategies.Task`, chosen from the data; the loop itself is the same. The
 trainer knows nothing of which cell it trains. Everything that decides the next step (weights,
 optimizer, learning rate, best score, the carried hidden state, RNG states, the epoch and the window
 within it) goes into the checkpoint, so a resumed run continues bit for bit.
@@ -59,8 +59,8 @@ from rnnlab.runs import checkpoint as ck
 from rnnlab.runs.files import METRICS, remove_stale_temp_files, trim_metrics
 from rnnlab.runs.load import load_model_weights, pick_device
 from rnnlab.training import distributed
-from rnnlab.training.memory import check_memory
-from rnnlab.training.tasks import Batch, Task, make_task
+from rnnlab.training.memory_estimate import check_memory
+from rnnlab.training.strategies import Batch, Task, make_task
 from rnnlab.training.weight_noise import WeightNoise
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
 class Trainer:
     """Trains a :class:`LanguageModel` or :class:`AdaptiveLanguageModel` (text) or a
     :class:`PianoRollModel` (piano rolls) as ``config`` says and keeps ``run_dir`` up to date.
-    The data picks the task (:func:`rnnlab.training.tasks.make_task`) and the model's head.
+    The data picks the task (:func:`rnnlab.training.strategies.make_task`) and the model's head.
 
     Under ``torchrun`` (see :mod:`rnnlab.training.distributed`) every process builds a Trainer with the
     same arguments: each trains on its own block of the batch columns inside
