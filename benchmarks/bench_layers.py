@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import rnnlab.recurrent as rr
+import rnnlab.nn.recurrent as rr
 import torch
 from _common import machine_info, write_report
 from torch import Tensor, nn

@@ -76,7 +76,7 @@ print('python', sys.version.split()[0], '| torch', torch.__version__, '| CUDA', 
 if torch.cuda.is_available():
     print('GPU', torch.cuda.get_device_name(0), '| TF32 cudnn', torch.backends.cudnn.allow_tf32,
           '| TF32 matmul', torch.backends.cuda.matmul.allow_tf32)
-import rnnlab.train, safetensors, platformdirs, numpy
+import rnnlab.training.trainer, safetensors, platformdirs, numpy
 print('rnnlab imports: ok; PYTHONPATH', sys.path[1:3])"
 step env 60 bash -c 'nvidia-smi; "$1" -c "$2"' env "$PY" "$ENV_PY"
 
