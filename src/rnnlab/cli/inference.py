@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from typing import Any
 
-from rnnlab.errors import CheckpointError, ConfigError, DataError
+from rnnlab.errors import ConfigError, DataError
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -36,116 +34,32 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-# more unknown tokens than this means the text is not what the model was trained on
-UNK_LIMIT = 0.10
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rnnlab.data.corpora import is_pianoroll
-    from rnnlab.data.dataset import DataConfig, load_data
-    from rnnlab.data.rolls import RollData
-    from rnnlab.evaluation.text import evaluate
-    from rnnlab.runs.load import load_model
+    from rnnlab.evaluation.run import evaluate_run
 
-    model, vocab, ckpt = load_model(args.run_dir, device=args.device)
-    if vocab is None:
-        return _eval_rolls(args, model, ckpt)
-    if args.corpus and is_pianoroll(args.corpus):
-        raise ConfigError(
-            f"{args.run_dir} is a text model and {args.corpus} holds piano rolls; evaluate it on "
-            "text (--text FILE or a text --corpus)"
-        )
-    if args.corpus or args.text:
-        data_cfg = DataConfig(
-            corpus=args.corpus, text=args.text, encoding=args.encoding, level=ckpt.meta["level"]
-        )
-        data = load_data(data_cfg, vocab=vocab)
-    else:
-        recorded = (ckpt.meta.get("run") or {}).get("data")
-        if not isinstance(recorded, dict):
-            raise CheckpointError(
-                f"{args.run_dir} does not record its training data; "
-                "pass --text FILE or --corpus NAME"
-            )
-        try:
-            data = load_data(DataConfig.from_dict(recorded), vocab=vocab)
-        except DataError as e:
-            raise DataError(
-                f"{e} (the run's own data); or evaluate other text with --text FILE "
-                "or --corpus NAME"
-            ) from None
-    if isinstance(data, RollData):
-        raise ConfigError(
-            f"{args.run_dir} is a text model and {data.name} holds piano rolls; evaluate it on "
-            "text (--text FILE or a text --corpus)"
-        )
-    ids = data.split(args.split)
-    unk = float((ids == vocab.unk_id).float().mean()) if len(ids) else 0.0
-    if unk > UNK_LIMIT and not args.allow_unk:
-        raise DataError(
-            f"{unk:.0%} of the {args.split} tokens are outside the model's vocabulary "
-            "(it was trained on "
-            f"{ckpt.meta.get('corpus')}); evaluate on matching text or pass --allow-unk"
-        )
-    result = evaluate(
-        model, ids, batch_size=args.batch_size, bptt=args.bptt, level=ckpt.meta["level"]
+    e = evaluate_run(
+        args.run_dir,
+        args.split,
+        corpus=args.corpus,
+        text=args.text,
+        encoding=args.encoding,
+        batch_size=args.batch_size,
+        bptt=args.bptt,
+        device=args.device,
+        allow_unk=args.allow_unk,
     )
-    out = dict(result.to_dict(), split=args.split, corpus=data.name)
+    r = e.result
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps(e.to_dict()))
+    elif r.unit == "step":
+        print(f"{e.corpus} {e.split}: NLL {r.loss:.4f} nats per time step ({r.tokens:,} steps)")
     else:
-        bpc = f", {result.bpc:.4f} bits/char" if result.bpc is not None else ""
+        bpc = f", {r.bpc:.4f} bits/char" if r.bpc is not None else ""
         print(
-            f"{data.name} {args.split}: loss {result.loss:.4f}, "
-            f"perplexity {result.perplexity:.2f}{bpc} ({result.tokens:,} tokens)"
+            f"{e.corpus} {e.split}: loss {r.loss:.4f}, "
+            f"perplexity {r.perplexity:.2f}{bpc} ({r.tokens:,} tokens)"
         )
     return 0
-
-
-def _eval_rolls(args: argparse.Namespace, model: Any, ckpt: Any) -> int:
-    """``rnnlab eval`` of a piano-roll model: exact NLL per time step of a split."""
-    from rnnlab.data.corpora import is_pianoroll
-    from rnnlab.data.dataset import DataConfig, load_data
-    from rnnlab.evaluation.rolls import evaluate_rolls
-
-    if args.text or (args.corpus and not is_pianoroll(args.corpus)):
-        raise ConfigError(
-            f"{args.run_dir} is a piano-roll model; evaluate it on a piano-roll --corpus "
-            "(jsb, nottingham, musedata, pianomidi), not on text"
-        )
-    if args.corpus:
-        data_cfg = DataConfig(corpus=args.corpus)
-    else:
-        recorded = (ckpt.meta.get("run") or {}).get("data")
-        if not isinstance(recorded, dict):
-            raise CheckpointError(
-                f"{args.run_dir} does not record its training data; pass --corpus NAME"
-            )
-        data_cfg = DataConfig.from_dict(recorded)
-    data = load_data(data_cfg)
-    result = evaluate_rolls(model, data.split(args.split), batch_size=args.batch_size)
-    out = dict(result.to_dict(), split=args.split, corpus=data.name)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(
-            f"{data.name} {args.split}: NLL {result.loss:.4f} nats per time step "
-            f"({result.tokens:,} steps)"
-        )
-    return 0
-
-
-def _text_model(run_dir: str, device: str, command: str) -> tuple[Any, Any, Any]:
-    """``load_model`` for the commands that need text (a vocabulary)."""
-    from rnnlab.runs.load import load_model
-
-    model, vocab, ckpt = load_model(run_dir, device=device)
-    if vocab is None:
-        raise ConfigError(
-            f"{run_dir} is a piano-roll model; rnnlab {command} works on text models "
-            "(score piano rolls with rnnlab eval)"
-        )
-    return model, vocab, ckpt
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
@@ -198,12 +112,13 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     from rnnlab.generation.fast_step import PRECISIONS
     from rnnlab.generation.sampling import SamplingConfig, generate
+    from rnnlab.runs.load import load_text_model
 
     cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     if args.beam is not None and args.beam < 1:
         raise ConfigError(f"--beam must be at least 1, got {args.beam}")
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
-    model, vocab, ckpt = _text_model(args.run_dir, args.device, "sample")
+    model, vocab, ckpt = load_text_model(args.run_dir, args.device, "sample")
     texts = generate(
         model,
         vocab,
@@ -263,6 +178,7 @@ def cmd_poem(args: argparse.Namespace) -> int:
     from rnnlab.generation.fast_step import PRECISIONS
     from rnnlab.generation.poetry import PoemSpec, generate_poems
     from rnnlab.generation.sampling import SamplingConfig
+    from rnnlab.runs.load import load_text_model
 
     spec = PoemSpec(
         chars=args.form,
@@ -276,7 +192,7 @@ def cmd_poem(args: argparse.Namespace) -> int:
     cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     if args.count < 1:
         raise ConfigError(f"--count must be at least 1, got {args.count}")
-    model, vocab, ckpt = _text_model(args.run_dir, args.device, "poem")
+    model, vocab, ckpt = load_text_model(args.run_dir, args.device, "poem")
     if ckpt.meta.get("level", "char") != "char":
         raise ConfigError(
             f"{args.run_dir} is a {ckpt.meta.get('level')}-level model; rnnlab poem needs a "
@@ -320,9 +236,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from rnnlab.data.corpora import read_text_file
-    from rnnlab.data.vocab import make_tokenizer
-    from rnnlab.evaluation.text import score_tokens
-    from rnnlab.generation.sampling import boundary_token
+    from rnnlab.evaluation.run import score_run
 
     if args.text is None and args.stdin is None:
         raise ConfigError("give the text to score: --text FILE, or - to read standard input")
@@ -336,32 +250,17 @@ def cmd_score(args: argparse.Namespace) -> int:
             ) from None
     else:
         text = read_text_file(args.text, encoding=args.encoding)
-    model, vocab, ckpt = _text_model(args.run_dir, args.device, "score")
-    level = ckpt.meta["level"]
-    tokens = make_tokenizer(level).tokenize(text)
-    scores = score_tokens(model, boundary_token(vocab, level), vocab.encode(tokens), vocab.itos)
-    total = sum(s.logprob for s in scores)
-    ppl = math.exp(-total / len(scores))
+    scored = score_run(args.run_dir, text, device=args.device)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "tokens": [
-                        {"token": t, "id_token": s.token, "logprob": s.logprob}
-                        for t, s in zip(tokens, scores, strict=True)
-                    ],
-                    "total_logprob": total,
-                    "count": len(scores),
-                    "perplexity": ppl,
-                },
-                ensure_ascii=False,
-            )
-        )
+        print(json.dumps(scored.to_dict(), ensure_ascii=False))
         return 0
-    for t, s in zip(tokens, scores, strict=True):
+    for t, s in zip(scored.tokens, scored.scores, strict=True):
         shown = t if s.token == t else f"{t} ({s.token})"
         print(f"{s.logprob:10.4f}\t{json.dumps(shown, ensure_ascii=False)[1:-1]}")
-    print(f"total log-probability {total:.4f} nats over {len(scores)} tokens; perplexity {ppl:.2f}")
+    print(
+        f"total log-probability {scored.total:.4f} nats over {len(scored.scores)} tokens; "
+        f"perplexity {scored.perplexity:.2f}"
+    )
     return 0
 
 

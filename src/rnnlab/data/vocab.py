@@ -208,3 +208,11 @@ def encode_text(text: str, tokenizer: Tokenizer, vocab: Vocab) -> torch.Tensor:
 def decode_ids(ids: Iterable[int] | torch.Tensor, tokenizer: Tokenizer, vocab: Vocab) -> str:
     """The inverse of :func:`encode_text` (exact for char level when nothing was unknown)."""
     return tokenizer.detokenize(vocab.decode(ids))
+
+
+def boundary_token(vocab: Vocab, level: str) -> int:
+    """The symbol that separates training lines: the context before any prime."""
+    for token in ("<eos>", "\n") if level == "word" else ("\n", "<eos>"):
+        if token in vocab.stoi:
+            return vocab.stoi[token]
+    return vocab.unk_id

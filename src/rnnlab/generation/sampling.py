@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rnnlab.data.vocab import Tokenizer, Vocab, make_tokenizer
+from rnnlab.data.vocab import Tokenizer, Vocab, boundary_token, make_tokenizer
 from rnnlab.errors import ConfigError
 from rnnlab.generation.fast_step import Stepper, make_stepper
 
@@ -154,14 +154,6 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
 
 
 # ------------------------------------------------------------------------------ context, stops
-
-
-def boundary_token(vocab: Vocab, level: str) -> int:
-    """The symbol that separates training lines: the context before any prime."""
-    for token in ("<eos>", "\n") if level == "word" else ("\n", "<eos>"):
-        if token in vocab.stoi:
-            return vocab.stoi[token]
-    return vocab.unk_id
 
 
 def prime_tokens(prime: str, level: str) -> list[str]:

@@ -103,3 +103,17 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
         raise RnnlabError(f"{path} is corrupt ({type(e).__name__}); start a new run") from None
+
+
+def load_text_model(
+    path: str | Path, device: str = "cpu", command: str = "sample"
+) -> tuple[Any, Vocab, ck.Checkpoint]:
+    """:func:`load_model` for what needs text (a vocabulary): a piano-roll run is refused with a
+    one-line error naming ``command``."""
+    model, vocab, ckpt = load_model(path, device=device)
+    if vocab is None:
+        raise ConfigError(
+            f"{path} is a piano-roll model; rnnlab {command} works on text models "
+            "(score piano rolls with rnnlab eval)"
+        )
+    return model, vocab, ckpt

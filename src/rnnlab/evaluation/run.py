@@ -1,0 +1,163 @@
+"""Evaluating a trained run: which text or pieces to score it on, and the exact result.
+
+``rnnlab eval`` and ``rnnlab score`` call these; they load the run through
+:mod:`rnnlab.runs.load` (never the trainer) and return results for the CLI to print.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rnnlab.data.corpora import is_pianoroll
+from rnnlab.data.dataset import DataConfig, load_data
+from rnnlab.data.rolls import RollData
+from rnnlab.data.vocab import boundary_token, make_tokenizer
+from rnnlab.errors import CheckpointError, ConfigError, DataError
+from rnnlab.evaluation.rolls import evaluate_rolls
+from rnnlab.evaluation.text import EvalResult, TokenScore, evaluate, score_tokens
+from rnnlab.runs.load import load_model, load_text_model
+
+# more unknown tokens than this means the text is not what the model was trained on
+UNK_LIMIT = 0.10
+
+
+@dataclass
+class RunEvaluation:
+    """The exact result of a run on one split of a corpus."""
+
+    result: EvalResult
+    split: str
+    corpus: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.result.to_dict(), split=self.split, corpus=self.corpus)
+
+
+def _recorded_data(run_dir: str | Path, ckpt: Any, what: str) -> DataConfig:
+    """The data config the run was trained on, from its checkpoint."""
+    recorded = (ckpt.meta.get("run") or {}).get("data")
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{run_dir} does not record its training data; pass {what}")
+    return DataConfig.from_dict(recorded)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    *,
+    corpus: str | None = None,
+    text: str | None = None,
+    encoding: str = "utf-8",
+    batch_size: int = 10,
+    bptt: int = 100,
+    device: str = "cpu",
+    allow_unk: bool = False,
+) -> RunEvaluation:
+    """Exact perplexity (text) or NLL per time step (piano rolls) of the run in ``run_dir`` on
+    ``split`` of its own data, or of ``corpus`` / the ``text`` file.
+
+    A text run refuses piano rolls and text with more than :data:`UNK_LIMIT` unknown tokens
+    (unless ``allow_unk``); a piano-roll run refuses text.
+    """
+    model, vocab, ckpt = load_model(run_dir, device=device)
+    if vocab is None:
+        return _evaluate_rolls_run(run_dir, model, ckpt, split, corpus, text, batch_size)
+    if corpus and is_pianoroll(corpus):
+        raise ConfigError(
+            f"{run_dir} is a text model and {corpus} holds piano rolls; evaluate it on "
+            "text (--text FILE or a text --corpus)"
+        )
+    level = ckpt.meta["level"]
+    if corpus or text:
+        data = load_data(
+            DataConfig(corpus=corpus, text=text, encoding=encoding, level=level), vocab=vocab
+        )
+    else:
+        try:
+            data = load_data(
+                _recorded_data(run_dir, ckpt, "--text FILE or --corpus NAME"), vocab=vocab
+            )
+        except DataError as e:
+            raise DataError(
+                f"{e} (the run's own data); or evaluate other text with --text FILE "
+                "or --corpus NAME"
+            ) from None
+    if isinstance(data, RollData):
+        raise ConfigError(
+            f"{run_dir} is a text model and {data.name} holds piano rolls; evaluate it on "
+            "text (--text FILE or a text --corpus)"
+        )
+    ids = data.split(split)
+    unk = float((ids == vocab.unk_id).float().mean()) if len(ids) else 0.0
+    if unk > UNK_LIMIT and not allow_unk:
+        raise DataError(
+            f"{unk:.0%} of the {split} tokens are outside the model's vocabulary "
+            "(it was trained on "
+            f"{ckpt.meta.get('corpus')}); evaluate on matching text or pass --allow-unk"
+        )
+    result = evaluate(model, ids, batch_size=batch_size, bptt=bptt, level=level)
+    return RunEvaluation(result, split, data.name)
+
+
+def _evaluate_rolls_run(
+    run_dir: str | Path,
+    model: Any,
+    ckpt: Any,
+    split: str,
+    corpus: str | None,
+    text: str | None,
+    batch_size: int,
+) -> RunEvaluation:
+    """:func:`evaluate_run` of a piano-roll model: exact NLL per time step of a split."""
+    if text or (corpus and not is_pianoroll(corpus)):
+        raise ConfigError(
+            f"{run_dir} is a piano-roll model; evaluate it on a piano-roll --corpus "
+            "(jsb, nottingham, musedata, pianomidi), not on text"
+        )
+    data_cfg = (
+        DataConfig(corpus=corpus) if corpus else _recorded_data(run_dir, ckpt, "--corpus NAME")
+    )
+    data = load_data(data_cfg)
+    result = evaluate_rolls(model, data.split(split), batch_size=batch_size)
+    return RunEvaluation(result, split, data.name)
+
+
+@dataclass
+class TextScore:
+    """Per-token log-probabilities of a text: ``tokens`` as the text cut them, ``scores`` as
+    the model saw them (``<unk>`` for unknown ones)."""
+
+    tokens: list[str]
+    scores: list[TokenScore]
+
+    @property
+    def total(self) -> float:
+        return sum(s.logprob for s in self.scores)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.total / len(self.scores))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tokens": [
+                {"token": t, "id_token": s.token, "logprob": s.logprob}
+                for t, s in zip(self.tokens, self.scores, strict=True)
+            ],
+            "total_logprob": self.total,
+            "count": len(self.scores),
+            "perplexity": self.perplexity,
+        }
+
+
+def score_run(run_dir: str | Path, text: str, *, device: str = "cpu") -> TextScore:
+    """Log-probability of every token of ``text`` under the text model in ``run_dir``, each given
+    all before it (the first after the boundary symbol of training lines)."""
+    model, vocab, ckpt = load_text_model(run_dir, device, "score")
+    level = ckpt.meta["level"]
+    tokens = make_tokenizer(level).tokenize(text)
+    scores = score_tokens(model, boundary_token(vocab, level), vocab.encode(tokens), vocab.itos)
+    return TextScore(tokens, scores)
