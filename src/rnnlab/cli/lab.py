@@ -10,6 +10,7 @@ from typing import Any
 
 from rnnlab.cli.train import SCHEDULES, _add_data_args
 from rnnlab.errors import ConfigError
+from rnnlab.nn.registry import cell_help
 
 # ---------------------------------------------------------------------------------- compare
 DEFAULT_COMPARE_STEPS = (
@@ -85,8 +86,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--cells",
         type=_comma_list(str, "--cells"),
         default=("rnn", "gru", "lstm"),
-        help="comma list of rnn, rnn-relu, gru, gru-reset-before, lstm, lstm-fb1 "
-        "(default rnn,gru,lstm)",
+        help=f"comma list of {cell_help()} (default rnn,gru,lstm)",
     )
     g.add_argument(
         "--params",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import ConfigError
+from rnnlab.nn.registry import cell_help
 
 # rnnlab.config.run.SCHEDULES, spelled out so that --help does not import torch (a test checks them)
 SCHEDULES = ("constant", "decay", "plateau", "cosine")
@@ -115,7 +116,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="piano rolls: an all-zero frame before every piece, so every frame is scored",
     )
     m = p.add_argument_group("model")
-    m.add_argument("--cell", help="rnn, rnn-relu, gru, gru-reset-before, lstm, lstm-fb1")
+    m.add_argument("--cell", help=f"recurrent cell: {cell_help()}")
     m.add_argument("--layers", type=int)
     m.add_argument("--hidden", type=int)
     m.add_argument("--embed", type=int, help="embedding width (piano rolls: 0 = frames direct)")

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError
 from rnnlab.nn.cells import GRUCell, LSTMCell, RNNCell
+from rnnlab.nn.registry import CELLS
 
 PRECISIONS = {"float32": None, "bf16": torch.bfloat16, "int8": torch.qint8}
 """Decoding precisions by name (``--precision``): the stepper's ``dtype`` (None = exact)."""
@@ -77,7 +78,7 @@ class FastStepper:
     """The one-step inference path of a :class:`~rnnlab.models.text.LanguageModel`.
 
     Args:
-        model: a LanguageModel (any cell of :data:`rnnlab.nn.recurrent.CELL_NAMES`). Its weights
+        model: a LanguageModel (any cell of :data:`rnnlab.nn.registry.CELLS`). Its weights
             are copied by reference at construction: build a new stepper after changing them.
         table_limit: build the layer-0 input table only up to this many elements (V * G * H);
             above it, layer 0 gathers embeddings and runs one input GEMM instead.
@@ -107,16 +108,16 @@ class FastStepper:
         if cell is None:
             raise ConfigError("FastStepper needs an rnnlab LanguageModel; use ForwardStepper")
         rnn = model.rnn
-        self.kind = {"lstm-fb1": "lstm", "rnn-relu": "rnn", "gru-reset-before": "gru"}.get(
-            cell, cell
-        )
-        if self.kind not in ("lstm", "gru", "rnn"):
+        spec = CELLS.get(cell)
+        if spec is None:
             raise ConfigError(f"FastStepper does not know cell {cell!r}; use ForwardStepper")
-        self.nonlinearity = getattr(rnn, "nonlinearity", "tanh")
-        self.reset = getattr(rnn, "reset", "after")
+        self.cell = spec.name
+        self.kind = spec.family  # "rnn", "gru" or "lstm": which cell's step to call
+        self.nonlinearity = spec.nonlinearity  # the RNN's; None for the gated families
+        self.reset = spec.reset  # the GRU's; None for the others
         self.num_layers = rnn.num_layers
         self.hidden_size = rnn.hidden_size
-        self.states_per_layer = 2 if self.kind == "lstm" else 1
+        self.states_per_layer = spec.states  # 2 for the LSTM: (h, c)
         # b_hh adds to the pre-activation directly for LSTM/RNN (fold it into gi); the GRU needs
         # it apart, inside r * (U_n h + b_hn).
         fold = self.kind != "gru"
@@ -153,8 +154,8 @@ class FastStepper:
         feed a tanh doubled (the input table's columns too; see :func:`_lstm_update_int8`)."""
         if self.device.type != "cpu":
             raise ConfigError("int8 decoding runs on the CPU only; use bf16 on a GPU")
-        if self.kind == "gru" and self.reset != "after":
-            raise ConfigError("int8 decoding does not support gru-reset-before; use bf16")
+        if self.reset == "before":  # its U_n multiplies r∘h: U h is no longer one product
+            raise ConfigError(f"int8 decoding does not support {self.cell}; use bf16")
         # every tanh argument doubled, so that tanh(a) = 2 sigmoid(2a) - 1 (see _lstm_update_int8)
         rows = _tanh_rows(self.kind, self.nonlinearity, self.hidden_size)
         layers = [
@@ -270,7 +271,7 @@ class FastStepper:
         return torch.stack(state)
 
 
-def _tanh_rows(kind: str, nonlinearity: str, hidden: int) -> slice | None:
+def _tanh_rows(kind: str, nonlinearity: str | None, hidden: int) -> slice | None:
     """The gate rows whose pre-activation goes through a tanh: the LSTM's candidate g and the
     GRU's candidate n (rows 2H:3H), the whole tanh-RNN; None for the relu RNN."""
     if kind in ("lstm", "gru"):

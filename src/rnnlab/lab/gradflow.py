@@ -47,7 +47,8 @@ from rnnlab.errors import ConfigError, DataError
 from rnnlab.models.config import LanguageModelConfig
 from rnnlab.models.text import LanguageModel
 from rnnlab.nn.cells import GRUCell, LSTMCell, RNNCell
-from rnnlab.nn.recurrent import GRU, LSTM, RNN, Recurrent
+from rnnlab.nn.recurrent import RNN, Recurrent
+from rnnlab.nn.registry import FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,9 @@ GateHook = Callable[[int, dict[str, Tensor]], None]
 
 # --------------------------------------------------------------------------- stepping
 def _kind(rnn: Recurrent) -> str:
-    if isinstance(rnn, LSTM):
-        return "lstm"
-    if isinstance(rnn, GRU):
-        return "gru"
-    if isinstance(rnn, RNN):
-        return "rnn"
+    """The layer's family (:data:`rnnlab.nn.registry.FAMILIES`): "rnn", "gru" or "lstm"."""
+    if isinstance(rnn, Recurrent) and rnn.family in FAMILIES:
+        return rnn.family
     raise ConfigError(
         f"diagnostics support rnnlab's RNN, GRU and LSTM layers, not {type(rnn).__name__}"
     )
@@ -109,7 +107,8 @@ def _gates(rnn: Recurrent, k: int, gi: Tensor, state: LayerState) -> dict[str, T
 
 def zero_states(rnn: Recurrent, batch: int, like: Tensor) -> list[LayerState]:
     """Zero state of every layer: (h,) or (h, c), each (B, H)."""
-    n = 2 if _kind(rnn) == "lstm" else 1
+    _kind(rnn)  # ConfigError for a layer the diagnostics do not know
+    n = rnn.num_states  # (h,) or (h, c)
     return [
         tuple(like.new_zeros(batch, rnn.hidden_size) for _ in range(n))
         for _ in range(rnn.num_layers)

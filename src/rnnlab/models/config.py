@@ -9,7 +9,7 @@ from itertools import pairwise
 from typing import Any
 
 from rnnlab.errors import ConfigError
-from rnnlab.nn.recurrent import CELL_NAMES
+from rnnlab.nn.registry import get_cell
 
 HEADS = ("softmax", "adaptive", "sigmoid")
 
@@ -27,8 +27,8 @@ class LanguageModelConfig:
     Attributes:
         vocab_size: number of symbols V of the softmax (0 in a run config: "take it from the
             vocabulary"; it must be set before a model is built).
-        cell: one of ``rnnlab.nn.recurrent.CELL_NAMES`` (rnn, rnn-relu, gru, gru-reset-before, lstm,
-            lstm-fb1).
+        cell: one of ``rnnlab.nn.registry.CELL_NAMES`` (rnn, rnn-relu, gru, gru-reset-before,
+            lstm, lstm-fb1).
         embed_size: embedding width D.
         hidden_size: recurrent width H.
         num_layers: stacked recurrent layers.
@@ -83,8 +83,7 @@ class LanguageModelConfig:
             )
         if self.head == "sigmoid" and self.tie_weights:
             raise ConfigError("weight tying is for the softmax head; drop --tie for piano rolls")
-        if self.cell not in CELL_NAMES:
-            raise ConfigError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_NAMES)}")
+        get_cell(self.cell)  # ConfigError for an unknown cell, listing the known ones
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.tie_weights and self.embed_size != self.hidden_size:
@@ -161,8 +160,7 @@ class LanguageModelConfig:
         frame directly (I_0 = V) and there is no input map. The adaptive head replaces the last
         two terms (see :meth:`_adaptive_parameters`).
         """
-        gates = {"rnn": 1, "rnn-relu": 1, "gru": 3, "gru-reset-before": 3, "lstm": 4, "lstm-fb1": 4}
-        g, h = gates[self.cell], self.hidden_size
+        g, h = get_cell(self.cell).gates, self.hidden_size
         rec = 0
         for layer in range(self.num_layers):
             inp = (self.embed_size or self.vocab_size) if layer == 0 else h

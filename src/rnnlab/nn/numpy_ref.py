@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.errors import ConfigError, DataError
+from rnnlab.nn.registry import FAMILIES, find_cell
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ Params = dict[str, np.ndarray]
 State = np.ndarray | tuple[np.ndarray, np.ndarray]  # h (B, H), or (h, c) for LSTM
 Cache = dict[str, Any]
 
-CELL_KINDS = ("rnn", "gru", "lstm")
+CELL_KINDS = FAMILIES  # the layer families; a NumPy cell is one of them
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,14 +63,11 @@ def sigmoid(a: np.ndarray) -> np.ndarray:
 
 
 def gate_count(cell: str) -> int:
-    """Number of stacked gate blocks G in ``weight_ih (G*H, I)``: rnn 1, gru 3, lstm 4."""
-    if cell == "rnn":
-        return 1
-    if cell == "gru":
-        return 3
-    if cell == "lstm":
-        return 4
-    raise ConfigError(f"unknown cell {cell!r}; use one of {', '.join(CELL_KINDS)}")
+    """Number of stacked gate blocks G in ``weight_ih (G*H, I)``: rnn 1, gru 3, lstm 4
+    (:mod:`rnnlab.nn.registry`)."""
+    if cell not in CELL_KINDS:
+        raise ConfigError(f"unknown cell {cell!r}; use one of {', '.join(CELL_KINDS)}")
+    return find_cell(cell).gates
 
 
 def _check_options(cell: str, nonlinearity: str, reset: str) -> None:

@@ -17,7 +17,7 @@ Two implementations compute the same function:
           h = Cell.step(gi, h, W_hh, b_hh)
 
   It runs for ``impl="explicit"`` and for variants torch has no kernel for
-  (``GRU(reset="before")``).
+  (``GRU(reset="before")``; ``fused`` in :mod:`rnnlab.nn.registry`).
 
 ``impl="auto"`` (default) picks the fused kernel whenever it computes the same equations.
 Dropout is applied to the output of every layer but the last, in training mode, as torch does.
@@ -38,11 +38,12 @@ from torch.autograd.function import FunctionCtx
 
 from rnnlab.errors import ConfigError
 from rnnlab.nn.cells import NONLINEARITIES, RESET_MODES, GRUCell, LSTMCell, RNNCell, add_forget_bias
+from rnnlab.nn.registry import CELL_NAMES as CELL_NAMES  # re-exported: the names by cell
+from rnnlab.nn.registry import CellSpec, find_cell, get_cell
 
 logger = logging.getLogger(__name__)
 
 IMPLS = ("auto", "fused", "explicit")
-CELL_NAMES = ("rnn", "rnn-relu", "gru", "gru-reset-before", "lstm", "lstm-fb1")
 
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -50,11 +51,13 @@ State = Tensor | tuple[Tensor, Tensor]
 class Recurrent(nn.Module):
     """Shared machinery of :class:`RNN`, :class:`GRU` and :class:`LSTM`.
 
-    Subclasses set ``num_gates`` and ``num_states`` (1 for h, 2 for (h, c)) and implement
-    ``_fused`` (the torch kernel) and ``_scan`` (one layer of the explicit loop). Inside, a state
-    is always a tuple of (L, B, H) tensors; ``forward`` converts to torch's public structure.
+    Subclasses set ``family`` (see :mod:`rnnlab.nn.registry`), ``num_gates`` and ``num_states``
+    (1 for h, 2 for (h, c)) and implement ``_fused`` (the torch kernel) and ``_scan`` (one layer
+    of the explicit loop). Inside, a state is always a tuple of (L, B, H) tensors; ``forward``
+    converts to torch's public structure.
     """
 
+    family: str = ""  # "rnn", "gru" or "lstm": rnnlab.nn.registry.FAMILIES
     num_gates: int = 1
     num_states: int = 1
     fold_hh_bias: bool = True  # b_hh can be added to the input projection before the loop
@@ -225,9 +228,16 @@ class Recurrent(nn.Module):
 
     # ----------------------------------------------------------------- forward
 
+    def equations(self) -> CellSpec:
+        """The registered cell whose equations this layer computes (an LSTM's forget bias, an
+        initialisation, may differ from that cell's)."""
+        return find_cell(self.family)
+
     def uses_fused(self) -> bool:
-        """Whether ``forward`` calls torch's fused kernel (True) or the explicit loop (False)."""
-        return self.impl != "explicit"
+        """Whether ``forward`` calls torch's fused kernel (True) or the explicit loop (False):
+        the kernel unless ``impl="explicit"`` or torch has none for these equations
+        (``CellSpec.fused``)."""
+        return self.impl != "explicit" and self.equations().fused
 
     def forward(self, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
         """Run the stack over a sequence.
@@ -381,6 +391,7 @@ class RNN(Recurrent):
     :math:`\phi` = tanh or relu (see :class:`rnnlab.nn.cells.RNNCell`).
     """
 
+    family = "rnn"
     num_gates = 1
 
     def __init__(
@@ -418,6 +429,9 @@ class RNN(Recurrent):
             impl,
         )
 
+    def equations(self) -> CellSpec:
+        return find_cell(self.family, nonlinearity=self.nonlinearity)
+
     def _scan(
         self, proj: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -449,6 +463,7 @@ class GRU(Recurrent):
     ``reset="before"`` (Cho et al. 2014) always runs the explicit loop.
     """
 
+    family = "gru"
     num_gates = 3
     fold_hh_bias = False  # b_hn sits inside r ∘ (U_n h + b_hn)
     mode = "GRU"
@@ -469,9 +484,9 @@ class GRU(Recurrent):
     ) -> None:
         if reset not in RESET_MODES:
             raise ConfigError(f"GRU: unknown reset {reset!r}; choose 'after' or 'before'")
-        if reset == "before" and impl == "fused":
+        if impl == "fused" and not find_cell(self.family, reset=reset).fused:
             raise ConfigError(
-                "GRU: torch has no fused kernel for reset='before'; use impl='auto' or 'explicit'"
+                f"GRU: torch has no fused kernel for reset={reset!r}; use impl='auto' or 'explicit'"
             )
         self.reset = reset
         super().__init__(
@@ -488,8 +503,8 @@ class GRU(Recurrent):
             impl,
         )
 
-    def uses_fused(self) -> bool:
-        return self.impl != "explicit" and self.reset == "after"
+    def equations(self) -> CellSpec:
+        return find_cell(self.family, reset=self.reset)
 
     def _batches_hh_grad(self) -> bool:
         return self.reset == "after"  # "before" multiplies U_n by r∘h, not by h
@@ -524,6 +539,7 @@ class LSTM(Recurrent):
     (Jozefowicz et al. 2015); the equations, and so the fused kernel, are unchanged.
     """
 
+    family = "lstm"
     num_gates = 4
     num_states = 2
     mode = "LSTM"
@@ -620,6 +636,9 @@ class _BatchedHiddenWeightGrad(torch.autograd.Function):
         return grad, grad_w, None
 
 
+_LAYERS: dict[str, type[Recurrent]] = {layer.family: layer for layer in (RNN, GRU, LSTM)}
+
+
 def make_recurrent(
     cell: str,
     input_size: int,
@@ -629,27 +648,15 @@ def make_recurrent(
     batch_first: bool = False,
     impl: str = "auto",
 ) -> Recurrent:
-    """Build a recurrent stack by cell name (one of :data:`CELL_NAMES`).
-
-    "rnn" (tanh), "rnn-relu", "gru", "gru-reset-before" (Cho et al. 2014 form), "lstm",
-    "lstm-fb1" (forget-gate bias initialised to 1.0, Jozefowicz et al. 2015).
-    """
-    common = {
-        "num_layers": num_layers,
-        "dropout": dropout,
-        "batch_first": batch_first,
-        "impl": impl,
-    }
-    if cell == "rnn":
-        return RNN(input_size, hidden_size, nonlinearity="tanh", **common)
-    if cell == "rnn-relu":
-        return RNN(input_size, hidden_size, nonlinearity="relu", **common)
-    if cell == "gru":
-        return GRU(input_size, hidden_size, reset="after", **common)
-    if cell == "gru-reset-before":
-        return GRU(input_size, hidden_size, reset="before", **common)
-    if cell == "lstm":
-        return LSTM(input_size, hidden_size, **common)
-    if cell == "lstm-fb1":
-        return LSTM(input_size, hidden_size, forget_bias=1.0, **common)
-    raise ConfigError(f"unknown cell {cell!r}; choose one of {', '.join(CELL_NAMES)}")
+    """Build a recurrent stack by cell name (one of :data:`CELL_NAMES`): the layer class of
+    the cell's family with the cell's options (:mod:`rnnlab.nn.registry`)."""
+    spec = get_cell(cell)
+    return _LAYERS[spec.family](
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        dropout=dropout,
+        batch_first=batch_first,
+        impl=impl,
+        **spec.layer_options(),
+    )

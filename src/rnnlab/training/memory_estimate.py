@@ -14,6 +14,7 @@ import torch
 
 from rnnlab.errors import ConfigError
 from rnnlab.models.config import LanguageModelConfig
+from rnnlab.nn.registry import get_cell
 
 if TYPE_CHECKING:  # the trainer's configs; imported for types only (train.py imports this module)
     from rnnlab.config.run import OptimConfig, RunConfig
@@ -40,7 +41,7 @@ def training_memory(
     slots = 2 if optim.optimizer in ("adam", "adamw") else (1 if optim.momentum else 0)
     slots += 1 if optim.optimizer == "rmsprop" else 0
     weights = 4 * model.num_parameters() * (2 + slots + int(ddp))
-    gates = {"rnn": 1, "rnn-relu": 1, "gru": 3, "gru-reset-before": 3}.get(model.cell, 4)
+    gates = get_cell(model.cell).gates
     scored = model.vocab_size
     if model.head == "adaptive" and model.cutoffs:
         scored = model.cutoffs[0] + len(model.cutoffs)
