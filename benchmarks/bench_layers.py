@@ -25,10 +25,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import rnnlab.nn.recurrent as rr
 import torch
 from _common import machine_info, write_report
 from torch import Tensor, nn
+
+import rnnlab.nn.recurrent as rr
 
 SHAPES = {
     "word": {"num_layers": 2, "hidden_size": 200, "input_size": 200, "batch": 20, "steps": 20},
