@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from rnnlab.config.run import OptimConfig, RunConfig
 from rnnlab.errors import ConfigError
 from rnnlab.models.config import LanguageModelConfig
 from rnnlab.nn.registry import get_cell
-
-if TYPE_CHECKING:  # the trainer's configs; imported for types only (train.py imports this module)
-    from rnnlab.config.run import OptimConfig, RunConfig
 
 
 def training_memory(
