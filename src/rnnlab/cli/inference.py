@@ -41,8 +41,8 @@ UNK_LIMIT = 0.10
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rnnlab.data.corpora import is_pianoroll
     from rnnlab.data.dataset import DataConfig, load_data
+    from rnnlab.data.registry import is_pianoroll
     from rnnlab.data.rolls import RollData
     from rnnlab.evaluation.text import evaluate
     from rnnlab.runs.load import load_model
@@ -104,8 +104,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_rolls(args: argparse.Namespace, model: Any, ckpt: Any) -> int:
     """``rnnlab eval`` of a piano-roll model: exact NLL per time step of a split."""
-    from rnnlab.data.corpora import is_pianoroll
     from rnnlab.data.dataset import DataConfig, load_data
+    from rnnlab.data.registry import is_pianoroll
     from rnnlab.evaluation.rolls import evaluate_rolls
 
     if args.text or (args.corpus and not is_pianoroll(args.corpus)):
@@ -319,7 +319,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from rnnlab.data.corpora import read_text_file
+    from rnnlab.data.text_files import read_text_file
     from rnnlab.data.vocab import make_tokenizer
     from rnnlab.evaluation.text import score_tokens
     from rnnlab.generation.sampling import boundary_token
@@ -372,7 +372,8 @@ def _add_corpora(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
-    from rnnlab.data.corpora import corpus_status, list_corpora
+    from rnnlab.data.fetch import corpus_status
+    from rnnlab.data.registry import list_corpora
 
     rows = [
         {"name": s.name, "level": s.level, "status": corpus_status(s), "description": s.description}
