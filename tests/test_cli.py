@@ -346,7 +346,7 @@ def test_named_corpus_offline_says_how_to_provide_it(tmp_path, monkeypatch, caps
     def offline(url, timeout=0):
         raise urllib.error.URLError("network is unreachable")
 
-    monkeypatch.setattr("rnnlab.data.corpora.fetch_url", offline)
+    monkeypatch.setattr("rnnlab.data.fetch.fetch_url", offline)
     out = tmp_path / "r"
     code, _, err = run_cli(
         capsys, "train", "--corpus", "ptb", "--max-steps", 2, *SMALL, *QUIET, "--out", out

@@ -12,20 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.data import corpora
-from rnnlab.data.corpora import (
-    CorpusSpec,
-    clean_tang_poem,
-    corpus_file,
-    corpus_status,
-    default_corpus,
-    fetch_url,
-    get_spec,
-    list_corpora,
-    load_corpus,
-    load_text_file,
-    read_text_file,
-)
+from rnnlab.data import fetch, tang
+from rnnlab.data.corpora import load_corpus
+from rnnlab.data.default_corpus import default_corpus
+from rnnlab.data.fetch import corpus_file, corpus_status, fetch_url
+from rnnlab.data.registry import CorpusSpec, get_spec, list_corpora
+from rnnlab.data.tang import clean_tang_poem
+from rnnlab.data.text_files import load_text_file, read_text_file
 from rnnlab.errors import ConfigError, DataError
 
 
@@ -186,7 +179,7 @@ def no_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _cache_leftovers() -> list[Path]:
-    root = corpora.cache_dir() / "data"
+    root = fetch.cache_dir() / "data"
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
@@ -196,7 +189,7 @@ def test_download_verifies_and_caches(tmp_path: Path, no_mirror: None, gz: bool)
     assert corpus_status(spec) == "downloadable"
     path = corpus_file(spec, "fake/data.txt")  # real urllib on a file:// URL
     assert path.read_bytes() == "upstream text ✓\n".encode()
-    assert path == corpora.cache_dir() / "data" / "fake/data.txt"
+    assert path == fetch.cache_dir() / "data" / "fake/data.txt"
     assert corpus_status(spec) == "cached"
     assert _cache_leftovers() == [path]  # no temporary files left behind
 
@@ -217,7 +210,7 @@ def test_checksum_mismatch_is_refused_and_removed(tmp_path: Path, no_mirror: Non
 
 def test_corrupt_cached_file_is_replaced(tmp_path: Path, no_mirror: None) -> None:
     spec = _fake_spec(tmp_path, b"good bytes")
-    cached = corpora.cache_dir() / "data" / "fake/data.txt"
+    cached = fetch.cache_dir() / "data" / "fake/data.txt"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"bad bytes")
     assert corpus_file(spec, "fake/data.txt").read_bytes() == b"good bytes"
@@ -433,7 +426,7 @@ def test_tang_second_load_comes_from_the_processed_cache(
     def no_rebuild(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached text should have been used")
 
-    monkeypatch.setattr(corpora, "_build_tang", no_rebuild)
+    monkeypatch.setattr(tang, "_build_tang", no_rebuild)
     assert _load_tang(tang_cache, monkeypatch) == first
     for path in (tang_cache / "processed").glob("tang-*.json"):
         assert set(json.loads(path.read_text(encoding="utf-8"))) == {"splits", "stats"}

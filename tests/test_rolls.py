@@ -10,7 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlab.data.corpora import corpus_file, get_spec, is_pianoroll, list_corpora, load_corpus
+from rnnlab.data.corpora import load_corpus
+from rnnlab.data.fetch import corpus_file
+from rnnlab.data.registry import get_spec, is_pianoroll, list_corpora
 from rnnlab.data.rolls import (
     N_PITCHES,
     RollData,

@@ -7,15 +7,12 @@ import sys as _sys
 
 from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import batchify, iter_windows, window_lengths
-from rnnlab.data.corpora import (
-    Corpus,
-    CorpusSpec,
-    default_corpus,
-    list_corpora,
-    load_corpus,
-    load_text_file,
-)
+from rnnlab.data.corpora import load_corpus
+from rnnlab.data.corpus import Corpus
 from rnnlab.data.dataset import DataConfig, LMData, load_data
+from rnnlab.data.default_corpus import default_corpus
+from rnnlab.data.registry import CorpusSpec, list_corpora
+from rnnlab.data.text_files import load_text_file
 from rnnlab.data.vocab import Vocab, build_vocab, encode_text, make_tokenizer
 from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError, TrainingDiverged
 from rnnlab.evaluation.text import EvalResult, evaluate

@@ -235,7 +235,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from rnnlab.data.corpora import read_text_file
+    from rnnlab.data.text_files import read_text_file
     from rnnlab.evaluation.run import score_run
 
     if args.text is None and args.stdin is None:
@@ -271,7 +271,8 @@ def _add_corpora(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
-    from rnnlab.data.corpora import corpus_status, list_corpora
+    from rnnlab.data.fetch import corpus_status
+    from rnnlab.data.registry import list_corpora
 
     rows = [
         {"name": s.name, "level": s.level, "status": corpus_status(s), "description": s.description}

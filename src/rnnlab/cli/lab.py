@@ -202,7 +202,7 @@ def compare_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The compare settings: the flags given, else the preset's (explicit, or music-chung2014
     for a piano-roll corpus), else :data:`COMPARE_DEFAULTS`; plus the corpus."""
     from rnnlab.config.presets import get_preset
-    from rnnlab.data.corpora import is_pianoroll
+    from rnnlab.data.registry import is_pianoroll
 
     preset = args.preset
     if preset is None and args.corpus and is_pianoroll(args.corpus):

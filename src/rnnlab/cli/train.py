@@ -197,7 +197,7 @@ def build_run_config(args: argparse.Namespace) -> Any:
     """Defaults, then the preset, then the flags given."""
     from rnnlab.config.presets import get_preset
     from rnnlab.config.run import RunConfig
-    from rnnlab.data.corpora import is_pianoroll
+    from rnnlab.data.registry import is_pianoroll
 
     given = {k: v for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
     preset = args.preset

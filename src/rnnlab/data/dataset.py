@@ -16,8 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnlab.data.corpora import Corpus, default_corpus, is_pianoroll, load_corpus, load_text_file
+from rnnlab.data.corpora import load_corpus
+from rnnlab.data.corpus import Corpus
+from rnnlab.data.default_corpus import default_corpus
+from rnnlab.data.registry import is_pianoroll
 from rnnlab.data.rolls import RollData, fraction_pieces, load_rolls
+from rnnlab.data.text_files import load_text_file
 from rnnlab.data.vocab import Vocab, build_vocab, make_tokenizer
 from rnnlab.errors import ConfigError, DataError
 

@@ -5,8 +5,9 @@ exact negative log-likelihood per time step.
 piano rolls with standard splits; Chung et al. (2014) compared tanh, GRU and LSTM units on them.
 A piece is a ``(T, 88)`` 0/1 float tensor: row ``t`` is the frame at time step ``t``, column
 ``j`` is MIDI pitch ``21 + j`` (A0 .. C8), 1 where the note sounds. The registry
-(:mod:`rnnlab.data.corpora`: ``jsb``, ``nottingham``, ``musedata``, ``pianomidi``) finds and checks
-the ``.mat`` files; :func:`read_mat` reads them with ``scipy.io.loadmat``.
+(:mod:`rnnlab.data.registry`: ``jsb``, ``nottingham``, ``musedata``, ``pianomidi``) names the
+``.mat`` files, :mod:`rnnlab.data.fetch` finds and checks them, and :func:`read_mat` reads them
+with ``scipy.io.loadmat``.
 
 **Model and loss.** The input at step ``t`` is the frame ``x_t``, the target is ``x_{t+1}``; the
 88 notes of a frame are independent given the past::
@@ -54,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnlab.data.corpora import PIANOROLL, Fetch, corpus_file, get_spec
+from rnnlab.data.fetch import Fetch, corpus_file
+from rnnlab.data.registry import PIANOROLL, get_spec
 from rnnlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -159,7 +161,7 @@ def load_rolls(
     """A named piano-roll corpus (``jsb``, ``nottingham``, ``musedata``, ``pianomidi``).
 
     The file comes checksum-verified from the mirror (``data_dir`` or ``$RNNLAB_DATA_DIR``), the
-    user cache, or upstream (see :func:`rnnlab.data.corpora.corpus_file`). ``start_frame`` puts an
+    user cache, or upstream (see :func:`rnnlab.data.fetch.corpus_file`). ``start_frame`` puts an
     all-zero frame before every piece (see the module docstring).
     """
     if not isinstance(start_frame, bool):

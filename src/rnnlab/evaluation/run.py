@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnlab.data.corpora import is_pianoroll
 from rnnlab.data.dataset import DataConfig, load_data
+from rnnlab.data.registry import is_pianoroll
 from rnnlab.data.rolls import RollData
 from rnnlab.data.vocab import boundary_token, make_tokenizer
 from rnnlab.errors import CheckpointError, ConfigError, DataError

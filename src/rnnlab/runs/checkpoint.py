@@ -7,15 +7,15 @@ everything else: format and version, the run config, the model config, the vocab
 optimizer's non-tensor state, the schedule, the data position and the metrics so far. So
 ``eval``, ``sample`` and ``resume`` need only the path, and loading never unpickles anything.
 
-Writes are atomic: the bytes go to a temporary file in the same directory, are fsynced, and
-replace the old file with ``os.replace``; a crash at any moment leaves either the old or the new
-checkpoint, never a broken one. Tied weights are stored once and re-linked on load.
+Writes are atomic (:func:`rnnlab.atomic.write_atomic`): the bytes go to a temporary file in the
+same directory, are fsynced, and replace the old file with ``os.replace``; a crash at any moment
+leaves either the old or the new checkpoint, never a broken one. Tied weights are stored once and
+re-linked on load.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from rnnlab.atomic import write_atomic
 from rnnlab.errors import CheckpointError
 
 FORMAT = "rnnlab-checkpoint"
@@ -85,52 +86,13 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
     meta = dict(ckpt.meta, format=FORMAT, version=VERSION, aliases=aliases)
     blob = st_save(tensors, metadata={"format": FORMAT, "rnnlab": json.dumps(meta)})
     try:
-        _replace_atomically(path, blob)
+        write_atomic(path, blob)
     except OSError as e:
         kept = "; the previous checkpoint is kept" if path.exists() else ""
         raise CheckpointError(
             f"could not save checkpoint {path}: {e.strerror or e}{kept}; free disk space or fix "
             f"permissions, then continue with rnnlab train --resume {path.parent}"
         ) from None
-
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``.<name>.tmp-<pid>``, fsync it and rename it over ``path``.
-
-    Whatever fails (an OSError, an interrupt), the temporary file is removed and ``path`` keeps
-    its old content; the rename itself is made durable by fsyncing the directory.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    replaced = False
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        replaced = True
-    finally:
-        if not replaced:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; best effort (some systems cannot open or fsync a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -290,7 +252,7 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     path = Path(path)
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     try:
-        _replace_atomically(path, text.encode("utf-8"))
+        write_atomic(path, text.encode("utf-8"))
     except OSError as e:
         raise CheckpointError(
             f"could not write {path}: {e.strerror or e}; free disk space or fix permissions"

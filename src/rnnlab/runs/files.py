@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from rnnlab.atomic import write_atomic
 from rnnlab.runs import checkpoint as ck
 
 METRICS = "metrics.jsonl"
@@ -48,12 +49,9 @@ def trim_metrics(path: Path, step: int) -> None:
             keep.append(line)
     if len(keep) == len(lines) and (not text or text.endswith("\n")):
         return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, "".join(line + "\n" for line in keep).encode("utf-8"))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise ck.CheckpointError(
             f"could not rewrite {path}: {e.strerror or e}; free disk space or fix permissions"
         ) from None

@@ -1,0 +1,161 @@
+"""Finding, checking and downloading the files of named corpora.
+
+A file of a :class:`~rnnlab.data.registry.CorpusSpec` is looked up, in order, in
+
+1. ``data_dir`` (argument) or the folder named by the env var ``RNNLAB_DATA_DIR``: a local
+   mirror with the same relative paths (e.g. ``ptb/train.txt``);
+2. the user cache, ``platformdirs.user_cache_dir("rnnlab")/data`` (override the cache root
+   with the env var ``RNNLAB_CACHE_DIR``);
+3. upstream, when ``download=True``: fetched with :func:`fetch_url` (or the ``fetch`` you
+   pass), gunzipped if the URL ends in ``.gz``, its sha256 checked, then written atomically
+   (:func:`rnnlab.atomic.write_atomic`). A file whose checksum differs is deleted and refused.
+
+Every file used is checked against its sha256, mirror files included.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import platformdirs
+
+from rnnlab.atomic import write_atomic
+from rnnlab.data.registry import CorpusSpec
+from rnnlab.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "RNNLAB_DATA_DIR"
+CACHE_DIR_ENV = "RNNLAB_CACHE_DIR"
+DOWNLOAD_TIMEOUT_S = 60.0
+
+Fetch = Callable[[str, float], bytes]
+"""A downloader: ``fetch(url, timeout_s) -> bytes``. Tests pass a fake one."""
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$RNNLAB_CACHE_DIR`` if set, else ``platformdirs.user_cache_dir``."""
+    override = os.environ.get(CACHE_DIR_ENV)
+    return Path(override) if override else Path(platformdirs.user_cache_dir("rnnlab"))
+
+
+def _mirrors(data_dir: str | Path | None) -> list[Path]:
+    """Local mirrors to search, explicit argument first, then ``$RNNLAB_DATA_DIR``."""
+    found = []
+    if data_dir is not None:
+        found.append(Path(data_dir))
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        found.append(Path(env))
+    return found
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_url(url: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> bytes:
+    """Download ``url`` (any scheme urllib knows, ``file://`` included) and return its bytes."""
+    request = urllib.request.Request(url, headers={"User-Agent": "rnnlab"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read()
+
+
+def _download(spec: CorpusSpec, rel: str, target: Path, fetch: Fetch) -> None:
+    """Fetch one file of ``spec`` into ``target``: gunzip, check sha256, write atomically."""
+    url = spec.urls[rel]
+    hint = f"set {DATA_DIR_ENV} to a folder with {rel}, or retry online"
+    logger.info("downloading %s -> %s", url, target)
+    try:
+        data = fetch(url, DOWNLOAD_TIMEOUT_S)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DataError(f"cannot download {rel} from {url} ({reason}); {hint}") from None
+    if url.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DataError(
+                f"download of {rel} from {url} is not valid gzip ({exc}); {hint}"
+            ) from None
+
+    def check(tmp: Path) -> None:
+        got = _sha256_file(tmp)
+        if got != spec.sha256[rel]:
+            raise DataError(
+                f"checksum mismatch for {rel} downloaded from {url}: sha256 {got[:12]}... "
+                f"expected {spec.sha256[rel][:12]}...; the file was deleted; {hint}"
+            )
+
+    # The bytes are checked in a temporary file and renamed only if they match, so a wrong
+    # download is deleted and never appears under the real name.
+    try:
+        write_atomic(target, data, check=check)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write {target} ({exc.strerror or exc}); set {CACHE_DIR_ENV} to a writable "
+            f"folder or {DATA_DIR_ENV} to a folder with {rel}"
+        ) from None
+
+
+def corpus_file(
+    spec: CorpusSpec,
+    rel: str,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    fetch: Fetch | None = None,
+) -> Path:
+    """Path of one checksum-verified file ``rel`` of ``spec``: from the mirror (``data_dir``
+    or ``$RNNLAB_DATA_DIR``), else the user cache, else downloaded into the cache."""
+    expected = spec.sha256[rel]
+    for mirror in _mirrors(data_dir):
+        path = mirror / rel
+        if path.is_file():
+            got = _sha256_file(path)
+            if got != expected:
+                raise DataError(
+                    f"{path} has sha256 {got[:12]}... but {spec.name} expects "
+                    f"{expected[:12]}...; replace it with the upstream file {spec.urls[rel]}"
+                )
+            return path
+    cached = cache_dir() / "data" / rel
+    if cached.is_file():
+        if _sha256_file(cached) == expected:
+            return cached
+        logger.warning("cached %s fails its checksum; removing it", cached)
+        cached.unlink(missing_ok=True)
+    if not download:
+        where = f"{DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else f"{DATA_DIR_ENV} (unset)"
+        raise DataError(
+            f"corpus '{spec.name}' needs {rel}, found neither in {where} nor in the cache "
+            f"{cache_dir() / 'data'}; set {DATA_DIR_ENV} to a folder with {rel}, or go online"
+        )
+    _download(spec, rel, cached, fetch or fetch_url)
+    return cached
+
+
+def corpus_status(spec: CorpusSpec, *, data_dir: str | Path | None = None) -> str:
+    """Where ``spec``'s files are: ``"mirror"``, ``"cached"`` (some or all in the user cache,
+    the rest in a mirror) or ``"downloadable"`` (some are missing and will be downloaded on
+    first use). Checks existence only (no hashing), so it is instant."""
+    mirrors = _mirrors(data_dir)
+    in_mirror = [any((m / rel).is_file() for m in mirrors) for rel in spec.files]
+    if all(in_mirror):
+        return "mirror"
+    cache = cache_dir() / "data"
+    if all(m or (cache / rel).is_file() for m, rel in zip(in_mirror, spec.files, strict=True)):
+        return "cached"
+    return "downloadable"
