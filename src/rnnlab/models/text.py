@@ -1,10 +1,12 @@
-"""The recurrent models: embedding -> recurrent stack -> dropout -> decoder.
+"""The text models: embedding -> recurrent stack -> dropout -> decoder.
 
-Three output heads share the recurrent stack: :class:`LanguageModel` (full softmax over V
-symbols, the input a token id), :class:`AdaptiveLanguageModel` (the adaptive softmax of Grave et
-al. 2017 over V symbols, for large vocabularies) and :class:`PianoRollModel` (V independent
-sigmoid units, the input a 0/1 frame; polyphonic music, see :mod:`rnnlab.data.rolls`).
-:func:`build_model` picks one from ``LanguageModelConfig.head``.
+Three output heads share the recurrent stack: :class:`LanguageModel` here (full softmax over V
+symbols, the input a token id), :class:`AdaptiveLanguageModel` here (the adaptive softmax of
+Grave et al. 2017 over V symbols, for large vocabularies; tied to the embedding by
+:class:`~rnnlab.models.heads.TiedAdaptiveSoftmax`) and
+:class:`~rnnlab.models.pianoroll.PianoRollModel` (V independent sigmoid units, the input a 0/1
+frame; polyphonic music, see :mod:`rnnlab.data.rolls`). :func:`rnnlab.models.build.build_model`
+picks one from ``LanguageModelConfig.head``.
 
     tokens (T, B) ──> Embedding ──> dropout ──> Recurrent (L layers) ──> dropout ──> Linear ──> logits
                                                    ^          │                                 (T, B, V)
