@@ -19,7 +19,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from rnnlab.lab.experiments import mean_std, valid_curve
+from rnnlab.lab.results import mean_std, valid_curve
 
 
 def read_rows(grid: Path) -> list[dict[str, str]]:
@@ -70,7 +70,7 @@ def table(grid: Path, axis: str, key: str) -> str:
 
 
 def reach(curve: list[dict], target: float) -> tuple[float, float] | None:
-    """(tokens, wall time) where a validation curve (:func:`rnnlab.lab.experiments.valid_curve`)
+    """(tokens, wall time) where a validation curve (:func:`rnnlab.lab.results.valid_curve`)
     first reaches ``target``; None if it never does."""
     before = None
     points = [(p["tokens"], p["wall_time"], p["valid_ppl"]) for p in curve if "valid_ppl" in p]

@@ -12,15 +12,18 @@ import torch
 from rnnlab.config.run import OptimConfig, TrainConfig
 from rnnlab.data.dataset import DataConfig, load_data
 from rnnlab.errors import ConfigError, DataError, RnnlabError
-from rnnlab.lab import experiments
-from rnnlab.lab.experiments import (
+from rnnlab.lab import runner
+from rnnlab.lab.grid import (
+    PERPLEXITY,
     GridConfig,
     fraction_data,
-    load_grid_data,
     match_hidden_size,
     plan_grid,
-    run_grid,
+    sized,
 )
+from rnnlab.lab.report import write_summary
+from rnnlab.lab.results import chosen_rates, csv_columns, summarize, valid_curve, write_csv
+from rnnlab.lab.runner import load_grid_data, run_grid
 from rnnlab.models.config import LanguageModelConfig
 from rnnlab.models.text import LanguageModel
 from rnnlab.nn.recurrent import CELL_NAMES
@@ -78,7 +81,7 @@ def test_matched_sizes_land_within_two_percent_for_every_cell(budget, vocab, lay
         # the closest integer: neither neighbour is closer
         for h in (m.hidden_size - 1, m.hidden_size + 1):
             if h >= 1:
-                other = experiments.sized(model, h, follows).num_parameters()
+                other = sized(model, h, follows).num_parameters()
                 assert abs(other - budget) >= abs(m.parameters - budget)
 
 
@@ -194,7 +197,7 @@ def test_csv_has_one_row_per_run(grid_run):
 
 def test_learning_curves_come_from_periodic_validation(grid_run):
     _, out, report = grid_run
-    curve = experiments.valid_curve(out / "runs" / report.rows[0]["run_id"])
+    curve = valid_curve(out / "runs" / report.rows[0]["run_id"])
     assert [p["step"] for p in curve] == [4, 8, 12]  # 12 steps / 3 eval points
 
 
@@ -267,7 +270,7 @@ def test_interrupted_grid_resumes_without_redoing_finished_runs(text_file, tmp_p
             built.append(run_dir.name)
             super().__init__(config, run_dir, **kw)
 
-    monkeypatch.setattr(experiments, "Trainer", CountingTrainer)
+    monkeypatch.setattr(runner, "Trainer", CountingTrainer)
     seen.clear()
     again = run_grid(grid, out, on_run=lambda i, n, run, status: seen.append(status))
     assert built == [lost.run_id]
@@ -321,7 +324,7 @@ def test_a_searched_grid_hands_each_cell_its_chosen_rate(text_file, tmp_path):
     for row in report.rows:  # the chosen rate is the one with the lower validation perplexity
         if row["cell"] not in best or row["valid_ppl"] < best[row["cell"]][1]:
             best[row["cell"]] = (row["lr"], row["valid_ppl"])
-    chosen = experiments.chosen_rates(tmp_path / "search")
+    chosen = chosen_rates(tmp_path / "search")
     assert chosen == {cell: lr for cell, (lr, _) in best.items()}
 
     main = replace(search, lrs=(), cell_lrs=chosen, seeds=(1, 2))
@@ -341,11 +344,11 @@ def test_a_searched_grid_hands_each_cell_its_chosen_rate(text_file, tmp_path):
 
 def test_chosen_rates_refuses_what_it_cannot_read_or_decide(text_file, tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
-        experiments.chosen_rates(tmp_path / "nothing-here")
+        chosen_rates(tmp_path / "nothing-here")
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "results.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not a results table"):
-        experiments.chosen_rates(tmp_path / "foreign")
+        chosen_rates(tmp_path / "foreign")
     head = "run_id,cell,data_fraction,bptt,seed,lr,status,valid_ppl\n"
     split = head + "".join(
         f"r{i},gru,{f},35,1,{lr},ok,{v}\n"
@@ -354,7 +357,7 @@ def test_chosen_rates_refuses_what_it_cannot_read_or_decide(text_file, tmp_path)
     (tmp_path / "split").mkdir()
     (tmp_path / "split" / "results.csv").write_text(split, encoding="utf-8")
     with pytest.raises(ConfigError, match="different rates for gru"):
-        experiments.chosen_rates(tmp_path / "split")
+        chosen_rates(tmp_path / "split")
 
 
 def test_per_cell_rates_must_cover_the_cells_and_exclude_a_search(text_file):
@@ -364,3 +367,119 @@ def test_per_cell_rates_must_cover_the_cells_and_exclude_a_search(text_file):
         grid_config(text_file, lrs=(1e-3, 1e-2), cell_lrs={"rnn": 1e-3, "lstm": 1e-3})
     with pytest.raises(ConfigError, match="positive"):
         grid_config(text_file, cell_lrs={"rnn": 1e-3, "lstm": -1.0})
+
+
+# ------------------------------------------------------------------------- the report's layout
+def fixed_rows():
+    """Rows of a rate search (one diverged run), with set numbers: the report's layout only."""
+    rows = []
+    for i, (cell, lr, seed, ppl) in enumerate(
+        [
+            ("rnn", 0.01, 1, 12.5),
+            ("rnn", 0.01, 2, 13.25),
+            ("rnn", 0.1, 1, None),
+            ("lstm", 0.1, 1, 9.75),
+        ]
+    ):
+        ok = ppl is not None
+        rnn = cell == "rnn"
+        row = {
+            "run_id": f"{cell}-lr{lr:g}-s{seed}", "cell": cell, "params": 3006 if rnn else 2950,
+            "recurrent_params": 1656 if rnn else 2000, "hidden": 36 if rnn else 18, "embed": 8,
+            "layers": 1, "data_fraction": 1.0, "bptt": 35, "seed": seed, "lr": lr,
+            "status": "ok" if ok else "diverged", "steps": 12 if ok else 3,
+            "tokens": 1680 if ok else 420, "wall_time_s": 1.5 + i / 3 if ok else None,
+            "valid_ppl": ppl, "test_ppl": ppl * 1.01 if ok else None,
+            "valid_bpc": 3.6 + i / 7 if ok else None, "test_bpc": 3.62 + i / 7 if ok else None,
+            "tokens_per_s": 1234.5678 + 100 * i if ok else None, "target_ppl": 13.25,
+            "tokens_to_target": 1120 if ok else None, "steps_to_target": 8 if ok else None,
+            "wall_time_to_target_s": 0.9 + i / 10 if ok else None,
+        }  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+PINNED_SUMMARY = """\
+# rnnlab compare
+
+Text: corpus.txt (char level). Budget per run: 12 steps. Optimizer adam, lr 0.01, 0.1, clip 1, schedule constant; batch 4; 1 layer(s); weight noise 0.05; early stopping after 2 epochs without improvement.
+
+Sizes are matched by the parameter count of the whole model (embedding + recurrent + decoder) to a budget of 3,000.
+
+| cell | hidden | embed | params | recurrent params | vs budget |
+| --- | --- | --- | --- | --- | --- |
+| rnn | 36 | 8 | 3006 | 1656 | +0.20% |
+| lstm | 18 | 8 | 2950 | 2000 | -1.67% |
+
+## Summary: mean ± std over seeds
+
+Target perplexity 13.25 (the worst final validation perplexity of the grid); time to target is the wall time (training plus the periodic validations) at the first logged validation at or below it. Std is the sample standard deviation (n/a for one seed); tokens/s counts training steps only.
+
+| cell | params | fraction | τ | lr | n | valid ppl | test ppl | test bpc | tokens/s | time to target (s) | tokens to target |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| rnn | 3006 | 1 | 35 | 0.01 | 2 | 12.88 ± 0.53 | 13.00 ± 0.54 | 3.691 ± 0.101 | 1285 ± 71 | 0.9 ± 0.1 | 1120 ± 0 |
+| rnn | 3006 | 1 | 35 | 0.1 | 0 | – | – | – | – | – | – |
+| lstm | 2950 | 1 | 35 | 0.1 | 1 | 9.75 ± n/a | 9.85 ± n/a | 4.049 ± n/a | 1535 ± n/a | 1.2 ± n/a | 1120 ± n/a |
+
+## Selected by validation
+
+Per cell, fraction and τ, the learning rate with the best mean validation perplexity; its test figure is the result.
+
+| cell | fraction | τ | lr | n | valid ppl | test ppl |
+| --- | --- | --- | --- | --- | --- | --- |
+| rnn | 1 | 35 | 0.01 | 2 | 12.88 ± 0.53 | 13.00 ± 0.54 |
+| lstm | 1 | 35 | 0.1 | 1 | 9.75 ± n/a | 9.85 ± n/a |
+
+## Every run
+
+| run_id | params | data_fraction | bptt | seed | lr | status | valid_ppl | test_ppl | test_bpc | tokens_per_s | wall_time_s | tokens_to_target | wall_time_to_target_s |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| rnn-lr0.01-s1 | 3006 | 1 | 35 | 1 | 0.01 | ok | 12.5 | 12.625 | 3.62 | 1234.6 | 1.5 | 1120 | 0.9 |
+| rnn-lr0.01-s2 | 3006 | 1 | 35 | 2 | 0.01 | ok | 13.25 | 13.383 | 3.7629 | 1334.6 | 1.8333 | 1120 | 1 |
+| rnn-lr0.1-s1 | 3006 | 1 | 35 | 1 | 0.1 | diverged |  |  |  |  |  |  |  |
+| lstm-lr0.1-s1 | 2950 | 1 | 35 | 1 | 0.1 | ok | 9.75 | 9.8475 | 4.0486 | 1534.6 | 2.5 | 1120 | 1.2 |
+
+## Plots
+
+![ppl_vs_bptt](ppl_vs_bptt.png)
+
+- a note
+"""
+
+PINNED_CSV = """\
+run_id,cell,params,recurrent_params,hidden,embed,layers,data_fraction,bptt,seed,lr,status,steps,tokens,valid_ppl,test_ppl,valid_bpc,test_bpc,tokens_per_s,wall_time_s,target_ppl,tokens_to_target,steps_to_target,wall_time_to_target_s
+rnn-lr0.01-s1,rnn,3006,1656,36,8,1,1,35,1,0.01,ok,12,1680,12.5,12.625,3.6,3.62,1234.57,1.5,13.25,1120,8,0.9
+rnn-lr0.01-s2,rnn,3006,1656,36,8,1,1,35,2,0.01,ok,12,1680,13.25,13.3825,3.74286,3.76286,1334.57,1.83333,13.25,1120,8,1
+rnn-lr0.1-s1,rnn,3006,1656,36,8,1,1,35,1,0.1,diverged,3,420,,,,,,,13.25,,,
+lstm-lr0.1-s1,lstm,2950,2000,18,8,1,1,35,1,0.1,ok,12,1680,9.75,9.8475,4.02857,4.04857,1534.57,2.5,13.25,1120,8,1.2
+"""
+
+
+def test_summary_and_csv_keep_their_layout(tmp_path):
+    """summary.md and results.csv of fixed rows, byte for byte as the report wrote them before
+    rnnlab.lab.experiments was split into grid, runner, results, report and plots."""
+    grid = GridConfig(
+        data=DataConfig(text="corpus.txt"),
+        model=LanguageModelConfig(num_layers=1, embed_size=8),
+        optim=OptimConfig(
+            optimizer="adam", lr=0.01, clip=1.0, schedule="constant", weight_noise=0.05
+        ),
+        train=TrainConfig(batch_size=4, max_steps=12, patience=2),
+        cells=("rnn", "lstm"),
+        seeds=(1, 2),
+        lrs=(0.01, 0.1),
+        params=3000,
+    )
+    plots = [tmp_path / "ppl_vs_bptt.png"]
+    path = write_summary(
+        tmp_path / "summary.md", grid, fixed_rows(), 13.25, "char", plots, ["a note"]
+    )
+    assert path.read_bytes() == PINNED_SUMMARY.encode("utf-8")
+    path = write_csv(tmp_path / "results.csv", fixed_rows(), csv_columns(PERPLEXITY))
+    assert path.read_bytes() == PINNED_CSV.replace("\n", "\r\n").encode("utf-8")
+    summary = summarize(fixed_rows(), PERPLEXITY)  # the dicts rnnlab compare prints from
+    assert summary[0]["valid_ppl"] == "12.88 ± 0.53" and summary[1]["n"] == 0
+    assert list(summary[0]) == [
+        "cell", "params", "data_fraction", "bptt", "lr", "n", "diverged", "valid_ppl",
+        "test_ppl", "tokens_per_s", "wall_time_to_target_s", "tokens_to_target", "test_bpc",
+    ]  # fmt: skip

@@ -12,7 +12,9 @@ from rnnlab.config.run import OptimConfig, TrainConfig
 from rnnlab.data.dataset import DataConfig
 from rnnlab.data.rolls import N_PITCHES, RollData
 from rnnlab.errors import ConfigError
-from rnnlab.lab.experiments import NLL, GridConfig, plan_grid, run_grid, selected_rates, valid_curve
+from rnnlab.lab.grid import NLL, GridConfig, plan_grid
+from rnnlab.lab.results import selected_rates, valid_curve
+from rnnlab.lab.runner import run_grid
 from rnnlab.models.config import LanguageModelConfig
 
 QUIET = ["--no-progress", "--threads", "1"]

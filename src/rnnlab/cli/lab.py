@@ -241,7 +241,7 @@ def build_grid_config(args: argparse.Namespace) -> Any:
     """The GridConfig that the compare flags (and a preset) describe."""
     from rnnlab.config.run import OptimConfig, TrainConfig
     from rnnlab.data.dataset import DataConfig
-    from rnnlab.lab.experiments import GridConfig
+    from rnnlab.lab.grid import GridConfig
     from rnnlab.models.config import LanguageModelConfig
 
     c = compare_settings(args)
@@ -264,7 +264,7 @@ def build_grid_config(args: argparse.Namespace) -> Any:
     if args.lr_from is not None:
         if args.lr is not None:
             raise ConfigError("give --lr or --lr-from, not both")
-        from rnnlab.lab.experiments import chosen_rates
+        from rnnlab.lab.results import chosen_rates
 
         found = chosen_rates(args.lr_from)
         missing = [cell for cell in args.cells if cell not in found]
@@ -333,7 +333,9 @@ def build_grid_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rnnlab.lab.experiments import load_grid_data, metric_for, run_grid, summarize
+    from rnnlab.lab.grid import metric_for
+    from rnnlab.lab.results import summarize
+    from rnnlab.lab.runner import load_grid_data, run_grid
 
     grid = build_grid_config(args)
     data = load_grid_data(grid)
