@@ -9,7 +9,7 @@ for a budget ``P`` each cell gets the integer hidden size ``H`` whose model has 
 count closest to ``P`` (within 2%, else :class:`ConfigError`). The budget counts the *whole*
 model, embedding + recurrent stack + decoder, i.e. exactly what ``results.json`` reports::
 
-    P(H) = V*D + sum_l G*H*(I_l + H + 2) + V*H + V        (G gates: 1 RNN, 3 GRU, 4 LSTM)
+    P(H) = V*D + sum_l G*H*(I_l + H + 2) + V*H + V        (G: the cell's gates, CellSpec.gates)
 
 Why the whole model: the decoder reads ``h`` so its width ``V*H`` is part of what a cell
 costs. Matching the recurrent part only would hand the cell with the fewest gates a wider
@@ -43,7 +43,7 @@ from rnnlab.data.dataset import DataConfig, LMData
 from rnnlab.data.rolls import N_PITCHES, PIANOROLL, RollData, fraction_pieces
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.models.config import LanguageModelConfig
-from rnnlab.nn.recurrent import CELL_NAMES
+from rnnlab.nn.registry import CELL_NAMES
 from rnnlab.training.strategies import steps_per_epoch
 
 PARAM_TOLERANCE = 0.02  # matched sizes land within 2% of the budget

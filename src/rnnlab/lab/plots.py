@@ -20,7 +20,7 @@ from typing import Any
 
 from rnnlab.lab.grid import PERPLEXITY, GridConfig, Metric
 from rnnlab.lab.results import Row, mean_std
-from rnnlab.nn.recurrent import CELL_NAMES
+from rnnlab.nn.registry import CELL_NAMES
 
 Curves = dict[str, list[dict[str, Any]]]  # the logged validations of each run, by run id
 
