@@ -101,6 +101,7 @@ def test_resume_before_first_checkpoint_starts_over(fox_file, tmp_path):
 @pytest.mark.parametrize(
     "blow_up_lr,from_step,caught_by",
     [(1e6, 5, "loss"), (math.inf, 6, "the weights are no longer finite")],
+    ids=["caught-by-loss", "caught-before-saving"],
 )
 def test_divergence_stops_and_keeps_last_good_checkpoint(
     fox_file, tmp_path, blow_up_lr, from_step, caught_by
