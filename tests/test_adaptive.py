@@ -30,10 +30,6 @@ from rnnlab.runs.load import load_model
 from rnnlab.training.trainer import Trainer
 
 V = 13
-TEXT = (
-    "the quick brown fox jumps over the lazy dog. " * 40
-    + "pack my box with five dozen liquor jugs.\n" * 40
-)
 
 
 def adaptive(**kw) -> AdaptiveLanguageModel:
@@ -243,10 +239,8 @@ def test_build_model_picks_the_head():
 
 # ------------------------------------------------------------------------------ training
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    p = tmp_path_factory.mktemp("adaptive") / "corpus.txt"
-    p.write_text(TEXT, encoding="utf-8")
-    return p
+def text_file(tmp_path_factory, make_fox_file):
+    return make_fox_file(tmp_path_factory.mktemp("adaptive"))
 
 
 def run_config(text_file, **train) -> RunConfig:
@@ -277,7 +271,7 @@ def test_training_reduces_the_loss(trained):
     assert result.valid.perplexity < 10  # a uniform guess over the 18 words would be 18
 
 
-def test_checkpoint_round_trip(trained):
+def test_checkpoint_round_trip(trained, fox_text):
     trainer, _, run = trained
     model, vocab, ckpt = load_model(run / "last.safetensors")
     assert isinstance(model, AdaptiveLanguageModel)
@@ -289,7 +283,7 @@ def test_checkpoint_round_trip(trained):
     with torch.no_grad():
         torch.testing.assert_close(model(tokens)[0], trainer.model(tokens)[0])
     text = generate(model, vocab, "word", length=8, cfg=SamplingConfig(temperature=0.8), seed=0)
-    assert set(text[0].split()) <= set(TEXT.split()) | {"<unk>", "<eos>"}
+    assert set(text[0].split()) <= set(fox_text().split()) | {"<unk>", "<eos>"}
 
 
 def test_resumed_run_ends_with_identical_weights(text_file, tmp_path):
@@ -308,18 +302,11 @@ def test_resumed_run_ends_with_identical_weights(text_file, tmp_path):
 
 
 # ------------------------------------------------------------------------------ command line
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cli_train_eval_sample(text_file, tmp_path, capsys):
+def test_cli_train_eval_sample(text_file, tmp_path, run_cli, fox_text):
     out = tmp_path / "run"
     args = ["--hidden", 16, "--embed", 8, "--layers", 1, "--bptt", 8, "--batch-size", 4]
     code, _, err = run_cli(
-        capsys, "train", "--text", text_file, "--level", "word", "--head", "adaptive",
+        "train", "--text", text_file, "--level", "word", "--head", "adaptive",
         "--cutoffs", "4,10", "--div-value", 2, "--max-steps", 20, *args,
         "--no-progress", "--no-sample", "--out", out,
     )  # fmt: skip
@@ -328,7 +315,7 @@ def test_cli_train_eval_sample(text_file, tmp_path, capsys):
     model, vocab, ckpt = load_model(out)
     assert model.config.div_value == 2.0 and model.config.cutoffs == (4, 10)
 
-    code, res, _ = run_cli(capsys, "eval", out, "--json", "--batch-size", 1)
+    code, res, _ = run_cli("eval", out, "--json", "--batch-size", 1)
     r = json.loads(res)
     assert code == 0 and r["perplexity"] == pytest.approx(math.exp(r["loss"]))
     from rnnlab.data.dataset import load_data
@@ -337,11 +324,11 @@ def test_cli_train_eval_sample(text_file, tmp_path, capsys):
     ref = evaluate(model, data.split("test"), batch_size=1)
     assert r["loss"] == pytest.approx(ref.loss, rel=1e-6)
 
-    code, one, _ = run_cli(capsys, "sample", out, "--length", 10, "--seed", 3)
-    code2, two, _ = run_cli(capsys, "sample", out, "--length", 10, "--seed", 3)
+    code, one, _ = run_cli("sample", out, "--length", 10, "--seed", 3)
+    code2, two, _ = run_cli("sample", out, "--length", 10, "--seed", 3)
     assert code == code2 == 0 and one == two
-    assert set(one.split()) <= set(TEXT.split()) | {"<unk>"}
-    code, beam, _ = run_cli(capsys, "sample", out, "--length", 5, "--beam", 2)
+    assert set(one.split()) <= set(fox_text().split()) | {"<unk>"}
+    code, beam, _ = run_cli("sample", out, "--length", 5, "--beam", 2)
     assert code == 0 and beam.strip()
 
 
@@ -354,9 +341,9 @@ def test_cli_train_eval_sample(text_file, tmp_path, capsys):
         (["--head", "adaptive", "--tie", "--embed", "16", "--div-value", "2"], "does not apply"),
     ],
 )
-def test_cli_refuses_bad_adaptive_settings(text_file, tmp_path, capsys, args, mention):
+def test_cli_refuses_bad_adaptive_settings(text_file, tmp_path, run_cli, args, mention):
     code, _, err = run_cli(
-        capsys, "train", "--text", text_file, "--level", "word", "--hidden", 16, "--bptt", 8,
+        "train", "--text", text_file, "--level", "word", "--hidden", 16, "--bptt", 8,
         "--batch-size", 4, "--max-steps", 1, "--no-progress", "--no-sample",
         "--out", tmp_path / "bad", *args,
     )  # fmt: skip

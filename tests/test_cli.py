@@ -25,20 +25,9 @@ from rnnlab.generation.sampling import boundary_token
 from rnnlab.runs import checkpoint as ck
 from rnnlab.runs.load import load_model
 
-ENGLISH = (
-    "the quick brown fox jumps over the lazy dog. " * 40
-    + "pack my box with five dozen liquor jugs.\n" * 40
-)
 CHINESE = "床前明月光，疑是地上霜。举头望明月，低头思故乡。\n" * 30
 SMALL = ["--hidden", "16", "--embed", "8", "--layers", "1", "--bptt", "8", "--batch-size", "4"]
 QUIET = ["--no-progress", "--no-sample"]
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()  # drop anything printed before
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err, *mentions, lines=1):
@@ -58,9 +47,9 @@ def snapshot(directory) -> dict[str, tuple[bytes, int]]:
 
 
 @pytest.fixture(scope="module")
-def texts(tmp_path_factory):
+def texts(tmp_path_factory, make_fox_file):
     d = tmp_path_factory.mktemp("texts")
-    (d / "english.txt").write_text(ENGLISH, encoding="utf-8")
+    make_fox_file(d, "english.txt")
     (d / "chinese.txt").write_text(CHINESE, encoding="utf-8")
     return d
 
@@ -108,9 +97,8 @@ def test_train_writes_a_complete_run(run):
     assert ck.load_checkpoint(run / "last.safetensors").meta["progress"]["step"] == 20
 
 
-def test_train_json_output(texts, tmp_path, capsys):
+def test_train_json_output(texts, tmp_path, run_cli):
     code, out, err = run_cli(
-        capsys,
         "train",
         "--text",
         texts / "english.txt",
@@ -128,8 +116,8 @@ def test_train_json_output(texts, tmp_path, capsys):
     assert {"loss", "perplexity", "tokens", "bpc"} <= set(summary["test"])
 
 
-def test_eval_json(run, capsys):
-    code, out, _ = run_cli(capsys, "eval", run, "--json")
+def test_eval_json(run, run_cli):
+    code, out, _ = run_cli("eval", run, "--json")
     assert code == 0
     r = json.loads(out)
     assert {"perplexity", "loss", "tokens", "bpc"} <= set(r)
@@ -139,8 +127,8 @@ def test_eval_json(run, capsys):
     assert r["tokens"] == json.loads((run / "results.json").read_text())["test"]["tokens"]
 
 
-def test_eval_valid_split_matches_the_trainers_evaluation(run, capsys):
-    code, out, _ = run_cli(capsys, "eval", run, "--split", "valid", "--json")
+def test_eval_valid_split_matches_the_trainers_evaluation(run, run_cli):
+    code, out, _ = run_cli("eval", run, "--split", "valid", "--json")
     assert code == 0
     r = json.loads(out)
     valid = json.loads((run / "results.json").read_text())["valid"]
@@ -148,94 +136,91 @@ def test_eval_valid_split_matches_the_trainers_evaluation(run, capsys):
     assert r["loss"] == pytest.approx(valid["loss"], rel=1e-5)  # same columns, other windows
 
 
-def test_eval_plain_text(run, capsys):
-    code, out, _ = run_cli(capsys, "eval", run, "--split", "valid")
+def test_eval_plain_text(run, run_cli):
+    code, out, _ = run_cli("eval", run, "--split", "valid")
     assert code == 0 and "perplexity" in out and "bits/char" in out
 
 
-def test_eval_other_text_of_the_same_language(run, texts, capsys):
-    code, out, _ = run_cli(capsys, "eval", run, "--text", texts / "english.txt", "--json")
+def test_eval_other_text_of_the_same_language(run, texts, run_cli):
+    code, out, _ = run_cli("eval", run, "--text", texts / "english.txt", "--json")
     assert code == 0 and json.loads(out)["tokens"] > 0
 
 
-def test_eval_refuses_text_with_another_vocabulary(run, texts, capsys):
-    code, _, err = run_cli(capsys, "eval", run, "--text", texts / "chinese.txt")
+def test_eval_refuses_text_with_another_vocabulary(run, texts, run_cli):
+    code, _, err = run_cli("eval", run, "--text", texts / "chinese.txt")
     assert_one_line_error(code, err, "vocabulary", "--allow-unk")
-    code, out, _ = run_cli(
-        capsys, "eval", run, "--text", texts / "chinese.txt", "--allow-unk", "--json"
-    )
+    code, out, _ = run_cli("eval", run, "--text", texts / "chinese.txt", "--allow-unk", "--json")
     assert code == 0 and json.loads(out)["tokens"] > 0
 
 
-def test_eval_after_the_training_text_moved(run_copy, tmp_path, capsys):
+def test_eval_after_the_training_text_moved(run_copy, tmp_path, run_cli, fox_text):
     ckpt = ck.load_checkpoint(run_copy / "best.safetensors")
     ckpt.meta["run"]["data"]["text"] = str(tmp_path / "gone.txt")
     ck.save_checkpoint(run_copy / "best.safetensors", ckpt)
-    code, _, err = run_cli(capsys, "eval", run_copy)
+    code, _, err = run_cli("eval", run_copy)
     assert_one_line_error(code, err, "gone.txt", "--text")
     moved = tmp_path / "moved.txt"
-    moved.write_text(ENGLISH)
-    code, out, _ = run_cli(capsys, "eval", run_copy, "--text", moved, "--json")
+    moved.write_text(fox_text())
+    code, out, _ = run_cli("eval", run_copy, "--text", moved, "--json")
     assert code == 0 and json.loads(out)["tokens"] > 0
 
 
-def test_relative_text_path_is_recorded_absolute(texts, tmp_path, monkeypatch, capsys):
+def test_relative_text_path_is_recorded_absolute(texts, tmp_path, monkeypatch, run_cli):
     monkeypatch.chdir(texts)
     out = tmp_path / "rel"
     code, _, _ = run_cli(
-        capsys, "train", "--text", "english.txt", "--max-steps", 2, *SMALL, *QUIET, "--out", out
+        "train", "--text", "english.txt", "--max-steps", 2, *SMALL, *QUIET, "--out", out
     )
     assert code == 0
     monkeypatch.chdir(tmp_path)
-    code, out_text, _ = run_cli(capsys, "eval", out, "--json")
+    code, out_text, _ = run_cli("eval", out, "--json")
     assert code == 0 and json.loads(out_text)["tokens"] > 0
 
 
 # -------------------------------------------------------------------------------- sampling
 
 
-def sample(capsys, run, *args) -> str:
-    code, out, err = run_cli(capsys, "sample", run, "--json", *args)
+def sample(run_cli, run, *args) -> str:
+    code, out, err = run_cli("sample", run, "--json", *args)
     assert code == 0, err
     return json.loads(out)[0]["text"]
 
 
-def test_sample_is_reproducible_with_a_seed(run, capsys):
-    a = sample(capsys, run, "--length", 50, "--seed", 1)
-    b = sample(capsys, run, "--length", 50, "--seed", 1)
+def test_sample_is_reproducible_with_a_seed(run, run_cli):
+    a = sample(run_cli, run, "--length", 50, "--seed", 1)
+    b = sample(run_cli, run, "--length", 50, "--seed", 1)
     assert a == b and len(a) >= 50
-    code, out, _ = run_cli(capsys, "sample", run, "--length", 50, "--seed", 1)
+    code, out, _ = run_cli("sample", run, "--length", 50, "--seed", 1)
     assert code == 0 and out.rstrip("\n") == a.rstrip("\n")
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_sample_at_reduced_precision(run, capsys, precision):
-    a = sample(capsys, run, "--length", 30, "--seed", 1, "--precision", precision)
-    assert a == sample(capsys, run, "--length", 30, "--seed", 1, "--precision", precision)
+def test_sample_at_reduced_precision(run, run_cli, precision):
+    a = sample(run_cli, run, "--length", 30, "--seed", 1, "--precision", precision)
+    assert a == sample(run_cli, run, "--length", 30, "--seed", 1, "--precision", precision)
     assert len(a) >= 30
 
 
-def test_sample_workers_split_the_count(run, capsys):
+def test_sample_workers_split_the_count(run, run_cli):
     args = ["sample", run, "--json", "--length", 20, "--count", 5, "--seed", 2, "--workers", 2]
-    code, out, err = run_cli(capsys, *args)
+    code, out, err = run_cli(*args)
     assert code == 0, err
     texts = [r["text"] for r in json.loads(out)]
-    assert len(texts) == 5 and texts == [r["text"] for r in json.loads(run_cli(capsys, *args)[1])]
-    code, _, err = run_cli(capsys, "sample", run, "--workers", 0)
+    assert len(texts) == 5 and texts == [r["text"] for r in json.loads(run_cli(*args)[1])]
+    code, _, err = run_cli("sample", run, "--workers", 0)
     assert (
         code != 0 and err.strip().splitlines()[-1].startswith("rnnlab: error:") and "workers" in err
     )
 
 
-def test_greedy_sampling_and_top_k_1(run, capsys):
-    greedy = sample(capsys, run, "--length", 40, "--temperature", 0)
-    assert greedy == sample(capsys, run, "--length", 40, "--temperature", 0)  # no seed needed
-    assert greedy == sample(capsys, run, "--length", 40, "--top-k", 1, "--seed", 5)
+def test_greedy_sampling_and_top_k_1(run, run_cli):
+    greedy = sample(run_cli, run, "--length", 40, "--temperature", 0)
+    assert greedy == sample(run_cli, run, "--length", 40, "--temperature", 0)  # no seed needed
+    assert greedy == sample(run_cli, run, "--length", 40, "--top-k", 1, "--seed", 5)
 
 
-def test_sample_prime_and_count(run, capsys):
+def test_sample_prime_and_count(run, run_cli):
     code, out, _ = run_cli(
-        capsys,
         "sample",
         run,
         "--prime",
@@ -265,19 +250,19 @@ def test_sample_prime_and_count(run, capsys):
         (["--length", "abc"], "--length"),
     ],
 )
-def test_sample_refuses_impossible_settings(run, capsys, args, mention):
-    code, _, err = run_cli(capsys, "sample", run, *args)
+def test_sample_refuses_impossible_settings(run, run_cli, args, mention):
+    code, _, err = run_cli("sample", run, *args)
     assert_one_line_error(code, err, mention)
 
 
 # -------------------------------------------------------------------------------- scoring
 
 
-def test_score_json_is_consistent_with_exact_evaluation(run, tmp_path, capsys):
+def test_score_json_is_consistent_with_exact_evaluation(run, tmp_path, run_cli):
     text = "the lazy fox.\n"
     path = tmp_path / "s.txt"
     path.write_text(text)
-    code, out, _ = run_cli(capsys, "score", run, "--text", path, "--json")
+    code, out, _ = run_cli("score", run, "--text", path, "--json")
     assert code == 0
     r = json.loads(out)
     assert [t["token"] for t in r["tokens"]] == list(text) and r["count"] == len(text)
@@ -291,16 +276,16 @@ def test_score_json_is_consistent_with_exact_evaluation(run, tmp_path, capsys):
     assert -r["total_logprob"] / r["count"] == pytest.approx(ref.loss, rel=1e-5)
 
 
-def test_score_plain_text_and_stdin(run, tmp_path, monkeypatch, capsys):
+def test_score_plain_text_and_stdin(run, tmp_path, monkeypatch, run_cli):
     text = "pack my box\n"
     path = tmp_path / "s.txt"
     path.write_text(text)
-    code, from_file, _ = run_cli(capsys, "score", run, "--text", path, "--json")
+    code, from_file, _ = run_cli("score", run, "--text", path, "--json")
     assert code == 0
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
-    code, from_stdin, _ = run_cli(capsys, "score", run, "-", "--json")
+    code, from_stdin, _ = run_cli("score", run, "-", "--json")
     assert code == 0 and json.loads(from_stdin) == json.loads(from_file)
-    code, plain, _ = run_cli(capsys, "score", run, "--text", path)
+    code, plain, _ = run_cli("score", run, "--text", path)
     assert code == 0 and len(plain.strip().splitlines()) == len(text) + 1
     assert "perplexity" in plain.splitlines()[-1]
 
@@ -313,33 +298,33 @@ def test_score_plain_text_and_stdin(run, tmp_path, monkeypatch, capsys):
         (b"caf\xe9\n", ["-"], ["--encoding"]),
     ],
 )
-def test_score_bad_input(run, monkeypatch, capsys, stdin, args, mentions):
+def test_score_bad_input(run, monkeypatch, run_cli, stdin, args, mentions):
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    code, _, err = run_cli(capsys, "score", run, *args)
+    code, _, err = run_cli("score", run, *args)
     assert_one_line_error(code, err, *mentions)
 
 
 # -------------------------------------------------------------------------------- corpora
 
 
-def test_corpora_json(tmp_path, monkeypatch, capsys):
+def test_corpora_json(tmp_path, monkeypatch, run_cli):
     monkeypatch.setenv("RNNLAB_DATA_DIR", str(tmp_path / "mirror"))
     monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "mirror" / "tinyshakespeare").mkdir(parents=True)
     (tmp_path / "mirror" / "tinyshakespeare" / "input.txt").write_text("x")
-    code, out, _ = run_cli(capsys, "corpora", "--json")
+    code, out, _ = run_cli("corpora", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
     assert {"ptb", "wikitext2", "tinyshakespeare", "tang"} <= set(rows)
     assert rows["tinyshakespeare"]["status"] == "mirror"
     assert rows["ptb"]["status"] == "downloadable"
     assert all(r["status"] in ("mirror", "cached", "downloadable") for r in rows.values())
-    code, plain, _ = run_cli(capsys, "corpora")
+    code, plain, _ = run_cli("corpora")
     assert code == 0 and "tinyshakespeare" in plain
 
 
-def test_named_corpus_offline_says_how_to_provide_it(tmp_path, monkeypatch, capsys):
+def test_named_corpus_offline_says_how_to_provide_it(tmp_path, monkeypatch, run_cli):
     monkeypatch.setenv("RNNLAB_DATA_DIR", str(tmp_path / "empty-mirror"))
     monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path / "empty-cache"))
 
@@ -349,7 +334,7 @@ def test_named_corpus_offline_says_how_to_provide_it(tmp_path, monkeypatch, caps
     monkeypatch.setattr("rnnlab.data.fetch.fetch_url", offline)
     out = tmp_path / "r"
     code, _, err = run_cli(
-        capsys, "train", "--corpus", "ptb", "--max-steps", 2, *SMALL, *QUIET, "--out", out
+        "train", "--corpus", "ptb", "--max-steps", 2, *SMALL, *QUIET, "--out", out
     )
     assert_one_line_error(code, err, "RNNLAB_DATA_DIR", "ptb/train.txt")
     assert not out.exists()
@@ -358,8 +343,8 @@ def test_named_corpus_offline_says_how_to_provide_it(tmp_path, monkeypatch, caps
 # -------------------------------------------------------------------------------- resume
 
 
-def test_resume_extends_a_run(run_copy, capsys):
-    code, _, err = run_cli(capsys, "train", "--resume", run_copy, "--max-steps", 30, *QUIET)
+def test_resume_extends_a_run(run_copy, run_cli):
+    code, _, err = run_cli("train", "--resume", run_copy, "--max-steps", 30, *QUIET)
     assert code == 0, err
     assert json.loads((run_copy / "results.json").read_text())["steps"] == 30
     assert ck.load_checkpoint(run_copy / "last.safetensors").meta["progress"]["step"] == 30
@@ -375,34 +360,34 @@ def test_resume_extends_a_run(run_copy, capsys):
         (["--preset", "quick"], "preset"),
     ],
 )
-def test_resume_refuses_changed_settings(run_copy, capsys, args, flag):
+def test_resume_refuses_changed_settings(run_copy, run_cli, args, flag):
     before = snapshot(run_copy)
-    code, _, err = run_cli(capsys, "train", "--resume", run_copy, *args, *QUIET)
+    code, _, err = run_cli("train", "--resume", run_copy, *args, *QUIET)
     assert_one_line_error(code, err, flag, "--resume")
     assert snapshot(run_copy) == before
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "file"])
-def test_resume_of_something_that_is_no_run(tmp_path, capsys, make):
+def test_resume_of_something_that_is_no_run(tmp_path, run_cli, make):
     target = tmp_path / "target"
     if make == "empty":
         target.mkdir()
     elif make == "file":
         target.write_text("x")
-    code, _, err = run_cli(capsys, "train", "--resume", target, *QUIET)
+    code, _, err = run_cli("train", "--resume", target, *QUIET)
     assert_one_line_error(code, err, "no rnnlab run")
 
 
-def test_out_that_holds_a_run_is_refused_untouched(run_copy, texts, capsys):
+def test_out_that_holds_a_run_is_refused_untouched(run_copy, texts, run_cli):
     before = snapshot(run_copy)
     code, _, err = run_cli(
-        capsys, "train", "--text", texts / "english.txt", *SMALL, *QUIET, "--out", run_copy
+        "train", "--text", texts / "english.txt", *SMALL, *QUIET, "--out", run_copy
     )
     assert_one_line_error(code, err, "already holds a run", "--resume")
     assert snapshot(run_copy) == before
 
 
-def test_disk_full_while_saving_keeps_the_last_checkpoint(run_copy, monkeypatch, capsys):
+def test_disk_full_while_saving_keeps_the_last_checkpoint(run_copy, monkeypatch, run_cli):
     before = (run_copy / "last.safetensors").read_bytes()
     names = {p.name for p in run_copy.iterdir()}
     real_replace = os.replace
@@ -413,7 +398,7 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint(run_copy, monkeypatch,
         return real_replace(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", full)
-    code, _, err = run_cli(capsys, "train", "--resume", run_copy, "--max-steps", 24, *QUIET)
+    code, _, err = run_cli("train", "--resume", run_copy, "--max-steps", 24, *QUIET)
     monkeypatch.undo()
     assert_one_line_error(
         code, err, os.strerror(28), "previous checkpoint is kept", "--resume", lines=2
@@ -425,10 +410,9 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint(run_copy, monkeypatch,
 # -------------------------------------------------------------------------------- other levels
 
 
-def test_word_level(texts, tmp_path, capsys):
+def test_word_level(texts, tmp_path, run_cli, fox_text):
     out = tmp_path / "word"
     code, _, err = run_cli(
-        capsys,
         "train",
         "--text",
         texts / "english.txt",
@@ -451,21 +435,21 @@ def test_word_level(texts, tmp_path, capsys):
         out,
     )
     assert code == 0, err
-    code, res, _ = run_cli(capsys, "eval", out, "--json")
+    code, res, _ = run_cli("eval", out, "--json")
     r = json.loads(res)
     assert code == 0 and "bpc" not in r and r["perplexity"] == pytest.approx(math.exp(r["loss"]))
-    words = sample(capsys, out, "--length", 12, "--seed", 2)
-    assert set(words.split()) <= set(ENGLISH.split()) | {"<unk>"}
-    code, scored, _ = run_cli(capsys, "score", out, "--text", texts / "english.txt", "--json")
-    assert code == 0 and json.loads(scored)["count"] == len(ENGLISH.split()) + ENGLISH.count("\n")
+    words = sample(run_cli, out, "--length", 12, "--seed", 2)
+    english = fox_text()
+    assert set(words.split()) <= set(english.split()) | {"<unk>"}
+    code, scored, _ = run_cli("score", out, "--text", texts / "english.txt", "--json")
+    assert code == 0 and json.loads(scored)["count"] == len(english.split()) + english.count("\n")
 
 
-def test_tied_weights_train(texts, tmp_path, capsys):
+def test_tied_weights_train(texts, tmp_path, run_cli):
     out = tmp_path / "tied"
     small = [*SMALL]
     small[small.index("--embed") + 1] = "16"
     code, _, err = run_cli(
-        capsys,
         "train",
         "--text",
         texts / "english.txt",
@@ -482,32 +466,28 @@ def test_tied_weights_train(texts, tmp_path, capsys):
     assert model.decoder.weight is model.embedding.weight
 
 
-def test_byte_order_mark_is_dropped(tmp_path, capsys):
+def test_byte_order_mark_is_dropped(tmp_path, run_cli, fox_text):
     path = tmp_path / "bom.txt"
-    path.write_bytes(b"\xef\xbb\xbf" + ENGLISH.encode())
+    path.write_bytes(b"\xef\xbb\xbf" + fox_text().encode())
     out = tmp_path / "r"
-    code, _, err = run_cli(
-        capsys, "train", "--text", path, "--max-steps", 2, *SMALL, *QUIET, "--out", out
-    )
+    code, _, err = run_cli("train", "--text", path, "--max-steps", 2, *SMALL, *QUIET, "--out", out)
     assert code == 0, err
     _, vocab, _ = load_model(out)
     assert "\ufeff" not in vocab.itos and "t" in vocab.itos
 
 
-def test_text_outside_the_basic_multilingual_plane(tmp_path, capsys):
+def test_text_outside_the_basic_multilingual_plane(tmp_path, run_cli):
     path = tmp_path / "emoji.txt"
     path.write_text("hi 😀 there 𝄞 ok 🦊\n" * 60, encoding="utf-8")
     out = tmp_path / "r"
-    code, _, err = run_cli(
-        capsys, "train", "--text", path, "--max-steps", 2, *SMALL, *QUIET, "--out", out
-    )
+    code, _, err = run_cli("train", "--text", path, "--max-steps", 2, *SMALL, *QUIET, "--out", out)
     assert code == 0, err
     _, vocab, _ = load_model(out)
     assert {"😀", "𝄞", "🦊"} <= set(vocab.itos)
-    assert sample(capsys, out, "--prime", "😀", "--length", 5, "--seed", 1).startswith("😀")
+    assert sample(run_cli, out, "--prime", "😀", "--length", 5, "--seed", 1).startswith("😀")
     probe = tmp_path / "probe.txt"
     probe.write_text("𝄞😀")
-    code, scored, _ = run_cli(capsys, "score", out, "--text", probe, "--json")
+    code, scored, _ = run_cli("score", out, "--text", probe, "--json")
     assert code == 0 and [t["token"] for t in json.loads(scored)["tokens"]] == ["𝄞", "😀"]
 
 
@@ -540,19 +520,18 @@ def bad_files(tmp_path_factory):
         ("missing.txt", ["not found"]),
     ],
 )
-def test_train_refuses_bad_text(bad_files, tmp_path, capsys, name, mentions):
+def test_train_refuses_bad_text(bad_files, tmp_path, run_cli, name, mentions):
     out = tmp_path / "r"
     code, _, err = run_cli(
-        capsys, "train", "--text", bad_files / name, "--max-steps", 2, *SMALL, *QUIET, "--out", out
+        "train", "--text", bad_files / name, "--max-steps", 2, *SMALL, *QUIET, "--out", out
     )
     assert_one_line_error(code, err, *mentions)
     assert not out.exists()  # nothing written
 
 
-def test_right_encoding_makes_the_latin1_file_work(bad_files, tmp_path, capsys):
+def test_right_encoding_makes_the_latin1_file_work(bad_files, tmp_path, run_cli):
     out = tmp_path / "r"
     code, _, err = run_cli(
-        capsys,
         "train",
         "--text",
         bad_files / "latin1.txt",
@@ -597,10 +576,9 @@ def test_right_encoding_makes_the_latin1_file_work(bad_files, tmp_path, capsys):
         (["--device", "tpu"], ["device"]),
     ],
 )
-def test_train_refuses_impossible_settings(texts, tmp_path, capsys, args, mentions):
+def test_train_refuses_impossible_settings(texts, tmp_path, run_cli, args, mentions):
     out = tmp_path / "r"
     code, _, err = run_cli(
-        capsys,
         "train",
         "--text",
         texts / "english.txt",
@@ -623,9 +601,9 @@ def test_train_refuses_impossible_settings(texts, tmp_path, capsys, args, mentio
         (["--corpus", "ptb", "--text", "x.txt"], ["--corpus", "--text"]),
     ],
 )
-def test_train_refuses_bad_sources(tmp_path, capsys, args, mentions):
+def test_train_refuses_bad_sources(tmp_path, run_cli, args, mentions):
     out = tmp_path / "r"
-    code, _, err = run_cli(capsys, "train", *args, "--max-steps", 2, *SMALL, *QUIET, "--out", out)
+    code, _, err = run_cli("train", *args, "--max-steps", 2, *SMALL, *QUIET, "--out", out)
     assert_one_line_error(code, err, *mentions)
     assert not out.exists()
 
@@ -638,21 +616,21 @@ def test_train_refuses_bad_sources(tmp_path, capsys, args, mentions):
         (["--no-such-flag"], ["--no-such-flag"]),
     ],
 )
-def test_usage_errors_are_one_line(capsys, args, mentions):
-    code, _, err = run_cli(capsys, *args)
+def test_usage_errors_are_one_line(run_cli, args, mentions):
+    code, _, err = run_cli(*args)
     assert_one_line_error(code, err, *mentions)
 
 
-def test_help_exits_zero(capsys):
-    code, out, _ = run_cli(capsys, "eval", "--help")
+def test_help_exits_zero(run_cli):
+    code, out, _ = run_cli("eval", "--help")
     assert code == 0 and "--split" in out
 
 
 @pytest.mark.parametrize(
     "args,mention", [(["--bptt", "0"], "bptt"), (["--batch-size", "0"], "batch size")]
 )
-def test_eval_refuses_impossible_settings(run, capsys, args, mention):
-    code, _, err = run_cli(capsys, "eval", run, *args)
+def test_eval_refuses_impossible_settings(run, run_cli, args, mention):
+    code, _, err = run_cli("eval", run, *args)
     assert_one_line_error(code, err, mention)
 
 
@@ -688,11 +666,11 @@ def write_bad_checkpoint(kind: str, good: bytes, directory, marker):
 @pytest.mark.parametrize(
     "kind", ["empty", "truncated", "header-cut", "random", "pickle", "foreign-safetensors"]
 )
-def test_bad_checkpoints_are_refused(run, tmp_path, capsys, command, kind):
+def test_bad_checkpoints_are_refused(run, tmp_path, run_cli, command, kind):
     marker = tmp_path / "PWNED"
     bad = tmp_path / "bad"
     write_bad_checkpoint(kind, (run / "best.safetensors").read_bytes(), bad, marker)
-    code, _, err = run_cli(capsys, command, bad)
+    code, _, err = run_cli(command, bad)
     assert_one_line_error(code, err, "checkpoint")
     assert not marker.exists()
 
@@ -705,20 +683,20 @@ def test_bad_checkpoints_are_refused(run, tmp_path, capsys, command, kind):
         (lambda m: m.pop("level"), "invalid description"),
     ],
 )
-def test_checkpoint_that_disagrees_with_its_config(run, tmp_path, capsys, change, mention):
+def test_checkpoint_that_disagrees_with_its_config(run, tmp_path, run_cli, change, mention):
     ckpt = ck.load_checkpoint(run / "best.safetensors")
     change(ckpt.meta)
     bad = tmp_path / "bad"
     ck.save_checkpoint(bad / "best.safetensors", ckpt)
     for command in (["eval", bad], ["sample", bad], ["score", bad, "--text", run / "run.json"]):
-        code, _, err = run_cli(capsys, *command)
+        code, _, err = run_cli(*command)
         assert_one_line_error(code, err, mention)
 
 
-def test_resume_from_a_truncated_checkpoint(run_copy, capsys):
+def test_resume_from_a_truncated_checkpoint(run_copy, run_cli):
     last = run_copy / "last.safetensors"
     last.write_bytes(last.read_bytes()[:-100])
-    code, _, err = run_cli(capsys, "train", "--resume", run_copy, "--max-steps", 25, *QUIET)
+    code, _, err = run_cli("train", "--resume", run_copy, "--max-steps", 25, *QUIET)
     assert_one_line_error(code, err, "last.safetensors", "truncated")
 
 
@@ -731,23 +709,23 @@ def test_resume_from_a_truncated_checkpoint(run_copy, capsys):
         (KeyboardInterrupt(), ["interrupted"], 130),
     ],
 )
-def test_unexpected_errors_are_one_line(monkeypatch, capsys, error, mentions, exit_code):
+def test_unexpected_errors_are_one_line(monkeypatch, run_cli, error, mentions, exit_code):
     def broken(args):
         raise error
 
     monkeypatch.setattr("rnnlab.cli.inference.cmd_corpora", broken)
-    code, _, err = run_cli(capsys, "corpora")
+    code, _, err = run_cli("corpora")
     assert_one_line_error(code, err, *mentions)
     assert code == exit_code
 
 
 @pytest.mark.parametrize("target", ["missing", "no-checkpoint"])
-def test_eval_of_a_directory_without_checkpoint(tmp_path, capsys, target):
+def test_eval_of_a_directory_without_checkpoint(tmp_path, run_cli, target):
     path = tmp_path / target
     if target == "no-checkpoint":
         path.mkdir()
         (path / "run.json").write_text("{}")
-    code, _, err = run_cli(capsys, "eval", path)
+    code, _, err = run_cli("eval", path)
     assert_one_line_error(code, err, "rnnlab train")
 
 
@@ -780,7 +758,7 @@ def test_subprocess_pickle_checkpoint_is_not_executed(tmp_path, run):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
-def test_keyboard_interrupt_saves_then_resume_finishes(texts, tmp_path, capsys):
+def test_keyboard_interrupt_saves_then_resume_finishes(texts, tmp_path, run_cli):
     out = tmp_path / "r"
     args = [
         "train",
@@ -817,7 +795,7 @@ def test_keyboard_interrupt_saves_then_resume_finishes(texts, tmp_path, capsys):
     assert str(out) in line
     step = ck.load_checkpoint(out / "last.safetensors").meta["progress"]["step"]
     assert step >= 1
-    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", step + 3, *QUIET)
+    code, _, err = run_cli("train", "--resume", out, "--max-steps", step + 3, *QUIET)
     assert code == 0, err
     assert json.loads((out / "results.json").read_text())["steps"] == step + 3
 
@@ -835,9 +813,9 @@ def zh_run(texts, tmp_path_factory):
     return out
 
 
-def test_poem_json_has_exact_form_and_reports_constraints(zh_run, capsys):
+def test_poem_json_has_exact_form_and_reports_constraints(zh_run, run_cli):
     code, out, err = run_cli(
-        capsys, "poem", zh_run, "--count", 20, "--rhyme", "--tones", "--seed", 1, "--json"
+        "poem", zh_run, "--count", 20, "--rhyme", "--tones", "--seed", 1, "--json"
     )
     assert code == 0, err
     poems = json.loads(out)
@@ -847,19 +825,17 @@ def test_poem_json_has_exact_form_and_reports_constraints(zh_run, capsys):
         assert {"form", "rhyme", "tones"} <= set(p["satisfies"])
 
 
-def test_poem_acrostic_first_line_and_text_output(zh_run, capsys):
-    code, out, _ = run_cli(capsys, "poem", zh_run, "--acrostic", "明月故乡", "--seed", 2, "--json")
+def test_poem_acrostic_first_line_and_text_output(zh_run, run_cli):
+    code, out, _ = run_cli("poem", zh_run, "--acrostic", "明月故乡", "--seed", 2, "--json")
     assert code == 0
     assert check_form(json.loads(out)[0]["text"], 5, 4, acrostic="明月故乡")
-    code, out, _ = run_cli(capsys, "poem", zh_run, "--first-line", "床前明月光", "--seed", 2)
+    code, out, _ = run_cli("poem", zh_run, "--first-line", "床前明月光", "--seed", 2)
     assert code == 0
     assert out.splitlines()[0] == "床前明月光，" and out.splitlines()[4].strip() == "(form)"
-    a = run_cli(capsys, "poem", zh_run, "--form", 7, "--lines", 8, "--seed", 5, "--json")[1]
-    b = run_cli(capsys, "poem", zh_run, "--form", 7, "--lines", 8, "--seed", 5, "--json")[1]
+    a = run_cli("poem", zh_run, "--form", 7, "--lines", 8, "--seed", 5, "--json")[1]
+    b = run_cli("poem", zh_run, "--form", 7, "--lines", 8, "--seed", 5, "--json")[1]
     assert a == b and check_form(json.loads(a)[0]["text"], 7, 8)
-    code, out, _ = run_cli(
-        capsys, "poem", zh_run, "--count", 5, "--rhyme", "--precision", "int8", "--json"
-    )
+    code, out, _ = run_cli("poem", zh_run, "--count", 5, "--rhyme", "--precision", "int8", "--json")
     assert code == 0
     assert all(check_form(p["text"], 5, 4) and check_rhyme(p["text"]) for p in json.loads(out))
 
@@ -876,30 +852,30 @@ def test_poem_acrostic_first_line_and_text_output(zh_run, capsys):
         (["--count", "0"], "count"),
     ],
 )
-def test_impossible_poem_requests_are_one_line_errors(zh_run, capsys, args, mention):
-    code, _, err = run_cli(capsys, "poem", zh_run, *args)
+def test_impossible_poem_requests_are_one_line_errors(zh_run, run_cli, args, mention):
+    code, _, err = run_cli("poem", zh_run, *args)
     assert_one_line_error(code, err, mention)
 
 
-def test_poem_refuses_a_non_chinese_model(run, capsys):
-    code, _, err = run_cli(capsys, "poem", run)
+def test_poem_refuses_a_non_chinese_model(run, run_cli):
+    code, _, err = run_cli("poem", run)
     assert_one_line_error(code, err, "Chinese")
 
 
-def test_sample_beam_stop_and_count(run, capsys):
+def test_sample_beam_stop_and_count(run, run_cli):
     code, out, err = run_cli(
-        capsys, "sample", run, "--beam", 3, "--count", 2, "--length", 30, "--stop", r"\n", "--json"
+        "sample", run, "--beam", 3, "--count", 2, "--length", 30, "--stop", r"\n", "--json"
     )
     assert code == 0, err
     rows = json.loads(out)
     assert len(rows) == 2 and rows[0]["text"] != rows[1]["text"]
     assert all("\n" not in r["text"] for r in rows)
     beam = ["sample", run, "--beam", 3, "--count", 2, "--length", 30, "--json"]
-    assert run_cli(capsys, *beam)[1] == run_cli(capsys, *beam)[1]  # deterministic
+    assert run_cli(*beam)[1] == run_cli(*beam)[1]  # deterministic
     stop = ["sample", run, "--length", 200, "--stop", "e", "--seed", 1, "--json"]
-    code, out, _ = run_cli(capsys, *stop)
+    code, out, _ = run_cli(*stop)
     assert code == 0 and "e" not in json.loads(out)[0]["text"]
-    code, _, err = run_cli(capsys, "sample", run, "--beam", 2, "--count", 3)
+    code, _, err = run_cli("sample", run, "--beam", 2, "--count", 3)
     assert_one_line_error(code, err, "beam")
 
 

@@ -28,10 +28,6 @@ from rnnlab.runs import checkpoint as ck
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
 
-TEXT = (
-    "the quick brown fox jumps over the lazy dog. " * 40
-    + "pack my box with five dozen liquor jugs.\n" * 40
-)
 ARGS = [
     "--hidden", "16", "--embed", "8", "--layers", "2", "--dropout", "0.1", "--bptt", "8",
     "--batch-size", "16", "--epochs", "2", "--optimizer", "adam", "--lr", "0.01",
@@ -53,10 +49,8 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("crash") / "corpus.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
+def text_file(tmp_path_factory, make_fox_file):
+    return make_fox_file(tmp_path_factory.mktemp("crash"))
 
 
 @pytest.fixture(scope="module")

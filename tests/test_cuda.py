@@ -20,7 +20,6 @@ from rnnlab.training.trainer import Trainer
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 PAIRS = {"lstm": (LSTM, nn.LSTM), "gru": (GRU, nn.GRU), "rnn": (RNN, nn.RNN)}
-TEXT = "the quick brown fox jumps over the lazy dog.\n" * 60
 
 
 @pytest.fixture
@@ -78,10 +77,8 @@ def _config(text_file, max_steps: int | None = None) -> RunConfig:
 
 
 @pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
+def text_file(tmp_path, make_fox_file):
+    return make_fox_file(tmp_path, repeat=60, jugs=False, fox_end="\n")  # one fox a line
 
 
 def test_tiny_training_on_cuda_learns_and_evaluates(text_file, tmp_path, exact_float32) -> None:

@@ -22,10 +22,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs torch.distributed with gloo",
 )
 
-TEXT = (
-    "the quick brown fox jumps over the lazy dog. " * 40
-    + "pack my box with five dozen liquor jugs.\n" * 40
-)
 COMMON = [
     "--hidden", "16", "--embed", "8", "--layers", "2", "--bptt", "8", "--batch-size", "4",
     "--epochs", "2", "--optimizer", "adam", "--lr", "0.01", "--clip", "0.5", "--log-every", "1",
@@ -37,10 +33,8 @@ TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADD
 
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ddp") / "corpus.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
+def text_file(tmp_path_factory, make_fox_file):
+    return make_fox_file(tmp_path_factory.mktemp("ddp"))
 
 
 def torchrun(nproc: int, *args) -> subprocess.CompletedProcess:

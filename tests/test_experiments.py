@@ -30,17 +30,10 @@ from rnnlab.nn.recurrent import CELL_NAMES
 from rnnlab.runs.checkpoint import load_checkpoint
 from rnnlab.training.trainer import Trainer
 
-TEXT = (
-    "the quick brown fox jumps over the lazy dog. " * 30
-    + "pack my box with five dozen liquor jugs.\n" * 30
-)
-
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    p = tmp_path_factory.mktemp("text") / "corpus.txt"
-    p.write_text(TEXT, encoding="utf-8")
-    return p
+def text_file(tmp_path_factory, make_fox_file):
+    return make_fox_file(tmp_path_factory.mktemp("text"), repeat=30)  # 30 of each, not 40
 
 
 def grid_config(text_file, **kw) -> GridConfig:

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from rnnlab.cli import main
 from rnnlab.config.run import OptimConfig, TrainConfig
 from rnnlab.data.dataset import DataConfig
 from rnnlab.data.rolls import N_PITCHES, RollData
@@ -28,13 +27,6 @@ def toy_rolls(seed=0) -> RollData:
         return [(torch.rand(n, N_PITCHES, generator=g) < 0.05).float() for n in lengths]
 
     return RollData("toy", split([5, 17, 9, 23, 4, 12, 30, 8]), split([10, 7]), split([9, 13]))
-
-
-def run_cli(capsys, *args):
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def read_csv(path):
@@ -105,10 +97,10 @@ def test_roll_learning_curves_are_by_epoch(roll_grid_run):
 
 # ------------------------------------------------------------------------- the command line
 @pytest.mark.corpus
-def test_cli_trains_and_evaluates_a_tiny_music_model(data_dir, tmp_path, capsys):
+def test_cli_trains_and_evaluates_a_tiny_music_model(data_dir, tmp_path, run_cli):
     run = tmp_path / "run"
     code, out, err = run_cli(
-        capsys, "train", "--corpus", "jsb", "--max-steps", "5", "--hidden", "8",
+        "train", "--corpus", "jsb", "--max-steps", "5", "--hidden", "8",
         "--out", run, "--json", *QUIET,
     )  # fmt: skip
     assert code == 0, err
@@ -118,42 +110,42 @@ def test_cli_trains_and_evaluates_a_tiny_music_model(data_dir, tmp_path, capsys)
     saved = json.loads((run / "run.json").read_text())
     assert saved["preset"] == "music-chung2014"
     assert saved["optim"]["optimizer"] == "rmsprop" and saved["optim"]["weight_noise"] == 0.075
-    code, out, err = run_cli(capsys, "eval", run, "--json")
+    code, out, err = run_cli("eval", run, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["corpus"] == "jsb" and result["split"] == "test"
     assert result["nll_per_step"] == pytest.approx(summary["test"]["nll_per_step"], rel=1e-6)
-    code, out, _ = run_cli(capsys, "eval", run, "--split", "valid")
+    code, out, _ = run_cli("eval", run, "--split", "valid")
     assert code == 0 and "nats per time step" in out and "4,526 steps" in out
     for args in (("sample", run), ("score", run, "--text", run / "run.json")):
-        code, _, err = run_cli(capsys, *args)
+        code, _, err = run_cli(*args)
         assert code == 2 and "piano-roll model" in err and "Traceback" not in err
-    code, _, err = run_cli(capsys, "eval", run, "--corpus", "ptb")
+    code, _, err = run_cli("eval", run, "--corpus", "ptb")
     assert code == 2 and "piano-roll" in err
-    code, _, err = run_cli(capsys, "train", "--resume", run, "--start-frame", *QUIET)
+    code, _, err = run_cli("train", "--resume", run, "--start-frame", *QUIET)
     assert code == 2 and "--start-frame" in err
 
 
 @pytest.mark.corpus
-def test_cli_start_frame_scores_every_frame(data_dir, tmp_path, capsys):
+def test_cli_start_frame_scores_every_frame(data_dir, tmp_path, run_cli):
     run = tmp_path / "run"
     code, out, err = run_cli(
-        capsys, "train", "--corpus", "jsb", "--start-frame", "--max-steps", "2", "--hidden", "8",
+        "train", "--corpus", "jsb", "--start-frame", "--max-steps", "2", "--hidden", "8",
         "--out", run, "--json", *QUIET,
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["test"]["steps"] == 4_725  # every frame of the 77 test pieces
     saved = json.loads((run / "run.json").read_text())
     assert saved["data"]["corpus_options"] == {"start_frame": True}
-    code, out, err = run_cli(capsys, "eval", run, "--json")
+    code, out, err = run_cli("eval", run, "--json")
     assert code == 0 and json.loads(out)["steps"] == 4_725
 
 
 @pytest.mark.corpus
-def test_cli_compare_on_jsb(data_dir, tmp_path, capsys):
+def test_cli_compare_on_jsb(data_dir, tmp_path, run_cli):
     out = tmp_path / "grid"
     code, stdout, err = run_cli(
-        capsys, "compare", "--corpus", "jsb", "--cells", "rnn,lstm", "--params", "20000",
+        "compare", "--corpus", "jsb", "--cells", "rnn,lstm", "--params", "20000",
         "--max-steps", "3", "--eval-every", "3", "--out", out, *QUIET,
     )  # fmt: skip
     assert code == 0, err
@@ -180,18 +172,17 @@ def test_cli_compare_defaults_for_text_are_unchanged():
     assert grid.lrs == (1e-3, 3e-3) and grid.model.embed_size == grid.model.hidden_size
 
 
-def test_a_text_model_is_not_evaluated_on_piano_rolls(tmp_path, capsys):
-    text = tmp_path / "t.txt"
-    text.write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+def test_a_text_model_is_not_evaluated_on_piano_rolls(tmp_path, run_cli, make_fox_file):
+    text = make_fox_file(tmp_path, "t.txt", jugs=False)  # 40 foxes on one line, no jugs
     run = tmp_path / "run"
     code, _, err = run_cli(
-        capsys, "train", "--text", text, "--max-steps", "2", "--hidden", "8", "--embed", "4",
+        "train", "--text", text, "--max-steps", "2", "--hidden", "8", "--embed", "4",
         "--layers", "1", "--bptt", "8", "--batch-size", "4", "--out", run, "--no-sample", *QUIET,
     )  # fmt: skip
     assert code == 0, err
-    code, _, err = run_cli(capsys, "eval", run, "--corpus", "jsb")
+    code, _, err = run_cli("eval", run, "--corpus", "jsb")
     assert code == 2 and "text model" in err and "piano rolls" in err
-    code, _, err = run_cli(capsys, "train", "--text", text, "--embed", "0", "--out", tmp_path / "x")
+    code, _, err = run_cli("train", "--text", text, "--embed", "0", "--out", tmp_path / "x")
     assert code == 2 and "--embed N" in err
 
 

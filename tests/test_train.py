@@ -18,18 +18,6 @@ from rnnlab.runs.load import load_model
 from rnnlab.training.memory_estimate import machine_memory, training_memory
 from rnnlab.training.trainer import Trainer, make_optimizer
 
-TEXT = (
-    "the quick brown fox jumps over the lazy dog. " * 40
-    + "pack my box with five dozen liquor jugs.\n" * 40
-)
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    p = tmp_path / "corpus.txt"
-    p.write_text(TEXT, encoding="utf-8")
-    return p
-
 
 def config(text_file, cell="lstm", **train) -> RunConfig:
     t = dict(bptt=8, batch_size=4, eval_batch_size=2, epochs=2, log_every=5, seed=7)
@@ -48,9 +36,9 @@ def weights(run_dir, which="last"):
     return ck.load_checkpoint(run_dir / f"{which}.safetensors").group("model")
 
 
-def test_loss_falls_and_results_are_written(text_file, tmp_path):
+def test_loss_falls_and_results_are_written(fox_file, tmp_path):
     run = tmp_path / "run"
-    result = Trainer(config(text_file, epochs=3), run).fit()
+    result = Trainer(config(fox_file, epochs=3), run).fit()
     train_rows = [r for r in result.history if r["kind"] == "train"]
     assert train_rows[-1]["train_loss"] < train_rows[0]["train_loss"] - 0.5
     assert result.valid.perplexity < 10  # uniform guess would be ~ vocabulary size (30)
@@ -65,14 +53,14 @@ def test_loss_falls_and_results_are_written(text_file, tmp_path):
 
 
 @pytest.mark.parametrize("cell,variable", [("lstm", False), ("gru", True)])
-def test_resumed_run_ends_with_identical_weights(text_file, tmp_path, cell, variable):
+def test_resumed_run_ends_with_identical_weights(fox_file, tmp_path, cell, variable):
     full = tmp_path / "full"
-    Trainer(config(text_file, cell, variable_bptt=variable), full).fit()
+    Trainer(config(fox_file, cell, variable_bptt=variable), full).fit()
     part = tmp_path / "part"
     Trainer(
-        config(text_file, cell, variable_bptt=variable, max_steps=13), part
+        config(fox_file, cell, variable_bptt=variable, max_steps=13), part
     ).fit()  # stops mid-epoch 1
-    cfg = config(text_file, cell, variable_bptt=variable)
+    cfg = config(fox_file, cell, variable_bptt=variable)
     Trainer(cfg, part, resume=True).fit()
     a, b = weights(full), weights(part)
     assert a.keys() == b.keys()
@@ -80,11 +68,11 @@ def test_resumed_run_ends_with_identical_weights(text_file, tmp_path, cell, vari
         assert torch.equal(a[k], b[k]), k
 
 
-def test_interrupt_saves_then_resume_matches(text_file, tmp_path):
+def test_interrupt_saves_then_resume_matches(fox_file, tmp_path):
     full = tmp_path / "full"
-    Trainer(config(text_file), full).fit()
+    Trainer(config(fox_file), full).fit()
     run = tmp_path / "run"
-    trainer = Trainer(config(text_file), run)
+    trainer = Trainer(config(fox_file), run)
 
     def ctrl_c(row):
         if row["kind"] == "train" and row["step"] == 10:
@@ -94,37 +82,66 @@ def test_interrupt_saves_then_resume_matches(text_file, tmp_path):
     with pytest.raises(RnnlabError) as e:
         trainer.fit()
     assert e.value.exit_code == 130 and "--resume" in str(e.value)
-    Trainer(config(text_file), run, resume=True).fit()
+    Trainer(config(fox_file), run, resume=True).fit()
     a, b = weights(full), weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_before_first_checkpoint_starts_over(text_file, tmp_path):
+def test_resume_before_first_checkpoint_starts_over(fox_file, tmp_path):
     run = tmp_path / "run"
-    Trainer(config(text_file), run)  # wrote run.json, died before any checkpoint
+    Trainer(config(fox_file), run)  # wrote run.json, died before any checkpoint
     assert not (run / "last.safetensors").exists()
-    Trainer(config(text_file), run, resume=True).fit()
+    Trainer(config(fox_file), run, resume=True).fit()
     full = tmp_path / "full"
-    Trainer(config(text_file), full).fit()
+    Trainer(config(fox_file), full).fit()
     a, b = weights(full), weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_divergence_stops_and_keeps_last_good_checkpoint(text_file, tmp_path):
+@pytest.mark.parametrize(
+    "blow_up_lr,from_step,caught_by",
+    [(1e6, 5, "loss"), (math.inf, 6, "the weights are no longer finite")],
+    ids=["caught-by-loss", "caught-before-saving"],
+)
+def test_divergence_stops_and_keeps_last_good_checkpoint(
+    fox_file, tmp_path, blow_up_lr, from_step, caught_by
+):
+    """The run learns for a few steps (a checkpoint every 3), then its learning rate jumps from
+    step ``from_step`` on and it blows up at step 6: caught by the loss, or by the weights before
+    step 6's checkpoint is written. The checkpoint of step 3 must stay as it was written."""
     run = tmp_path / "run"
-    cfg = config(text_file, save_every=2, epochs=5)
-    cfg.optim = OptimConfig(optimizer="sgd", lr=1e6, clip=0.0, schedule="constant")
+    cfg = config(fox_file, save_every=3, log_every=1, epochs=1)
+    cfg.optim = OptimConfig(optimizer="sgd", lr=1.0, clip=0.0, schedule="constant")
     cfg.model.cell = "rnn-relu"
     trainer = Trainer(cfg, run)
-    with pytest.raises(TrainingDiverged, match="diverged"):
+    saved, before_blow_up = {}, {}
+
+    def blow_up(row):
+        if row["kind"] != "train":
+            return
+        if row["step"] == 3:  # logged just before this step's checkpoint is written
+            saved.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+        if row["step"] == from_step - 1:  # the last step at the learning rate of 1
+            before_blow_up.update(weights(run))  # read back: the checkpoint of step 3
+            trainer.progress.lr = blow_up_lr
+
+    trainer.on_log = blow_up
+    with pytest.raises(
+        TrainingDiverged, match=rf"at step 6 \({caught_by}.*last good checkpoint is kept"
+    ):
         trainer.fit()
-    if (run / "last.safetensors").exists():
-        kept = weights(run)
-        assert all(torch.isfinite(t).all() for t in kept.values())
+    assert (run / "last.safetensors").is_file()
+    kept = ck.load_checkpoint(run / "last.safetensors")
+    assert kept.meta["progress"]["step"] == 3
+    kept = kept.group("model")
+    assert saved and kept.keys() == saved.keys() == before_blow_up.keys()
+    for k, v in kept.items():
+        assert torch.isfinite(v).all(), k
+        assert torch.equal(v, saved[k]) and torch.equal(v, before_blow_up[k]), k
 
 
-def test_decay_schedule_follows_zaremba(text_file, tmp_path):
-    cfg = config(text_file, epochs=5)
+def test_decay_schedule_follows_zaremba(fox_file, tmp_path):
+    cfg = config(fox_file, epochs=5)
     cfg.optim = OptimConfig(
         optimizer="sgd", lr=1.0, clip=5.0, schedule="decay", decay_start=2, decay_factor=0.5
     )
@@ -136,9 +153,9 @@ def test_decay_schedule_follows_zaremba(text_file, tmp_path):
     assert lrs == {1: 1.0, 2: 1.0, 3: 0.5, 4: 0.25, 5: 0.125}
 
 
-def test_cosine_schedule_anneals_over_the_step_budget(text_file, tmp_path):
+def test_cosine_schedule_anneals_over_the_step_budget(fox_file, tmp_path):
     steps = 12
-    cfg = config(text_file, epochs=1000, max_steps=steps)
+    cfg = config(fox_file, epochs=1000, max_steps=steps)
     cfg.optim = OptimConfig(optimizer="sgd", lr=2.0, clip=5.0, schedule="cosine")
     trainer = Trainer(cfg, tmp_path / "run")
     seen = []
@@ -154,8 +171,8 @@ def test_cosine_schedule_anneals_over_the_step_budget(text_file, tmp_path):
     assert seen == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
-def test_cosine_schedule_follows_the_clock(text_file, tmp_path, monkeypatch):
-    cfg = config(text_file, epochs=1000, max_steps=10**6)
+def test_cosine_schedule_follows_the_clock(fox_file, tmp_path, monkeypatch):
+    cfg = config(fox_file, epochs=1000, max_steps=10**6)
     cfg.train.max_minutes = 1.0
     cfg.optim = OptimConfig(optimizer="sgd", lr=1.0, schedule="cosine")
     trainer = Trainer(cfg, tmp_path / "run")
@@ -164,16 +181,16 @@ def test_cosine_schedule_follows_the_clock(text_file, tmp_path, monkeypatch):
     assert trainer._schedule_factor() == pytest.approx((1 + math.cos(math.pi * 0.5)) / 2)
 
 
-def test_early_stopping_on_plateau(text_file, tmp_path):
-    cfg = config(text_file, epochs=50, patience=1)
+def test_early_stopping_on_plateau(fox_file, tmp_path):
+    cfg = config(fox_file, epochs=50, patience=1)
     cfg.optim = OptimConfig(optimizer="sgd", lr=1e-9, clip=1.0, schedule="constant")
     result = Trainer(cfg, tmp_path / "run").fit()
     assert result.progress.epoch < 50
 
 
-def test_checkpoint_is_self_describing(text_file, tmp_path):
+def test_checkpoint_is_self_describing(fox_file, tmp_path):
     run = tmp_path / "run"
-    Trainer(config(text_file, max_steps=5), run).fit()
+    Trainer(config(fox_file, max_steps=5), run).fit()
     model, vocab, ckpt = load_model(run)
     assert ckpt.meta["level"] == "char" and len(vocab) == model.config.vocab_size
     assert math.isfinite(ckpt.meta["progress"]["best_saved"])
@@ -182,8 +199,8 @@ def test_checkpoint_is_self_describing(text_file, tmp_path):
 # ---------------------------------------------------------------- crash safety and hostile sizes
 
 
-def test_best_is_written_before_last(text_file, tmp_path, monkeypatch):
-    trainer = Trainer(config(text_file, max_steps=3), tmp_path / "run")
+def test_best_is_written_before_last(fox_file, tmp_path, monkeypatch):
+    trainer = Trainer(config(fox_file, max_steps=3), tmp_path / "run")
     written = []
     real = ck.save_checkpoint
     monkeypatch.setattr(
@@ -193,9 +210,9 @@ def test_best_is_written_before_last(text_file, tmp_path, monkeypatch):
     assert written == ["best.safetensors", "last.safetensors"]  # a crash between: last is older
 
 
-def test_weights_that_are_not_finite_are_never_saved(text_file, tmp_path):
+def test_weights_that_are_not_finite_are_never_saved(fox_file, tmp_path):
     run = tmp_path / "run"
-    trainer = Trainer(config(text_file), run)
+    trainer = Trainer(config(fox_file), run)
     trainer.save()
     before = (run / "last.safetensors").read_bytes()
     with torch.no_grad():
@@ -249,14 +266,14 @@ def test_memory_estimate_of_the_state_is_exact(optim, slots):
     assert training_memory(cfg, optim, batch_size=4, bptt=8) > training_memory(cfg, optim, 0, 0)
 
 
-def test_too_big_a_model_is_refused_before_it_is_built(text_file, tmp_path, monkeypatch):
+def test_too_big_a_model_is_refused_before_it_is_built(fox_file, tmp_path, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the model was built")
 
     monkeypatch.setattr("rnnlab.training.memory_estimate.machine_memory", lambda device: 10**4)
     monkeypatch.setattr("rnnlab.training.trainer.build_model", never)
     with pytest.raises(ConfigError, match=r"would need at least .* more than the 9\.8 KiB"):
-        Trainer(config(text_file), tmp_path / "run")
+        Trainer(config(fox_file), tmp_path / "run")
     memory = machine_memory(torch.device("cpu"))
     assert memory is None or memory > 2**20
 
