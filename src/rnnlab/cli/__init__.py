@@ -26,7 +26,7 @@ from rnnlab.cli.inference import (
     cmd_score,
 )
 from rnnlab.cli.lab import _add_compare, _add_gradflow, build_grid_config, compare_settings
-from rnnlab.cli.train import _add_train, build_run_config, cmd_train
+from rnnlab.cli.train import _add_config, _add_train, build_run_config, cmd_config, cmd_train
 from rnnlab.errors import RnnlabError
 
 log = logging.getLogger("rnnlab")
@@ -38,6 +38,7 @@ __all__ = [
     "build_grid_config",
     "compare_settings",
     "cmd_train",
+    "cmd_config",
     "cmd_eval",
     "cmd_sample",
     "cmd_poem",
@@ -68,6 +69,7 @@ def make_parser() -> argparse.ArgumentParser:
         _add_corpora,
         _add_compare,
         _add_gradflow,
+        _add_config,
     ):
         add(sub)
     return parser

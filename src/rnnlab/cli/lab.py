@@ -179,87 +179,112 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-# compare settings when neither a flag nor a preset gives them
-COMPARE_DEFAULTS: dict[str, Any] = {
-    "hidden": 128,
-    "embed": "64",
-    "layers": 1,
-    "dropout": 0.0,
-    "bptt": (35,),
-    "lr": (2e-3,),
-    "optimizer": "adam",
-    "clip": 1.0,
-    "weight_noise": 0.0,
-    "schedule": "constant",
-    "batch_size": 20,
-    "eval_batch_size": 10,
-    "epochs": None,
-    "patience": None,
+# The lowest layer of compare's resolved config: its own settings where neither a flag nor a
+# preset gives one. ``epochs`` UNTIL_BUDGET: a run ends when its budget does.
+UNTIL_BUDGET = 1_000_000
+COMPARE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"hidden_size": 128, "embed_size": 64, "num_layers": 1, "dropout": 0.0},
+    "optim": {
+        "optimizer": "adam",
+        "lr": 2e-3,
+        "clip": 1.0,
+        "weight_noise": 0.0,
+        "schedule": "constant",
+    },
+    "train": {
+        "bptt": 35,
+        "batch_size": 20,
+        "eval_batch_size": 10,
+        "epochs": UNTIL_BUDGET,
+        "patience": None,
+    },
+}
+# compare flag -> (section, field) of its resolved config; --embed (a width or 'hidden'), --bptt
+# and --lr (lists) are read from the flags themselves
+COMPARE_FLAGS: dict[str, tuple[str, str]] = {
+    "corpus": ("data", "corpus"),
+    "text": ("data", "text"),
+    "hidden": ("model", "hidden_size"),
+    "layers": ("model", "num_layers"),
+    "dropout": ("model", "dropout"),
+    "optimizer": ("optim", "optimizer"),
+    "clip": ("optim", "clip"),
+    "weight_noise": ("optim", "weight_noise"),
+    "schedule": ("optim", "schedule"),
+    "batch_size": ("train", "batch_size"),
+    "eval_batch_size": ("train", "eval_batch_size"),
+    "epochs": ("train", "epochs"),
+    "patience": ("train", "patience"),
 }
 
 
-def compare_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The compare settings: the flags given, else the preset's (explicit, or music-chung2014
-    for a piano-roll corpus), else :data:`COMPARE_DEFAULTS`; plus the corpus."""
-    from rnnlab.config.presets import get_preset
-    from rnnlab.data.registry import is_pianoroll
+def compare_config(args: argparse.Namespace) -> Any:
+    """The RunConfig behind a grid: :data:`COMPARE_DEFAULTS`, then the preset (explicit, or
+    music-chung2014 for a piano-roll corpus; none otherwise), then the flags given."""
+    from rnnlab.config.resolve import resolve_config
 
-    preset = args.preset
-    if preset is None and args.corpus and is_pianoroll(args.corpus):
-        preset = "music-chung2014"
-    settings = dict(COMPARE_DEFAULTS, corpus=args.corpus)
-    if preset is not None:
-        o = get_preset(preset).overrides
-        m, opt, t = o.get("model", {}), o.get("optim", {}), o.get("train", {})
-        from_preset = {
-            "hidden": m.get("hidden_size"),
-            "embed": None if "embed_size" not in m else str(m["embed_size"]),
-            "layers": m.get("num_layers"),
-            "dropout": m.get("dropout"),
-            "bptt": None if "bptt" not in t else (t["bptt"],),
-            "lr": None if "lr" not in opt else (opt["lr"],),
-            "optimizer": opt.get("optimizer"),
-            "clip": opt.get("clip"),
-            "weight_noise": opt.get("weight_noise"),
-            "schedule": opt.get("schedule"),
-            "batch_size": t.get("batch_size"),
-            "eval_batch_size": t.get("eval_batch_size"),
-            "epochs": t.get("epochs"),
-            "patience": t.get("patience"),
-        }
-        settings.update({k: v for k, v in from_preset.items() if v is not None})
-        if args.corpus is None and args.text is None:
-            settings["corpus"] = o.get("data", {}).get("corpus")
-    for key in COMPARE_DEFAULTS:
-        value = getattr(args, key)
+    return resolve_config(
+        args.preset, compare_flag_layer(args), base=COMPARE_DEFAULTS, default_preset=None
+    )
+
+
+def compare_flag_layer(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The compare flags given as ``{section: {field: value}}`` (see :data:`COMPARE_FLAGS`)."""
+    # the grid's model ties by compare's own --tie / --embed rule, not by the preset's tying
+    overrides: dict[str, dict[str, Any]] = {"model": {"tie_weights": False}}
+    for flag, (section, name) in COMPARE_FLAGS.items():
+        value = getattr(args, flag)
         if value is not None:
-            settings[key] = value
-    return settings
+            overrides.setdefault(section, {})[name] = value
+    return overrides
+
+
+def compare_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The compare settings, read from :func:`compare_config` (the flags given, else the
+    preset's, else :data:`COMPARE_DEFAULTS`); ``bptt`` and ``lr`` are tuples, ``embed`` text."""
+    config = compare_config(args)
+    m, o, t = config.model, config.optim, config.train
+    return {
+        "corpus": config.data.corpus,
+        "hidden": m.hidden_size,
+        "embed": args.embed if args.embed is not None else str(m.embed_size),
+        "layers": m.num_layers,
+        "dropout": m.dropout,
+        "bptt": args.bptt if args.bptt is not None else (t.bptt,),
+        "lr": args.lr if args.lr is not None else (o.lr,),
+        "optimizer": o.optimizer,
+        "clip": o.clip,
+        "weight_noise": o.weight_noise,
+        "schedule": o.schedule,
+        "batch_size": t.batch_size,
+        "eval_batch_size": t.eval_batch_size,
+        "epochs": None if args.epochs is None and t.epochs == UNTIL_BUDGET else t.epochs,
+        "patience": t.patience,
+    }
 
 
 def build_grid_config(args: argparse.Namespace) -> Any:
     """The GridConfig that the compare flags (and a preset) describe."""
+    from rnnlab.config.presets import get_preset
+    from rnnlab.config.resolve import choose_preset
     from rnnlab.config.run import OptimConfig, TrainConfig
     from rnnlab.data.dataset import DataConfig
     from rnnlab.lab.grid import GridConfig
     from rnnlab.models.config import LanguageModelConfig
 
-    c = compare_settings(args)
-    follows = args.tie or c["embed"] == "hidden"
-    if follows:
-        embed = c["hidden"]
-    else:
+    # refused in this order: an unknown preset or corpus, then the flags compare reads itself
+    # (--embed, --seeds, the rates), then the settings' values (by the resolved config)
+    preset = choose_preset(args.preset, None, compare_flag_layer(args), default_preset=None)
+    if preset is not None:
+        get_preset(preset)
+    follows = args.tie or args.embed == "hidden"
+    if not follows and args.embed is not None:
         try:
-            embed = int(c["embed"])
+            int(args.embed)
         except ValueError:
-            raise ConfigError(f"--embed takes a width or 'hidden', got {c['embed']!r}") from None
+            raise ConfigError(f"--embed takes a width or 'hidden', got {args.embed!r}") from None
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-    budgets = (args.max_steps, args.max_tokens, args.max_minutes, c["epochs"])
-    max_steps = args.max_steps
-    if all(v is None for v in budgets):
-        max_steps = DEFAULT_COMPARE_STEPS
-    lrs = tuple(c["lr"])
     cell_lrs: dict[str, float] = {}
     if args.lr_from is not None:
         if args.lr is not None:
@@ -274,11 +299,18 @@ def build_grid_config(args: argparse.Namespace) -> Any:
                 "search it there or give --lr cell=rate"
             )
         cell_lrs = {cell: found[cell] for cell in args.cells}
-    elif lrs and isinstance(lrs[0], dict):
-        cell_lrs = lrs[0]
+    elif args.lr and isinstance(args.lr[0], dict):
+        cell_lrs = args.lr[0]
         unknown = [cell for cell in cell_lrs if cell not in args.cells]
         if unknown:
             raise ConfigError(f"--lr names cell(s) not in --cells: {', '.join(unknown)}")
+    c = compare_settings(args)
+    embed = c["hidden"] if follows else int(c["embed"])
+    budgets = (args.max_steps, args.max_tokens, args.max_minutes, c["epochs"])
+    max_steps = args.max_steps
+    if all(v is None for v in budgets):
+        max_steps = DEFAULT_COMPARE_STEPS
+    lrs = tuple(c["lr"])
     if cell_lrs:  # the optimizer's own rate is a placeholder: every run sets its cell's
         lrs = (next(iter(cell_lrs.values())),)
     return GridConfig(
@@ -310,7 +342,7 @@ def build_grid_config(args: argparse.Namespace) -> Any:
         train=TrainConfig(
             batch_size=c["batch_size"],
             eval_batch_size=c["eval_batch_size"],
-            epochs=c["epochs"] if c["epochs"] is not None else 1_000_000,
+            epochs=c["epochs"] if c["epochs"] is not None else UNTIL_BUDGET,
             max_steps=max_steps,
             max_minutes=args.max_minutes,
             patience=c["patience"],

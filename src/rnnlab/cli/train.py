@@ -1,4 +1,5 @@
-"""``rnnlab train``: presets, flags and resume, all filling one RunConfig."""
+"""``rnnlab train`` and ``rnnlab config``: a config file, a preset and flags, resolved into one
+RunConfig by :func:`rnnlab.config.resolve.resolve_config` (``--resume`` too)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rnnlab.config.config_file import parse_toml, to_toml
+from rnnlab.config.resolve import resolve_config
+from rnnlab.config.run import OPTIMIZERS, SCHEDULES, RunConfig
 from rnnlab.errors import ConfigError
 from rnnlab.nn.registry import cell_help
-
-# rnnlab.config.run.SCHEDULES, spelled out so that --help does not import torch (a test checks them)
-SCHEDULES = ("constant", "decay", "plateau", "cosine")
 
 # flag -> (section of RunConfig, field)
 TRAIN_FLAGS: dict[str, tuple[str, str]] = {
@@ -104,7 +105,39 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="train a language model or a piano-roll model (no arguments: the quick offline "
         "default)",
     )
+    _add_run_args(p)
+    p.add_argument("--out", help="run directory (default runs/<name>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-sample", action="store_true", help="do not print a sample at the end")
+    p.add_argument("--json", action="store_true", help="print the final results as JSON")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "config",
+        help="print the config that rnnlab train would run with these arguments (TOML; feed "
+        "it back with rnnlab train --config FILE)",
+        description="Resolves the preset, the config file and the flags exactly as rnnlab train "
+        "does and prints the result without training: TOML by default, or JSON (the run.json "
+        "format) with --json.",
+    )
+    _add_run_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON (as run.json) instead of TOML")
+    p.set_defaults(func=cmd_config)
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options that define a run: --preset, --config and the data, model, optimization and
+    loop flags (shared by train and config)."""
     p.add_argument("--preset", help="a named setup (see README); flags override it")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a config file (TOML: [data] [model] [optim] [train], optional preset = NAME) or "
+        "a run's run.json; it overrides the preset and flags override it",
+    )
     src = _add_data_args(p)
     src.add_argument(
         "--data-fraction", type=float, help="train on the first fraction of the training text"
@@ -146,7 +179,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="adaptive softmax: tail cluster i projects to hidden / X^i dimensions (default 4)",
     )
     o = p.add_argument_group("optimization")
-    o.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"])
+    o.add_argument("--optimizer", choices=list(OPTIMIZERS))
     o.add_argument("--lr", type=float)
     o.add_argument("--momentum", type=float)
     o.add_argument("--weight-decay", type=float)
@@ -175,12 +208,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--log-every", type=int)
     t.add_argument("--device", help="auto, cpu, cuda")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--out", help="run directory (default runs/<name>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-sample", action="store_true", help="do not print a sample at the end")
-    p.add_argument("--json", action="store_true", help="print the final results as JSON")
-    p.set_defaults(func=cmd_train)
 
 
 def _cutoffs(text: str) -> tuple[int, ...]:
@@ -193,33 +220,42 @@ def _cutoffs(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def build_run_config(args: argparse.Namespace) -> Any:
-    """Defaults, then the preset, then the flags given."""
-    from rnnlab.config.presets import get_preset
-    from rnnlab.config.run import RunConfig
-    from rnnlab.data.registry import is_pianoroll
+def build_run_config(args: argparse.Namespace) -> RunConfig:
+    """The config file (--config), the preset and the flags given, resolved into one config."""
+    return resolve_config(args.preset, flag_overrides(args), file=args.config)
 
-    given = {k: v for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
-    preset = args.preset
-    if preset is None and "corpus" not in given and "text" not in given:
-        preset = "quick"
-    elif preset is None and "corpus" in given and is_pianoroll(given["corpus"]):
-        preset = "music-chung2014"  # the paper's protocol, not the text defaults
-    d: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "optim": {}, "train": {}}
-    if preset is not None:
-        for section, values in get_preset(preset).overrides.items():
-            d[section].update(values)
-    if "corpus" in given or "text" in given:  # a new source replaces the preset's
-        for key in ("corpus", "text", "max_chars"):
-            d["data"].pop(key, None)
-    if getattr(args, "start_frame", None):
-        d["data"]["corpus_options"] = {**d["data"].get("corpus_options", {}), "start_frame": True}
-    for flag, value in given.items():
-        section, name = TRAIN_FLAGS[flag]
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The run-config flags given, as ``{section: {field: value}}`` (text paths made absolute:
+    the run is used later from other directories)."""
+    out: dict[str, dict[str, Any]] = {}
+    for flag, (section, name) in TRAIN_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
         if flag in ("text", "valid_text", "test_text"):
-            value = str(Path(value).absolute())  # the run is used later from other directories
-        d[section][name] = value
-    return RunConfig.from_dict({**d, "preset": preset})
+            value = str(Path(value).absolute())
+        out.setdefault(section, {})[name] = value
+    if getattr(args, "start_frame", None):  # merged into the corpus options below it
+        out.setdefault("data", {})["corpus_options"] = {"start_frame": True}
+    return out
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the resolved config (TOML, or JSON as run.json) without training."""
+    config = build_run_config(args)
+    if args.json:
+        print(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    text = to_toml(config)
+    if resolve_config(file=parse_toml(text)) != config:  # what `train --config` would read
+        raise ConfigError(
+            "TOML cannot write this config (TOML has no null, and a file without a preset or a "
+            "source starts from the quick preset); print it with --json and give that file to "
+            "--config"
+        )
+    print(text, end="")
+    return 0
 
 
 def _describe_head(model: Any) -> str:
@@ -239,21 +275,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         logging.getLogger("rnnlab").setLevel(logging.ERROR)
     if args.resume:
         run_dir = Path(args.resume)
-        config = load_run_config(run_dir)
+        saved = load_run_config(run_dir)
         given = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
         given |= {"start_frame"} if args.start_frame else set()
-        if args.preset or given - RESUME_FLAGS:
-            bad = sorted(given - RESUME_FLAGS) + (["preset"] if args.preset else [])
+        bad = sorted(given - RESUME_FLAGS)
+        bad += [name for name in ("preset", "config") if getattr(args, name)]
+        if bad:
             raise ConfigError(
                 f"--resume continues a run with its saved settings; it cannot change "
                 f"{', '.join('--' + b.replace('_', '-') for b in bad)} (allowed: "
                 f"{', '.join('--' + f.replace('_', '-') for f in sorted(RESUME_FLAGS))})"
             )
-        for flag in given:
-            section, name = TRAIN_FLAGS[flag]
-            setattr(getattr(config, section), name, getattr(args, flag))
-        if given:
-            type(config.train).__post_init__(config.train)
+        # the saved config with the flags given laid over it (no preset is applied again)
+        config = resolve_config(None, flag_overrides(args), base=saved, default_preset=None)
     else:
         config = build_run_config(args)
         name = config.preset or Path(config.data.describe()).stem

@@ -1,7 +1,9 @@
 """Named training setups from the literature, each with its source.
 
-A preset is a set of overrides on the defaults of :class:`rnnlab.config.run.RunConfig`; flags given on
-the command line override the preset in turn.
+A preset is data: a dict of sections (``data``, ``model``, ``optim``, ``train``) over the defaults
+of :class:`rnnlab.config.run.RunConfig`, checked by the same classes as a config file when it is
+applied (an unknown key is a one-line error naming the preset). A config file overrides the
+preset and the flags given override both (:func:`rnnlab.config.resolve.resolve_config`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,16 @@
 """The run config: optimizer, loop and the sections of the other layers composed into one
-:class:`RunConfig`, saved as ``run.json`` and inside every checkpoint.
+:class:`RunConfig`, saved as ``run.json`` and inside every checkpoint; and the strict reading of
+a dict of sections (a run.json, a preset, a config file) that refuses unknown keys and values of
+the wrong type with one line.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -123,15 +129,117 @@ class RunConfig:
         return dict(asdict(self), model=self.model.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        def build(kind: type, values: dict[str, Any]) -> Any:
-            known = {f.name for f in fields(kind)}
-            return kind(**{k: v for k, v in values.items() if k in known})
+    def from_dict(cls, d: Mapping[str, Any], *, where: str = "") -> RunConfig:
+        """The config that ``d`` (as :meth:`to_dict` gives, sections may be partial) describes.
 
+        Missing keys take their defaults (a run.json written before a field existed still
+        loads); an unknown section or key, or a value of the wrong type, is a one-line
+        :class:`ConfigError` naming it (``where``, e.g. a file name, prefixes the message).
+        """
+        values = check_sections(d, where=where)
+        preset = values.get("preset")
+        if preset is not None and not isinstance(preset, str):
+            raise ConfigError(f"{_prefix(where)}preset must be a name, got {preset!r}")
         return cls(
-            data=build(DataConfig, d.get("data", {})),
-            model=build(LanguageModelConfig, d.get("model", {})),
-            optim=build(OptimConfig, d.get("optim", {})),
-            train=build(TrainConfig, d.get("train", {})),
-            preset=d.get("preset"),
+            data=DataConfig(**values.get("data", {})),
+            model=LanguageModelConfig(**values.get("model", {})),
+            optim=OptimConfig(**values.get("optim", {})),
+            train=TrainConfig(**values.get("train", {})),
+            preset=preset,
         )
+
+
+# section name -> its class; with ``preset`` these are the top-level keys of a RunConfig dict
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": LanguageModelConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
+TOP_LEVEL = (*SECTIONS, "preset")
+
+
+def section_keys(section: str) -> tuple[str, ...]:
+    """The keys section ``section`` (data, model, optim, train) accepts, in field order."""
+    return tuple(f.name for f in fields(SECTIONS[section]))
+
+
+def check_sections(d: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
+    """``d`` checked against the config classes: every section a table of known keys with
+    values of the declared types (an integer where a float is declared becomes that float, a
+    list where a tuple is declared that tuple). Returns a new dict of new section dicts.
+    """
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{_prefix(where)}a config is a table of sections, got {d!r}")
+    unknown = [k for k in d if k not in TOP_LEVEL]
+    if unknown:
+        raise ConfigError(
+            f"{_prefix(where)}unknown section {unknown[0]!r}; known: {', '.join(TOP_LEVEL)}"
+        )
+    out: dict[str, Any] = {k: v for k, v in d.items() if k not in SECTIONS}
+    for section, values in d.items():
+        if section in SECTIONS:
+            out[section] = check_section(section, values, where=where)
+    return out
+
+
+def check_section(section: str, values: Any, *, where: str = "") -> dict[str, Any]:
+    """One section's keys and value types checked (see :func:`check_sections`)."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{_prefix(where)}[{section}] must be a table of keys, got {values!r}")
+    hints = _field_types(SECTIONS[section])
+    out = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(
+                f"{_prefix(where)}unknown key {key!r} in [{section}]; known: "
+                f"{', '.join(section_keys(section))}"
+            )
+        out[key] = _checked(value, hints[key], f"{_prefix(where)}[{section}] {key}")
+    return out
+
+
+def _prefix(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+_TYPE_WORDS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    tuple: "a list",
+    dict: "a table",
+}
+
+
+@functools.cache
+def _field_types(kind: type) -> dict[str, Any]:
+    return typing.get_type_hints(kind)
+
+
+def _checked(value: Any, hint: Any, what: str) -> Any:
+    """``value`` if it has the type ``hint`` declares (``X | None`` admits None)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        (hint,) = options
+    kind = typing.get_origin(hint) or hint
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is tuple:
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(f"{what} must be {_TYPE_WORDS[kind]}, got {value!r}")
+    if kind is float:
+        return float(value)
+    if kind is tuple:
+        return tuple(value)
+    if kind is dict:
+        return dict(value)
+    return value
