@@ -1,6 +1,7 @@
 """One config path: strict config classes, presets as data, one resolution function shared by
 train, compare and --resume, ``rnnlab train --config FILE`` and ``rnnlab config``."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -380,3 +381,35 @@ def test_toml_values_read_back_exactly(options, text, number):
     assert back["data"]["corpus_options"] == options
     lr = back["optim"]["lr"]
     assert (math.isnan(lr) and math.isnan(number)) or lr == number
+
+
+@pytest.mark.parametrize(
+    "kind, section",
+    [("DataConfig", "data"), ("LanguageModelConfig", "model")],
+)
+def test_every_config_class_refuses_unknown_keys_by_name(kind, section):
+    from rnnlab.data.dataset import DataConfig
+    from rnnlab.models.config import LanguageModelConfig
+
+    cls = {"DataConfig": DataConfig, "LanguageModelConfig": LanguageModelConfig}[kind]
+    with pytest.raises(ConfigError) as e:
+        cls.from_dict({"no_such_key": 1})
+    message = str(e.value)
+    assert "\n" not in message
+    assert f"unknown key 'no_such_key' in [{section}]" in message
+    assert all(f.name in message for f in dataclasses.fields(cls))
+    with pytest.raises(ConfigError, match="must be"):
+        cls.from_dict({"min_count" if section == "data" else "hidden_size": "12"})
+
+
+def test_a_checkpoint_with_an_unknown_model_key_is_a_one_line_error(tmp_path):
+    from rnnlab.errors import CheckpointError
+    from rnnlab.runs import checkpoint as ck
+    from rnnlab.runs.load import load_model
+
+    src = FIXTURES / "run-v0" / "best.safetensors"
+    ckpt = ck.load_checkpoint(src)
+    ckpt.meta["model"]["hiden_size"] = 24
+    ck.save_checkpoint(tmp_path / "best.safetensors", ckpt)
+    with pytest.raises(CheckpointError, match="invalid description.*unknown key 'hiden_size'"):
+        load_model(tmp_path)

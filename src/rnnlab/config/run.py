@@ -6,17 +6,15 @@ the wrong type with one line.
 
 from __future__ import annotations
 
-import functools
 import math
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rnnlab.data.dataset import DataConfig
 from rnnlab.errors import ConfigError
 from rnnlab.models.config import LanguageModelConfig
+from rnnlab.strict import checked_fields, field_names
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
@@ -161,13 +159,13 @@ TOP_LEVEL = (*SECTIONS, "preset")
 
 def section_keys(section: str) -> tuple[str, ...]:
     """The keys section ``section`` (data, model, optim, train) accepts, in field order."""
-    return tuple(f.name for f in fields(SECTIONS[section]))
+    return field_names(SECTIONS[section])
 
 
 def check_sections(d: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
-    """``d`` checked against the config classes: every section a table of known keys with
-    values of the declared types (an integer where a float is declared becomes that float, a
-    list where a tuple is declared that tuple). Returns a new dict of new section dicts.
+    """``d`` checked against the config classes (:func:`rnnlab.strict.checked_fields` for each
+    section): known sections, known keys, values of the declared types. Returns a new dict of
+    new section dicts.
     """
     if not isinstance(d, Mapping):
         raise ConfigError(f"{_prefix(where)}a config is a table of sections, got {d!r}")
@@ -185,61 +183,8 @@ def check_sections(d: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
 
 def check_section(section: str, values: Any, *, where: str = "") -> dict[str, Any]:
     """One section's keys and value types checked (see :func:`check_sections`)."""
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{_prefix(where)}[{section}] must be a table of keys, got {values!r}")
-    hints = _field_types(SECTIONS[section])
-    out = {}
-    for key, value in values.items():
-        if key not in hints:
-            raise ConfigError(
-                f"{_prefix(where)}unknown key {key!r} in [{section}]; known: "
-                f"{', '.join(section_keys(section))}"
-            )
-        out[key] = _checked(value, hints[key], f"{_prefix(where)}[{section}] {key}")
-    return out
+    return checked_fields(SECTIONS[section], values, section=section, where=where)
 
 
 def _prefix(where: str) -> str:
     return f"{where}: " if where else ""
-
-
-_TYPE_WORDS = {
-    bool: "true or false",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    tuple: "a list",
-    dict: "a table",
-}
-
-
-@functools.cache
-def _field_types(kind: type) -> dict[str, Any]:
-    return typing.get_type_hints(kind)
-
-
-def _checked(value: Any, hint: Any, what: str) -> Any:
-    """``value`` if it has the type ``hint`` declares (``X | None`` admits None)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None and len(options) < len(typing.get_args(hint)):
-            return None
-        (hint,) = options
-    kind = typing.get_origin(hint) or hint
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is tuple:
-        ok = isinstance(value, (list, tuple))
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise ConfigError(f"{what} must be {_TYPE_WORDS[kind]}, got {value!r}")
-    if kind is float:
-        return float(value)
-    if kind is tuple:
-        return tuple(value)
-    if kind is dict:
-        return dict(value)
-    return value

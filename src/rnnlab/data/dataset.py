@@ -10,7 +10,7 @@ A piano-roll corpus (``jsb``, ``nottingham``, ``musedata``, ``pianomidi``) gives
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from rnnlab.data.rolls import RollData, fraction_pieces, load_rolls
 from rnnlab.data.text_files import load_text_file
 from rnnlab.data.vocab import Vocab, build_vocab, make_tokenizer
 from rnnlab.errors import ConfigError, DataError
+from rnnlab.strict import from_fields
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,9 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The config ``data`` describes (missing keys take their defaults); an unknown key or a
+        value of the wrong type is a one-line :class:`ConfigError` naming it."""
+        return from_fields(cls, data, section="data")
 
     def describe(self) -> str:
         if self.text:

@@ -4,12 +4,13 @@ and the adaptive softmax's cutoffs and tail widths; parameter counts without bui
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
 
 from rnnlab.errors import ConfigError
 from rnnlab.nn.registry import get_cell
+from rnnlab.strict import from_fields
 
 HEADS = ("softmax", "adaptive", "sigmoid")
 
@@ -149,8 +150,9 @@ class LanguageModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LanguageModelConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The config ``data`` describes (missing keys take their defaults); an unknown key or a
+        value of the wrong type is a one-line :class:`ConfigError` naming it."""
+        return from_fields(cls, data, section="model")
 
     def num_parameters(self) -> int:
         """Parameter count without building the model (used to match sizes across cells).
