@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rnnlab.cli.train import SCHEDULES, _add_data_args
+from rnnlab.cli.train import _add_data_args
+from rnnlab.config.run import SCHEDULES
 from rnnlab.errors import ConfigError
 from rnnlab.nn.registry import cell_help
 
