@@ -322,9 +322,9 @@ def markdown(all_cases: list[Case], seconds: float) -> str:
         "shortened to their file names.",
         "",
         "Crash safety (SIGKILL at any moment, disk full, permissions) is tested in "
-        "`tests/test_crash.py`, `tests/test_checkpoint.py` and `tests/test_cli.py`; downloaded "
+        "`tests/training/test_crash.py`, `tests/runs/test_checkpoint.py` and `tests/cli/test_cli.py`; downloaded "
         "corpora whose sha256 differs are refused and deleted "
-        "(`tests/test_corpora.py::test_checksum_mismatch_is_refused_and_removed`).",
+        "(`tests/data/test_corpora.py::test_checksum_mismatch_is_refused_and_removed`).",
         "",
     ]
     rows = []

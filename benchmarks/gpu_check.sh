@@ -17,7 +17,7 @@
 # Steps, each under `timeout`, logged to OUT_DIR/<step>.log, exit codes in OUT_DIR/summary.txt; a
 # failing step does not stop the next:
 #   1 env         nvidia-smi, python / torch / CUDA / cuDNN versions
-#   2 tests       tests/test_cuda.py (fused layers vs torch.nn on CUDA, tiny train+eval, a CUDA
+#   2 tests       tests/training/test_cuda.py (fused layers vs torch.nn on CUDA, tiny train+eval, a CUDA
 #                 checkpoint read on the CPU, resume on CUDA)
 #   3 bench       benchmarks/bench_train.py --device cuda --shapes medium: rnnlab's Trainer loop vs
 #                 a plain torch.nn loop, tokens/s (-> OUT_DIR/bench_train_cuda.json)
@@ -80,7 +80,7 @@ import rnnlab.training.trainer, safetensors, platformdirs, numpy
 print('rnnlab imports: ok; PYTHONPATH', sys.path[1:3])"
 step env 60 bash -c 'nvidia-smi; "$1" -c "$2"' env "$PY" "$ENV_PY"
 
-step tests 240 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
+step tests 240 "$PY" -m pytest -q -p no:cacheprovider -rs tests/training/test_cuda.py
 
 step bench 240 "$PY" benchmarks/bench_train.py --device cuda --shapes medium --steps 100 \
     --reps 5 --out "$OUT_DIR/bench_train_cuda.json"

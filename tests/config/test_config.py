@@ -18,7 +18,7 @@ from rnnlab.config.resolve import choose_preset, resolve_config
 from rnnlab.config.run import SECTIONS, RunConfig, section_keys
 from rnnlab.errors import ConfigError
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SMALL = ["--hidden", "16", "--embed", "8", "--layers", "1", "--bptt", "8", "--batch-size", "4"]
 QUIET = ["--no-progress", "--no-sample"]
 

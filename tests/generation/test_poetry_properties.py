@@ -1,7 +1,7 @@
 """Property: whatever the request, the model's weights, the seed and the sampling settings, every
 generated poem passes the independent form checker (and the rhyme / tone checkers when asked).
 
-A companion of tests/test_poetry.py (fixed requests, 1,000 poems each): here hypothesis draws the
+A companion of tests/generation/test_poetry.py (fixed requests, 1,000 poems each): here hypothesis draws the
 requests, acrostics included, and random untrained models.
 """
 
