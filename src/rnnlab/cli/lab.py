@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from rnnlab.cli.train import _add_data_args
 from rnnlab.config.run import SCHEDULES
 from rnnlab.errors import ConfigError
+from rnnlab.lab.compare import DEFAULT_COMPARE_STEPS, CompareRequest, grid_config
+from rnnlab.lab.compare import compare_settings as request_settings
+from rnnlab.lab.grid import GridConfig
 from rnnlab.nn.registry import cell_help
 
+
 # ---------------------------------------------------------------------------------- compare
-DEFAULT_COMPARE_STEPS = (
-    1000  # the per-run budget when no --max-steps/--max-tokens/--max-minutes/--epochs
-)
-
-
 def _comma_list(kind: type, flag: str) -> Any:
     """An argparse type for comma-separated values, e.g. --bptt 5,20."""
 
@@ -180,189 +180,23 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-# The lowest layer of compare's resolved config: its own settings where neither a flag nor a
-# preset gives one. ``epochs`` UNTIL_BUDGET: a run ends when its budget does.
-UNTIL_BUDGET = 1_000_000
-COMPARE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"hidden_size": 128, "embed_size": 64, "num_layers": 1, "dropout": 0.0},
-    "optim": {
-        "optimizer": "adam",
-        "lr": 2e-3,
-        "clip": 1.0,
-        "weight_noise": 0.0,
-        "schedule": "constant",
-    },
-    "train": {
-        "bptt": 35,
-        "batch_size": 20,
-        "eval_batch_size": 10,
-        "epochs": UNTIL_BUDGET,
-        "patience": None,
-    },
-}
-# compare flag -> (section, field) of its resolved config; --embed (a width or 'hidden'), --bptt
-# and --lr (lists) are read from the flags themselves
-COMPARE_FLAGS: dict[str, tuple[str, str]] = {
-    "corpus": ("data", "corpus"),
-    "text": ("data", "text"),
-    "hidden": ("model", "hidden_size"),
-    "layers": ("model", "num_layers"),
-    "dropout": ("model", "dropout"),
-    "optimizer": ("optim", "optimizer"),
-    "clip": ("optim", "clip"),
-    "weight_noise": ("optim", "weight_noise"),
-    "schedule": ("optim", "schedule"),
-    "batch_size": ("train", "batch_size"),
-    "eval_batch_size": ("train", "eval_batch_size"),
-    "epochs": ("train", "epochs"),
-    "patience": ("train", "patience"),
-}
-
-
-def compare_config(args: argparse.Namespace) -> Any:
-    """The RunConfig behind a grid: :data:`COMPARE_DEFAULTS`, then the preset (explicit, or
-    music-chung2014 for a piano-roll corpus; none otherwise), then the flags given."""
-    from rnnlab.config.resolve import resolve_config
-
-    return resolve_config(
-        args.preset, compare_flag_layer(args), base=COMPARE_DEFAULTS, default_preset=None
-    )
-
-
-def compare_flag_layer(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """The compare flags given as ``{section: {field: value}}`` (see :data:`COMPARE_FLAGS`)."""
-    # the grid's model ties by compare's own --tie / --embed rule, not by the preset's tying
-    overrides: dict[str, dict[str, Any]] = {"model": {"tie_weights": False}}
-    for flag, (section, name) in COMPARE_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.setdefault(section, {})[name] = value
-    return overrides
+def compare_request(args: argparse.Namespace) -> CompareRequest:
+    """The grid that the parsed compare flags describe, as the library's typed request (each
+    field from the flag of the same name; ``--lr``'s per-cell form unwrapped to its mapping)."""
+    values = {f.name: getattr(args, f.name) for f in fields(CompareRequest)}
+    if values["lr"] and isinstance(values["lr"][0], dict):
+        values["lr"] = values["lr"][0]
+    return CompareRequest(**values)
 
 
 def compare_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The compare settings, read from :func:`compare_config` (the flags given, else the
-    preset's, else :data:`COMPARE_DEFAULTS`); ``bptt`` and ``lr`` are tuples, ``embed`` text."""
-    config = compare_config(args)
-    m, o, t = config.model, config.optim, config.train
-    return {
-        "corpus": config.data.corpus,
-        "hidden": m.hidden_size,
-        "embed": args.embed if args.embed is not None else str(m.embed_size),
-        "layers": m.num_layers,
-        "dropout": m.dropout,
-        "bptt": args.bptt if args.bptt is not None else (t.bptt,),
-        "lr": args.lr if args.lr is not None else (o.lr,),
-        "optimizer": o.optimizer,
-        "clip": o.clip,
-        "weight_noise": o.weight_noise,
-        "schedule": o.schedule,
-        "batch_size": t.batch_size,
-        "eval_batch_size": t.eval_batch_size,
-        "epochs": None if args.epochs is None and t.epochs == UNTIL_BUDGET else t.epochs,
-        "patience": t.patience,
-    }
+    """The compare settings of these flags (:func:`rnnlab.lab.compare.compare_settings`)."""
+    return request_settings(compare_request(args))
 
 
-def build_grid_config(args: argparse.Namespace) -> Any:
+def build_grid_config(args: argparse.Namespace) -> GridConfig:
     """The GridConfig that the compare flags (and a preset) describe."""
-    from rnnlab.config.presets import get_preset
-    from rnnlab.config.resolve import choose_preset
-    from rnnlab.config.run import OptimConfig, TrainConfig
-    from rnnlab.data.dataset import DataConfig
-    from rnnlab.lab.grid import GridConfig
-    from rnnlab.models.config import LanguageModelConfig
-
-    # refused in this order: an unknown preset or corpus, then the flags compare reads itself
-    # (--embed, --seeds, the rates), then the settings' values (by the resolved config)
-    preset = choose_preset(args.preset, None, compare_flag_layer(args), default_preset=None)
-    if preset is not None:
-        get_preset(preset)
-    follows = args.tie or args.embed == "hidden"
-    if not follows and args.embed is not None:
-        try:
-            int(args.embed)
-        except ValueError:
-            raise ConfigError(f"--embed takes a width or 'hidden', got {args.embed!r}") from None
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-    cell_lrs: dict[str, float] = {}
-    if args.lr_from is not None:
-        if args.lr is not None:
-            raise ConfigError("give --lr or --lr-from, not both")
-        from rnnlab.lab.results import chosen_rates
-
-        found = chosen_rates(args.lr_from)
-        missing = [cell for cell in args.cells if cell not in found]
-        if missing:
-            raise ConfigError(
-                f"the grid in {args.lr_from} chose no rate for {', '.join(missing)}; "
-                "search it there or give --lr cell=rate"
-            )
-        cell_lrs = {cell: found[cell] for cell in args.cells}
-    elif args.lr and isinstance(args.lr[0], dict):
-        cell_lrs = args.lr[0]
-        unknown = [cell for cell in cell_lrs if cell not in args.cells]
-        if unknown:
-            raise ConfigError(f"--lr names cell(s) not in --cells: {', '.join(unknown)}")
-    c = compare_settings(args)
-    embed = c["hidden"] if follows else int(c["embed"])
-    budgets = (args.max_steps, args.max_tokens, args.max_minutes, c["epochs"])
-    max_steps = args.max_steps
-    if all(v is None for v in budgets):
-        max_steps = DEFAULT_COMPARE_STEPS
-    lrs = tuple(c["lr"])
-    if cell_lrs:  # the optimizer's own rate is a placeholder: every run sets its cell's
-        lrs = (next(iter(cell_lrs.values())),)
-    return GridConfig(
-        data=DataConfig(
-            corpus=c["corpus"],
-            text=args.text,
-            valid_text=args.valid_text,
-            test_text=args.test_text,
-            encoding=args.encoding,
-            level=args.level,
-            min_count=args.min_count,
-            max_vocab=args.max_vocab,
-            corpus_options={"start_frame": True} if args.start_frame else None,
-        ),
-        model=LanguageModelConfig(
-            embed_size=embed,
-            hidden_size=c["hidden"],
-            num_layers=c["layers"],
-            dropout=c["dropout"],
-            tie_weights=args.tie,
-        ),
-        optim=OptimConfig(
-            optimizer=c["optimizer"],
-            lr=lrs[0],
-            clip=c["clip"],
-            schedule=c["schedule"],
-            weight_noise=c["weight_noise"],
-        ),
-        train=TrainConfig(
-            batch_size=c["batch_size"],
-            eval_batch_size=c["eval_batch_size"],
-            epochs=c["epochs"] if c["epochs"] is not None else UNTIL_BUDGET,
-            max_steps=max_steps,
-            max_minutes=args.max_minutes,
-            patience=c["patience"],
-            eval_every=args.eval_every,
-            device=args.device,
-            threads=args.threads,
-        ),
-        cells=args.cells,
-        data_fractions=args.data_fractions,
-        bptts=c["bptt"],
-        seeds=tuple(range(1, args.seeds + 1)),
-        lrs=lrs if len(lrs) > 1 else (),
-        cell_lrs=cell_lrs,
-        params=args.params,
-        embed_follows_hidden=follows,
-        max_tokens=args.max_tokens,
-        eval_points=args.eval_points,
-        target_ppl=args.target_ppl,
-    )
+    return grid_config(compare_request(args))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
