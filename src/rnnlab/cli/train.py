@@ -1,5 +1,7 @@
 """``rnnlab train`` and ``rnnlab config``: a config file, a preset and flags, resolved into one
-RunConfig by :func:`rnnlab.config.resolve.resolve_config` (``--resume`` too)."""
+RunConfig by :func:`rnnlab.config.resolve.resolve_config` (``--resume`` by
+:func:`~rnnlab.config.resolve.resume_config`); the run directory from :mod:`rnnlab.runs.directory`,
+the training and its summary from :mod:`rnnlab.training.trainer`. This module parses and prints."""
 
 from __future__ import annotations
 
@@ -7,12 +9,11 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from rnnlab.config.config_file import parse_toml, to_toml
-from rnnlab.config.resolve import resolve_config
+from rnnlab.config.resolve import resolve_config, resume_config
 from rnnlab.config.run import OPTIMIZERS, SCHEDULES, RunConfig
 from rnnlab.errors import ConfigError
 from rnnlab.nn.registry import cell_help
@@ -61,17 +62,6 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "log_every": ("train", "log_every"),
     "device": ("train", "device"),
     "threads": ("train", "threads"),
-}
-# what may change when a run is resumed (extending it, moving it to another device)
-RESUME_FLAGS = {
-    "epochs",
-    "max_steps",
-    "max_minutes",
-    "save_every",
-    "log_every",
-    "device",
-    "patience",
-    "threads",
 }
 
 
@@ -258,97 +248,105 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_head(model: Any) -> str:
-    """The adaptive head and its cutoffs for the start line (nothing for the other heads)."""
-    if model.head != "adaptive":
-        return ""
-    return f", adaptive softmax (cutoffs {','.join(map(str, model.cutoffs))})"
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from rnnlab.runs.load import load_run_config
+    """Train the run the arguments describe (or continue ``--resume``) and print its results."""
     from rnnlab.training import distributed
     from rnnlab.training.trainer import Trainer
 
     main_rank = distributed.env_rank() == 0  # under torchrun only rank 0 reports and writes
     if not main_rank:
         logging.getLogger("rnnlab").setLevel(logging.ERROR)
-    if args.resume:
-        run_dir = Path(args.resume)
-        saved = load_run_config(run_dir)
-        given = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
-        given |= {"start_frame"} if args.start_frame else set()
-        bad = sorted(given - RESUME_FLAGS)
-        bad += [name for name in ("preset", "config") if getattr(args, name)]
-        if bad:
-            raise ConfigError(
-                f"--resume continues a run with its saved settings; it cannot change "
-                f"{', '.join('--' + b.replace('_', '-') for b in bad)} (allowed: "
-                f"{', '.join('--' + f.replace('_', '-') for f in sorted(RESUME_FLAGS))})"
-            )
-        # the saved config with the flags given laid over it (no preset is applied again)
-        config = resolve_config(None, flag_overrides(args), base=saved, default_preset=None)
-    else:
-        config = build_run_config(args)
-        name = config.preset or Path(config.data.describe()).stem
-        run_dir = (
-            Path(args.out)
-            if args.out
-            else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
-        if main_rank and (run_dir / "run.json").exists():
-            raise ConfigError(
-                f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                "or pick another --out"
-            )
+    config, run_dir = _config_and_run_dir(args, check_out=main_rank)
     trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     if not trainer.is_main:
         trainer.fit()
         trainer.close()
         return 0
-    data = trainer.data
-    rolls = data.vocab is None
-    what = (
-        f"{data.name} (piano rolls), {len(data.train):,} train pieces "
-        f"({sum(p.size(0) for p in data.train):,} frames)"
-        if rolls
-        else f"{data.name} ({data.level}), {len(data.train):,} train tokens, "
-        f"vocabulary {len(data.vocab):,}"
-    )
-    print(
-        f"rnnlab: run directory {run_dir}; {what}; "
-        f"{config.model.cell} {config.model.num_layers}x{config.model.hidden_size}"
-        f"{_describe_head(trainer.model_config)}, "
-        f"{trainer.model.num_parameters():,} parameters, device {trainer.device}",
-        file=sys.stderr,
-    )
+    print(f"rnnlab: run directory {run_dir}; {_describe_run(trainer)}", file=sys.stderr)
     result = trainer.fit()
     trainer.close()
-    summary = {
-        "run_dir": str(run_dir),
-        "valid": result.valid.to_dict() if result.valid else None,
-        "test": result.test.to_dict() if result.test else None,
-        "steps": result.progress.step,
-        "epochs": result.progress.epoch,
-        "wall_time": round(result.progress.elapsed, 2),
-    }
-    sample_text = None
-    if not args.no_sample and not rolls:
-        from rnnlab.generation.sampling import SamplingConfig, generate
-
-        length = 300 if data.level == "char" else 60
-        sample_text = generate(
-            trainer.model,
-            data.vocab,
-            data.level,
-            length=length,
-            cfg=SamplingConfig(temperature=0.8),
-            seed=0,
-        )[0]
+    summary = result.summary()
+    sample = None if args.no_sample else _final_sample(trainer)
     if args.json:
-        summary["sample"] = sample_text
-        print(json.dumps(summary, ensure_ascii=False))
-        return 0
+        print(json.dumps({**summary, "sample": sample}, ensure_ascii=False))
+    else:
+        _print_results(summary, sample, rolls=trainer.data.vocab is None)
+    return 0
+
+
+def _config_and_run_dir(args: argparse.Namespace, *, check_out: bool) -> tuple[RunConfig, Path]:
+    """The run's config and directory: the saved run's (``--resume``), or a new one's (an
+    ``--out`` holding a run refused when ``check_out``)."""
+    from rnnlab.runs.directory import check_new_run_dir, new_run_dir
+    from rnnlab.runs.load import load_run_config
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = resume_config(
+            load_run_config(run_dir),
+            flag_overrides(args),
+            _flags_given(args),
+            preset=args.preset,
+            file=args.config,
+        )
+        return config, run_dir
+    config = build_run_config(args)
+    run_dir = new_run_dir(config, args.out)
+    if check_out:
+        check_new_run_dir(run_dir)
+    return config, run_dir
+
+
+def _flags_given(args: argparse.Namespace) -> set[str]:
+    """The names of the run-config flags given on the command line."""
+    given = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
+    return given | ({"start_frame"} if args.start_frame else set())
+
+
+def _describe_run(trainer: Any) -> str:
+    """The start line after the run directory: the data, the model, its size, the device."""
+    data, model = trainer.data, trainer.model_config
+    if data.vocab is None:
+        what = (
+            f"{data.name} (piano rolls), {len(data.train):,} train pieces "
+            f"({sum(p.size(0) for p in data.train):,} frames)"
+        )
+    else:
+        what = (
+            f"{data.name} ({data.level}), {len(data.train):,} train tokens, "
+            f"vocabulary {len(data.vocab):,}"
+        )
+    head = (
+        f", adaptive softmax (cutoffs {','.join(map(str, model.cutoffs))})"
+        if model.head == "adaptive"
+        else ""
+    )
+    return (
+        f"{what}; {trainer.config.model.cell} {trainer.config.model.num_layers}x"
+        f"{trainer.config.model.hidden_size}{head}, "
+        f"{trainer.model.num_parameters():,} parameters, device {trainer.device}"
+    )
+
+
+def _final_sample(trainer: Any) -> str | None:
+    """A sample of the trained text model at temperature 0.8 (None for piano rolls)."""
+    from rnnlab.generation.sampling import SamplingConfig, generate
+
+    data = trainer.data
+    if data.vocab is None:
+        return None
+    return generate(
+        trainer.model,
+        data.vocab,
+        data.level,
+        length=300 if data.level == "char" else 60,
+        cfg=SamplingConfig(temperature=0.8),
+        seed=0,
+    )[0]
+
+
+def _print_results(summary: dict[str, Any], sample: str | None, *, rolls: bool) -> None:
+    """The scores, the steps and time, and the sample, as text."""
     for split in ("valid", "test"):
         r = summary[split]
         if rolls:
@@ -360,9 +358,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"({r['tokens']:,} tokens)"
         )
     print(
-        f"trained {summary['steps']} steps in {summary['wall_time']:.0f}s; checkpoints in {run_dir}"
+        f"trained {summary['steps']} steps in {summary['wall_time']:.0f}s; "
+        f"checkpoints in {summary['run_dir']}"
     )
-    if sample_text is not None:
+    if sample is not None:
         print("--- sample (temperature 0.8) ---")
-        print(sample_text)
-    return 0
+        print(sample)

@@ -11,6 +11,9 @@ Layers, lowest first, each overriding the ones below:
 3. the config file (a TOML file or a run's ``run.json``, see :mod:`rnnlab.config.config_file`);
 4. the overrides (the command-line flags given).
 
+``--resume`` goes through :func:`resume_config`: the saved run's config is the base, no preset
+or config file is applied again, and only the flags of :data:`RESUME_FLAGS` may be laid over it.
+
 Every layer is checked by the config classes as it is applied (an unknown key is a one-line
 error naming the layer it came from), and the merged result is validated as a whole. A layer
 that names a source (``corpus`` or ``text``) replaces the source of the layers below it
@@ -20,7 +23,7 @@ into the one below it key by key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,20 @@ DEFAULT_PRESET = "quick"  # what `rnnlab train` runs when given no corpus or tex
 PIANOROLL_PRESET = "music-chung2014"  # the protocol a piano-roll corpus starts from
 SOURCE_KEYS = ("corpus", "text")  # the keys that name what text (or rolls) to model
 REPLACED_BY_A_SOURCE = ("corpus", "text", "max_chars")
+
+# the flags a resumed run may change (extending it, moving it to another device); all else is saved
+RESUME_FLAGS = frozenset(
+    {
+        "epochs",
+        "max_steps",
+        "max_minutes",
+        "save_every",
+        "log_every",
+        "device",
+        "patience",
+        "threads",
+    }
+)
 
 Layer = Mapping[str, Mapping[str, Any]]
 
@@ -82,6 +99,45 @@ def resolve_config(
         _apply(merged, file_values)
     _apply(merged, layer)
     return RunConfig.from_dict({**merged, "preset": chosen or base_preset})
+
+
+def resume_config(
+    saved: RunConfig,
+    overrides: Layer | None = None,
+    given: Iterable[str] = (),
+    *,
+    preset: str | None = None,
+    file: str | Path | Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """The config a resumed run continues with: ``saved`` with ``overrides`` laid over it (no
+    preset is applied again).
+
+    Args:
+        saved: the run's saved config (its ``run.json``).
+        overrides: ``{section: {field: value}}`` of the flags given.
+        given: the names of the flags given (``max_steps``, ``start_frame``, ...); any outside
+            :data:`RESUME_FLAGS` is refused.
+        preset, file: a preset or config file given with the resume: refused (the run keeps its
+            own).
+
+    Raises:
+        ConfigError: naming the refused flags (sorted, then ``--preset`` and ``--config``) and
+            the allowed ones, before anything is resolved.
+    """
+    bad = sorted(set(given) - RESUME_FLAGS)
+    bad += [name for name, value in (("preset", preset), ("config", file)) if value]
+    if bad:
+        raise ConfigError(
+            f"--resume continues a run with its saved settings; it cannot change "
+            f"{', '.join(_flag(name) for name in bad)} (allowed: "
+            f"{', '.join(_flag(name) for name in sorted(RESUME_FLAGS))})"
+        )
+    return resolve_config(None, overrides, base=saved, default_preset=None)
+
+
+def _flag(name: str) -> str:
+    """``max_steps`` -> ``--max-steps``."""
+    return "--" + name.replace("_", "-")
 
 
 def choose_preset(

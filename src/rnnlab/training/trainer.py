@@ -87,11 +87,27 @@ class Progress:
 
 @dataclass
 class TrainResult:
+    """What :meth:`Trainer.fit` returns: where the run is, how far it got, the final scores of
+    its best checkpoint (None on the ranks other than 0) and the metrics rows of this session."""
+
     run_dir: Path
     progress: Progress
     valid: EvalResult | None
     test: EvalResult | None
     history: list[dict[str, Any]]
+
+    def summary(self) -> dict[str, Any]:
+        """The end-of-run summary that ``rnnlab train --json`` prints: ``run_dir``, ``valid``
+        and ``test`` (as :meth:`EvalResult.to_dict`, or None), ``steps``, ``epochs`` and
+        ``wall_time`` (seconds of training, rounded to 0.01)."""
+        return {
+            "run_dir": str(self.run_dir),
+            "valid": self.valid.to_dict() if self.valid else None,
+            "test": self.test.to_dict() if self.test else None,
+            "steps": self.progress.step,
+            "epochs": self.progress.epoch,
+            "wall_time": round(self.progress.elapsed, 2),
+        }
 
 
 def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
