@@ -238,7 +238,7 @@ def test_interrupted_grid_resumes_without_redoing_finished_runs(text_file, tmp_p
 
     def ctrl_c(row):
         if row["kind"] == "train" and row["step"] == 8:
-            trainer._request_stop(2, None)
+            trainer.request_stop()
 
     trainer.on_log = ctrl_c
     with pytest.raises(RnnlabError):

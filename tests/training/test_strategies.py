@@ -138,7 +138,7 @@ def test_interrupt_then_resume_matches(tmp_path):
 
     def ctrl_c(row):
         if row["kind"] == "train" and row["step"] == 6:
-            trainer._request_stop(2, None)
+            trainer.request_stop()
 
     trainer.on_log = ctrl_c
     with pytest.raises(RnnlabError):

@@ -76,7 +76,7 @@ def test_interrupt_saves_then_resume_matches(fox_file, tmp_path):
 
     def ctrl_c(row):
         if row["kind"] == "train" and row["step"] == 10:
-            trainer._request_stop(2, None)
+            trainer.request_stop()
 
     trainer.on_log = ctrl_c
     with pytest.raises(RnnlabError) as e:

@@ -312,7 +312,13 @@ class Trainer:
         if self.on_log is not None:
             self.on_log(row)
 
+    def request_stop(self) -> None:
+        """Stop at the end of the current step, save and evaluate, as the first Ctrl-C does (a
+        second request before the run ends stops at once, with KeyboardInterrupt)."""
+        self._request_stop(signal.SIGINT, None)
+
     def _request_stop(self, signum: int, frame: Any) -> None:
+        """The SIGINT handler while :meth:`fit` runs (see :meth:`request_stop`)."""
         now = time.monotonic()
         # torchrun passes the terminal's Ctrl-C on to processes that already got it: under
         # torchrun a repeat within SIGNAL_ECHO_S seconds is that echo, not a second Ctrl-C.
