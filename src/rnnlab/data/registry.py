@@ -125,130 +125,122 @@ def _tang_files() -> tuple[str, ...]:
     return tuple(f"chinese-poetry/全唐诗/poet.tang.{n}.json" for n in range(0, 58000, 1000))
 
 
-def _registry() -> dict[str, CorpusSpec]:
-    """The named corpora, in display order."""
-    ptb_files = ("ptb/train.txt", "ptb/valid.txt", "ptb/test.txt")
-    wt2_files = ("wikitext-2/train.txt", "wikitext-2/valid.txt", "wikitext-2/test.txt")
-    linux_files = ("linux/train.txt", "linux/valid.txt", "linux/test.txt")
-    tang_files = _tang_files()
-    specs = [
-        CorpusSpec(
-            name="ptb",
-            description="Penn Treebank, Mikolov's LM version: 929k/74k/82k words, 10k vocab",
-            level="word",
-            files=ptb_files,
-            urls={
-                f: f"{_GH}/Lasagne/Recipes/{_PTB_COMMIT}/examples/penntree/ptb.{f.split('/')[1]}.gz"
-                for f in ptb_files
-            },
-            sha256={
-                "ptb/train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
-                "ptb/valid.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
-                "ptb/test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
-            },
-            license="none stated for the data; WSJ text from the LDC Penn Treebank (research use)",
-            source="Marcus et al. 1993; Mikolov et al. 2010. Lasagne/Recipes @ d616658d",
-        ),
-        CorpusSpec(
-            name="wikitext2",
-            description="WikiText-2 (v1, tokenized): 2.09M/218k/246k words, 33,278 vocab",
-            level="word",
-            files=wt2_files,
-            urls={
-                f: f"{_GH}/pytorch/examples/{_WT2_COMMIT}/word_language_model/data/{f}"
-                for f in wt2_files
-            },
-            sha256={
-                "wikitext-2/train.txt": (
-                    "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f"
-                ),
-                "wikitext-2/valid.txt": (
-                    "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8"
-                ),
-                "wikitext-2/test.txt": (
-                    "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0"
-                ),
-            },
-            license="CC BY-SA 3.0",
-            source="Merity et al. 2016, Pointer Sentinel Mixture Models; pytorch/examples 77f55b9",
-        ),
-        CorpusSpec(
-            name="tinyshakespeare",
-            description="Tiny Shakespeare, 1.1M characters; 90/10 split, test = valid",
-            level="char",
-            files=("tinyshakespeare/input.txt",),
-            urls={
-                "tinyshakespeare/input.txt": (
-                    f"{_GH}/karpathy/char-rnn/{_SHAKESPEARE_COMMIT}/data/tinyshakespeare/input.txt"
-                )
-            },
-            sha256={
-                "tinyshakespeare/input.txt": (
-                    "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-                )
-            },
-            license="public-domain text; char-rnn repository: MIT",
-            source="Karpathy 2015, char-rnn @ 6f9487a6",
-        ),
-        CorpusSpec(
-            name="linux",
-            description="Linux kernel C source, 2.45M characters (char level)",
-            level="char",
-            files=linux_files,
-            urls={
-                f: f"{_GH}/pytorch/examples/{_LINUX_COMMIT}/word_language_model/data/{f}"
-                for f in linux_files
-            },
-            sha256={
-                "linux/train.txt": (
-                    "1e8679c0e1e7e1a40a2f2bbb6e8378a728760f2e387da24cf89cacc57731ef84"
-                ),
-                "linux/valid.txt": (
-                    "6dd2fb0899b6f690d8cf454d4012845fbc5e0e782dc6a62a4c7330ab368050e3"
-                ),
-                "linux/test.txt": (
-                    "67860ba2f1211662126acbc15c9c0b662017c5263813486817c681fc55a0c616"
-                ),
-            },
-            license="GPL-2.0 (kernel source; use as data only)",
-            source="pytorch/examples PR #235 @ e9bf0060",
-        ),
-        CorpusSpec(
-            name="poetry-zh",
-            description="Chinese 5-character couplets, simplified, 943k characters, no titles",
-            level="char",
-            files=("char-rnn-poetry-zh/poetry.txt",),
-            urls={
-                "char-rnn-poetry-zh/poetry.txt": (
-                    f"{_GH}/hzy46/Char-RNN-TensorFlow/{_POETRY_ZH_COMMIT}/data/poetry.txt"
-                )
-            },
-            sha256={
-                "char-rnn-poetry-zh/poetry.txt": (
-                    "ffc4d1112de038bc26cd0271ef3094fe9bae98e36c72537f4997959dec167154"
-                )
-            },
-            license="none stated; classical poems are public domain",
-            source="hzy46/Char-RNN-TensorFlow @ 7d23f2f1",
-        ),
-        CorpusSpec(
-            name="tang",
-            description="Complete Tang poems (chinese-poetry), cleaned, one poem per line",
-            level="char",
-            files=tang_files,
-            urls={
-                f: f"{_GH}/chinese-poetry/chinese-poetry/{_TANG_COMMIT}/"
-                + urllib.parse.quote(f.split("/", 1)[1])
-                for f in tang_files
-            },
-            sha256=dict(zip(tang_files, _TANG_SHA256_LIST, strict=True)),
-            license="MIT (Copyright (c) 2016 JackeyGao); poems are public domain",
-            source="chinese-poetry/chinese-poetry 全唐诗 @ 99ebbef7",
-            options=("script", "titles"),
-        ),
-        *_music_specs(),
-    ]
-    return {s.name: s for s in specs}
+_PTB_FILES = ("ptb/train.txt", "ptb/valid.txt", "ptb/test.txt")
+_WT2_FILES = ("wikitext-2/train.txt", "wikitext-2/valid.txt", "wikitext-2/test.txt")
+_LINUX_FILES = ("linux/train.txt", "linux/valid.txt", "linux/test.txt")
+_TANG_FILES = _tang_files()
+
+# The text corpora, in display order (the piano-roll ones follow: :func:`_music_specs`).
+_TEXT_SPECS: tuple[CorpusSpec, ...] = (
+    CorpusSpec(
+        name="ptb",
+        description="Penn Treebank, Mikolov's LM version: 929k/74k/82k words, 10k vocab",
+        level="word",
+        files=_PTB_FILES,
+        urls={
+            f: f"{_GH}/Lasagne/Recipes/{_PTB_COMMIT}/examples/penntree/ptb.{f.split('/')[1]}.gz"
+            for f in _PTB_FILES
+        },
+        sha256={
+            "ptb/train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+            "ptb/valid.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+            "ptb/test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+        },
+        license="none stated for the data; WSJ text from the LDC Penn Treebank (research use)",
+        source="Marcus et al. 1993; Mikolov et al. 2010. Lasagne/Recipes @ d616658d",
+    ),
+    CorpusSpec(
+        name="wikitext2",
+        description="WikiText-2 (v1, tokenized): 2.09M/218k/246k words, 33,278 vocab",
+        level="word",
+        files=_WT2_FILES,
+        urls={
+            f: f"{_GH}/pytorch/examples/{_WT2_COMMIT}/word_language_model/data/{f}"
+            for f in _WT2_FILES
+        },
+        sha256={
+            "wikitext-2/train.txt": (
+                "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f"
+            ),
+            "wikitext-2/valid.txt": (
+                "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8"
+            ),
+            "wikitext-2/test.txt": (
+                "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0"
+            ),
+        },
+        license="CC BY-SA 3.0",
+        source="Merity et al. 2016, Pointer Sentinel Mixture Models; pytorch/examples 77f55b9",
+    ),
+    CorpusSpec(
+        name="tinyshakespeare",
+        description="Tiny Shakespeare, 1.1M characters; 90/10 split, test = valid",
+        level="char",
+        files=("tinyshakespeare/input.txt",),
+        urls={
+            "tinyshakespeare/input.txt": (
+                f"{_GH}/karpathy/char-rnn/{_SHAKESPEARE_COMMIT}/data/tinyshakespeare/input.txt"
+            )
+        },
+        sha256={
+            "tinyshakespeare/input.txt": (
+                "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+            )
+        },
+        license="public-domain text; char-rnn repository: MIT",
+        source="Karpathy 2015, char-rnn @ 6f9487a6",
+    ),
+    CorpusSpec(
+        name="linux",
+        description="Linux kernel C source, 2.45M characters (char level)",
+        level="char",
+        files=_LINUX_FILES,
+        urls={
+            f: f"{_GH}/pytorch/examples/{_LINUX_COMMIT}/word_language_model/data/{f}"
+            for f in _LINUX_FILES
+        },
+        sha256={
+            "linux/train.txt": ("1e8679c0e1e7e1a40a2f2bbb6e8378a728760f2e387da24cf89cacc57731ef84"),
+            "linux/valid.txt": ("6dd2fb0899b6f690d8cf454d4012845fbc5e0e782dc6a62a4c7330ab368050e3"),
+            "linux/test.txt": ("67860ba2f1211662126acbc15c9c0b662017c5263813486817c681fc55a0c616"),
+        },
+        license="GPL-2.0 (kernel source; use as data only)",
+        source="pytorch/examples PR #235 @ e9bf0060",
+    ),
+    CorpusSpec(
+        name="poetry-zh",
+        description="Chinese 5-character couplets, simplified, 943k characters, no titles",
+        level="char",
+        files=("char-rnn-poetry-zh/poetry.txt",),
+        urls={
+            "char-rnn-poetry-zh/poetry.txt": (
+                f"{_GH}/hzy46/Char-RNN-TensorFlow/{_POETRY_ZH_COMMIT}/data/poetry.txt"
+            )
+        },
+        sha256={
+            "char-rnn-poetry-zh/poetry.txt": (
+                "ffc4d1112de038bc26cd0271ef3094fe9bae98e36c72537f4997959dec167154"
+            )
+        },
+        license="none stated; classical poems are public domain",
+        source="hzy46/Char-RNN-TensorFlow @ 7d23f2f1",
+    ),
+    CorpusSpec(
+        name="tang",
+        description="Complete Tang poems (chinese-poetry), cleaned, one poem per line",
+        level="char",
+        files=_TANG_FILES,
+        urls={
+            f: f"{_GH}/chinese-poetry/chinese-poetry/{_TANG_COMMIT}/"
+            + urllib.parse.quote(f.split("/", 1)[1])
+            for f in _TANG_FILES
+        },
+        sha256=dict(zip(_TANG_FILES, _TANG_SHA256_LIST, strict=True)),
+        license="MIT (Copyright (c) 2016 JackeyGao); poems are public domain",
+        source="chinese-poetry/chinese-poetry 全唐诗 @ 99ebbef7",
+        options=("script", "titles"),
+    ),
+)
 
 
 def _music_specs() -> list[CorpusSpec]:
@@ -305,6 +297,11 @@ def _music_specs() -> list[CorpusSpec]:
         )
         for name, rel, sha, description, license_ in rows
     ]
+
+
+def _registry() -> dict[str, CorpusSpec]:
+    """The named corpora, in display order."""
+    return {s.name: s for s in (*_TEXT_SPECS, *_music_specs())}
 
 
 def list_corpora(kind: str = "text") -> list[CorpusSpec]:
