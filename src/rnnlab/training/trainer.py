@@ -128,6 +128,27 @@ def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+@dataclass
+class _Meter:
+    """The training since the last log row: tokens, summed loss, steps, the last gradient
+    norm, and when it started (``time.perf_counter()``)."""
+
+    mark: float
+    tokens: int = 0
+    loss: float = 0.0
+    count: int = 0
+    norm: float = 0.0
+
+    def add(self, tokens: int, loss: float, norm: float) -> None:
+        self.tokens += tokens
+        self.loss += loss
+        self.count += 1
+        self.norm = norm
+
+    def reset(self, mark: float) -> None:
+        self.tokens, self.loss, self.count, self.mark = 0, 0.0, 0, mark
+
+
 class Trainer:
     """Trains a :class:`LanguageModel` or :class:`AdaptiveLanguageModel` (text) or a
     :class:`PianoRollModel` (piano rolls) as ``config`` says and keeps ``run_dir`` up to date.
@@ -387,82 +408,13 @@ class Trainer:
             distributed.shutdown()
 
     def _train_loop(self) -> None:
-        cfg, p, task = self.config, self.progress, self.task
-        threshold = task.explosion_threshold()
+        """Epochs until the epochs or a budget run out, or early stopping; then the record."""
+        cfg, p = self.config, self.progress
+        threshold = self.task.explosion_threshold()
         self._clock = (time.perf_counter(), p.elapsed)
-        bar = None
         while p.epoch < cfg.train.epochs and not self._out_of_budget():
-            n_windows = task.num_windows(p.epoch)
-            bar = self._progress_bar(n_windows, p.window)
-            self.net.train()
-            window_tokens, window_loss, window_count, last_norm = 0, 0.0, 0, 0.0
-            mark = time.perf_counter()
-            for w in task.windows(p.epoch, start=p.window):
-                loss, norm = self._step(w)
-                loss_value, stop, time_up = self._agree(loss)
-                if not math.isfinite(loss_value) or loss_value > threshold:
-                    self._diverged(f"loss {loss_value}", p.step + 1)
-                tokens = w.count * self.world_size  # the combined batch's
-                p.window = w.index + 1
-                p.step += 1
-                p.tokens += tokens
-                window_tokens += tokens
-                window_loss += loss_value
-                window_count += 1
-                last_norm = norm
-                if bar is not None:
-                    bar.update(1)
-                if p.step % cfg.train.log_every == 0 or stop:
-                    now = time.perf_counter()
-                    p.elapsed = self._seconds_spent(now)
-                    mean = window_loss / max(window_count, 1)
-                    row = {
-                        "kind": "train",
-                        "step": p.step,
-                        "epoch": p.epoch + 1,
-                        "train_loss": mean,
-                        **task.train_metrics(mean),
-                        "tokens_per_s": window_tokens / max(now - mark, 1e-9),
-                        "grad_norm": last_norm,
-                        "lr": p.lr * self._schedule_factor(),
-                        "tokens": p.tokens,
-                        "wall_time": p.elapsed,
-                    }
-                    self._log(row)
-                    if bar is not None:
-                        shown = {"ppl": f"{row['train_ppl']:.1f}"} if "train_ppl" in row else {}
-                        bar.set_postfix(
-                            loss=f"{mean:.3f}", **shown, tok_s=f"{row['tokens_per_s']:.0f}"
-                        )
-                    window_tokens, window_loss, window_count, mark = 0, 0.0, 0, now
-                every = cfg.train.eval_every
-                if every and p.step % every == 0 and p.window < n_windows:
-                    # Log-only validation for learning curves (the epoch end validates anyway):
-                    # the schedule's memory (best_valid, bad_epochs) is untouched; the best
-                    # checkpoint may improve.
-                    tick = time.perf_counter()
-                    p.elapsed = self._seconds_spent(tick)
-                    if self._validate_if_needed(schedule=False):
-                        self.save(best=True)
-                    mark += time.perf_counter() - tick  # tokens/s counts training time only
-                if cfg.train.save_every and p.step % cfg.train.save_every == 0:
-                    p.elapsed = self._seconds_spent()
-                    self.save()
-                if stop:
-                    p.elapsed = self._seconds_spent()
-                    self.save()
-                    if bar is not None:
-                        bar.close()
-                    raise RnnlabError(
-                        f"interrupted; checkpoint saved in {self.run_dir}, continue with "
-                        f"rnnlab train --resume {self.run_dir}",
-                        exit_code=130,
-                    )
-                if self._steps_done() or time_up:
-                    break
-            if bar is not None:
-                bar.close()
-                bar = None
+            n_windows = self.task.num_windows(p.epoch)
+            self._train_epoch(n_windows, threshold)
             p.elapsed = self._seconds_spent()
             epoch_done = p.window >= n_windows
             if not epoch_done:  # a step or time budget ended the run inside an epoch
@@ -475,6 +427,84 @@ class Trainer:
         # checkpoint, without touching the schedule's memory (a resumed run must match).
         improved = self._validate_if_needed(schedule=False)
         self.save(best=improved)
+
+    def _train_epoch(self, n_windows: int, threshold: float) -> None:
+        """The current epoch's windows from ``progress.window`` on, until the epoch ends, a
+        step or time budget is spent, or Ctrl-C (save, then exit 130); a loss above
+        ``threshold`` (or not finite) stops the run as diverged."""
+        cfg, p = self.config, self.progress
+        bar = self._progress_bar(n_windows, p.window)
+        self.net.train()
+        meter = _Meter(mark=time.perf_counter())
+        for w in self.task.windows(p.epoch, start=p.window):
+            loss, norm = self._step(w)
+            loss_value, stop, time_up = self._agree(loss)
+            if not math.isfinite(loss_value) or loss_value > threshold:
+                self._diverged(f"loss {loss_value}", p.step + 1)
+            tokens = w.count * self.world_size  # the combined batch's
+            p.window = w.index + 1
+            p.step += 1
+            p.tokens += tokens
+            meter.add(tokens, loss_value, norm)
+            if bar is not None:
+                bar.update(1)
+            if p.step % cfg.train.log_every == 0 or stop:
+                self._log_training(meter, bar)
+            every = cfg.train.eval_every
+            if every and p.step % every == 0 and p.window < n_windows:
+                meter.mark += self._validate_for_the_curve()  # tokens/s counts training only
+            if cfg.train.save_every and p.step % cfg.train.save_every == 0:
+                p.elapsed = self._seconds_spent()
+                self.save()
+            if stop:
+                p.elapsed = self._seconds_spent()
+                self.save()
+                if bar is not None:
+                    bar.close()
+                raise RnnlabError(
+                    f"interrupted; checkpoint saved in {self.run_dir}, continue with "
+                    f"rnnlab train --resume {self.run_dir}",
+                    exit_code=130,
+                )
+            if self._steps_done() or time_up:
+                break
+        if bar is not None:
+            bar.close()
+
+    def _log_training(self, meter: _Meter, bar: Any) -> None:
+        """Log the training since the last row (one ``kind: train`` row of metrics.jsonl, the
+        progress bar's figures) and start the next."""
+        p = self.progress
+        now = time.perf_counter()
+        p.elapsed = self._seconds_spent(now)
+        mean = meter.loss / max(meter.count, 1)
+        row = {
+            "kind": "train",
+            "step": p.step,
+            "epoch": p.epoch + 1,
+            "train_loss": mean,
+            **self.task.train_metrics(mean),
+            "tokens_per_s": meter.tokens / max(now - meter.mark, 1e-9),
+            "grad_norm": meter.norm,
+            "lr": p.lr * self._schedule_factor(),
+            "tokens": p.tokens,
+            "wall_time": p.elapsed,
+        }
+        self._log(row)
+        if bar is not None:
+            shown = {"ppl": f"{row['train_ppl']:.1f}"} if "train_ppl" in row else {}
+            bar.set_postfix(loss=f"{mean:.3f}", **shown, tok_s=f"{row['tokens_per_s']:.0f}")
+        meter.reset(now)
+
+    def _validate_for_the_curve(self) -> float:
+        """A log-only validation inside an epoch (``eval_every``, for learning curves): the
+        schedule's memory (best_valid, bad_epochs) is untouched, the best checkpoint may
+        improve. Returns the seconds it took."""
+        tick = time.perf_counter()
+        self.progress.elapsed = self._seconds_spent(tick)
+        if self._validate_if_needed(schedule=False):
+            self.save(best=True)
+        return time.perf_counter() - tick
 
     def _step(self, w: Batch) -> tuple[float, float]:
         """One window: forward, backward (DDP averages the gradients), clip, update.
