@@ -201,7 +201,7 @@ def build_grid_config(args: argparse.Namespace) -> GridConfig:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from rnnlab.lab.grid import metric_for
-    from rnnlab.lab.results import summarize
+    from rnnlab.lab.results import summary_rows
     from rnnlab.lab.runner import load_grid_data, run_grid
 
     grid = build_grid_config(args)
@@ -240,12 +240,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     k = metric.key
     several = grid.shows_lr
-    for s in summarize(report.rows, metric):
-        extra = f", {s['diverged']} diverged" if s["diverged"] else ""
-        rate = f"lr {s['lr']:<8g} " if several else ""
+    for s in summary_rows(report.rows, metric):
+        extra = f", {s.diverged} diverged" if s.diverged else ""
+        rate = f"lr {s.lr:<8g} " if several else ""
         print(
-            f"{s['cell']:<16} fraction {s['data_fraction']:<5g} tau {s['bptt']:<4} {rate}"
-            f"valid {k} {s[f'valid_{k}']}  test {k} {s[f'test_{k}']}  (n={s['n']}{extra})"
+            f"{s.cell:<16} fraction {s.data_fraction:<5g} tau {s.bptt:<4} {rate}"
+            f"valid {k} {s.valid}  test {k} {s.test}  (n={s.n}{extra})"
         )
     for note in report.notes:
         print(f"note: {note}")
