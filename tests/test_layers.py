@@ -41,3 +41,20 @@ def test_architecture_doc_names_every_module_and_no_missing_one() -> None:
     outside = ("benchmarks/", "tests/", "docs/")  # paths beside the package, not modules of it
     stale = sorted(m for m in named if m not in present and not m.startswith(outside))
     assert not stale, f"docs/architecture.md names modules that no longer exist: {stale}"
+
+
+def test_the_public_api_is_where_it_was() -> None:
+    """What users import keeps working after the packages by layer (issue 14, item 6)."""
+    import importlib
+
+    import rnnlab
+
+    for name in ("RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell", "LanguageModel",
+                 "LanguageModelConfig", "AdaptiveLanguageModel", "Trainer", "RunConfig",
+                 "load_model", "generate", "evaluate", "CELL_NAMES"):  # fmt: skip
+        assert hasattr(rnnlab, name), name
+    old = importlib.import_module("rnnlab.numpy_ref")
+    from rnnlab.nn import numpy_ref
+
+    assert old is numpy_ref and rnnlab.numpy_ref is numpy_ref
+    from rnnlab.numpy_ref import NumpyRNNLM, gradient_check  # noqa: F401
