@@ -4,7 +4,9 @@ Four CPU runs, every flag explicit, one thread, a fixed seed and 12 steps each, 
 and optimizer tensors whose SHA-256 digests were recorded at commit 5f4598a (the flat layout,
 before the packages by layer) in ``fixtures/pinned_runs.json``. A run directory written by that
 commit (``fixtures/run-v0``) must still load, evaluate, score and sample exactly as it did then
-(``fixtures/run-v0-outputs.json``).
+(``fixtures/run-v0-outputs.json``), and ``--resume`` must continue it 12 steps to the tensors that
+commit's code reaches (``run-v0-resumed`` in ``fixtures/pinned_runs.json``, recorded by running
+that code on the fixture).
 
 Re-record only on purpose, when a change is meant to move the numbers, and say so in the commit:
 ``python tests/test_pinned_runs.py --record`` (RNNLAB_DATA_DIR must name the corpus mirror).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +132,38 @@ def run_v0_outputs() -> dict[str, object]:
     return out
 
 
+def resume_run_v0(tmp: Path) -> dict[str, str]:
+    """Continue the run written before the restructure by 12 steps, in a fresh interpreter; the
+    digests of the checkpoint it ends with."""
+    run = tmp / "run-v0"
+    shutil.copytree(RUN_V0, run)
+    config = json.loads((run / "run.json").read_text())
+    config["data"]["text"] = str(NOTES)  # recorded as an absolute path where it was written
+    (run / "run.json").write_text(json.dumps(config, indent=2))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnlab",
+            "train",
+            "--resume",
+            str(run),
+            "--max-steps",
+            "72",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--no-sample",
+            "--json",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tensor_digests(run / "last.safetensors")
+
+
 def _needs_mirror(name: str) -> None:
     if PINNED[name][0] and not os.path.isdir(os.environ.get("RNNLAB_DATA_DIR", "")):
         pytest.skip("this pinned run needs RNNLAB_DATA_DIR pointing at a corpus mirror")
@@ -146,12 +181,17 @@ def test_run_written_before_the_restructure_loads_and_behaves_the_same() -> None
     assert run_v0_outputs() == expected
 
 
+def test_run_written_before_the_restructure_resumes_bitwise(tmp_path: Path) -> None:
+    expected = json.loads(HASHES.read_text())["run-v0-resumed"]
+    assert resume_run_v0(tmp_path) == expected
+
+
 def _record() -> None:  # pragma: no cover - run by hand
-    import shutil
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         hashes = {name: run_pinned(name, Path(tmp)) for name in sorted(PINNED)}
+        hashes["run-v0-resumed"] = resume_run_v0(Path(tmp))
         HASHES.write_text(json.dumps(hashes, indent=2) + "\n")
         if not RUN_V0.exists():
             shutil.rmtree(RUN_V0, ignore_errors=True)
