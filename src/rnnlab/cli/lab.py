@@ -11,7 +11,6 @@ from typing import Any
 
 from rnnlab.cli.train import _add_data_args
 from rnnlab.config.run import SCHEDULES
-from rnnlab.errors import ConfigError
 from rnnlab.lab.compare import DEFAULT_COMPARE_STEPS, CompareRequest, grid_config
 from rnnlab.lab.compare import compare_settings as request_settings
 from rnnlab.lab.grid import GridConfig
@@ -310,7 +309,7 @@ def _add_gradflow(sub: argparse._SubParsersAction) -> None:
 
 def cmd_gradflow(args: argparse.Namespace) -> int:
     from rnnlab.data.dataset import DataConfig
-    from rnnlab.lab.gradflow import gradflow_at_init, gradflow_of_run, plot_gradflow
+    from rnnlab.lab.gradflow import gradflow, plot_gradflow
 
     if args.threads is not None:
         import torch
@@ -321,37 +320,21 @@ def cmd_gradflow(args: argparse.Namespace) -> int:
         data = DataConfig(
             corpus=args.corpus, text=args.text, level=args.level, encoding=args.encoding
         )
-    common = {
-        "steps": args.steps,
-        "batch": args.batch,
-        "warmup": args.warmup,
-        "seed": args.seed,
-        "gates": not args.no_gates,
-    }
-    if args.run_dirs:
-        if args.cell:
-            raise ConfigError(
-                "--cell picks models at initialisation; a RUN_DIR brings its own cell "
-                "(add --with-init)"
-            )
-        flows = []
-        for run_dir in args.run_dirs:
-            flows += gradflow_of_run(run_dir, data=data, with_init=args.with_init, **common)
-    else:
-        if args.with_init:
-            raise ConfigError(
-                "--with-init compares a RUN_DIR with its initialisation; give a RUN_DIR"
-            )
-        cells = args.cell or ("rnn", "gru", "lstm", "lstm-fb1")
-        flows = gradflow_at_init(
-            cells,
-            data=data,
-            vocab_size=args.vocab_size,
-            hidden_size=args.hidden,
-            embed_size=args.embed,
-            num_layers=args.layers,
-            **common,
-        )
+    flows = gradflow(
+        args.run_dirs,
+        cells=args.cell,
+        with_init=args.with_init,
+        data=data,
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden,
+        embed_size=args.embed,
+        num_layers=args.layers,
+        steps=args.steps,
+        batch=args.batch,
+        warmup=args.warmup,
+        seed=args.seed,
+        gates=not args.no_gates,
+    )
     if args.plot:
         plot_gradflow(flows, args.plot)
         print(f"rnnlab: wrote {args.plot}", file=sys.stderr)

@@ -450,6 +450,47 @@ def gradflow_of_run(
     return flows
 
 
+DEFAULT_CELLS = ("rnn", "gru", "lstm", "lstm-fb1")  # measured at initialisation by default
+
+
+def gradflow(
+    run_dirs: Sequence[str | Path] = (),
+    *,
+    cells: Sequence[str] | None = None,
+    with_init: bool = False,
+    data: DataConfig | None = None,
+    vocab_size: int = 64,
+    hidden_size: int = 128,
+    embed_size: int = 64,
+    num_layers: int = 1,
+    **kwargs: Any,
+) -> list[GradFlow]:
+    """What ``rnnlab gradflow`` measures: the trained runs ``run_dirs`` (each with a fresh model
+    of its config when ``with_init``), or without runs freshly initialised ``cells`` (default
+    :data:`DEFAULT_CELLS`) of the given sizes. ``kwargs`` go to :func:`measure`."""
+    if run_dirs:
+        if cells:
+            raise ConfigError(
+                "--cell picks models at initialisation; a RUN_DIR brings its own cell "
+                "(add --with-init)"
+            )
+        flows: list[GradFlow] = []
+        for run_dir in run_dirs:
+            flows += gradflow_of_run(run_dir, data=data, with_init=with_init, **kwargs)
+        return flows
+    if with_init:
+        raise ConfigError("--with-init compares a RUN_DIR with its initialisation; give a RUN_DIR")
+    return gradflow_at_init(
+        cells or DEFAULT_CELLS,
+        data=data,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        embed_size=embed_size,
+        num_layers=num_layers,
+        **kwargs,
+    )
+
+
 def plot_gradflow(flows: Sequence[GradFlow], path: str | Path) -> Path:
     """‖∂L_T/∂h_{T-d}‖ / ‖∂L_T/∂h_T‖ against d on a log scale, one line per model (PNG, Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
