@@ -173,3 +173,12 @@ def test_decay_summary_of_degenerate_norms():
     assert GradFlow(
         "rnn", "init", "x", [1.0, 0.5, 0.25], [[1.0, 0.5, 0.25]]
     ).decay == pytest.approx(0.5)
+
+
+def test_gradflow_refuses_mixed_requests_in_one_line(run_cli, tmp_path):
+    code, _, err = run_cli("gradflow", str(tmp_path), "--cell", "gru")
+    assert code == 2 and err.count("\n") == 1
+    assert "--cell picks models at initialisation; a RUN_DIR brings its own cell" in err
+    code, _, err = run_cli("gradflow", "--with-init")
+    assert code == 2 and err.count("\n") == 1
+    assert "--with-init compares a RUN_DIR with its initialisation; give a RUN_DIR" in err
