@@ -81,6 +81,22 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="piano rolls: an all-zero frame before every piece, so every frame is scored",
     )
+    _add_grid_args(p)
+    _add_budget_args(p)
+    _add_compare_optim_args(p)
+    _add_report_args(p)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument(
+        "--out", required=True, help="the grid directory (re-run with the same flags to resume)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result rows as JSON")
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_grid_args(p: argparse.ArgumentParser) -> None:
+    """The grid's axes: cells, sizes, data fractions, windows, rates, seeds."""
     g = p.add_argument_group("grid")
     g.add_argument(
         "--cells",
@@ -133,6 +149,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "search on a small grid, then run the large one",
     )
     g.add_argument("--seeds", type=int, default=1, help="seeds 1..N per grid point (default 1)")
+
+
+def _add_budget_args(p: argparse.ArgumentParser) -> None:
+    """How long each run of the grid trains."""
     b = p.add_argument_group("budget per run")
     b.add_argument("--max-steps", type=int)
     b.add_argument(
@@ -147,6 +167,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--patience", type=int, help="stop a run after N epochs without validation improvement"
     )
+
+
+def _add_compare_optim_args(p: argparse.ArgumentParser) -> None:
+    """The optimizer and loop settings every cell shares."""
     o = p.add_argument_group("optimization (the same for every cell)")
     o.add_argument(
         "--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], help="(default adam)"
@@ -156,6 +180,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--schedule", choices=list(SCHEDULES), help="(default constant)")
     o.add_argument("--batch-size", type=int, help="(default 20; piano rolls 8 pieces)")
     o.add_argument("--eval-batch-size", type=int, help="(default 10)")
+
+
+def _add_report_args(p: argparse.ArgumentParser) -> None:
+    """What the report measures: validations along the way, the target for 'time to target'."""
     r = p.add_argument_group("report")
     r.add_argument(
         "--eval-every", type=int, help="validate every N steps (default: 20 times per run)"
@@ -169,14 +197,6 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="perplexity (piano rolls: NLL per step) for 'time to target' (default: the worst "
         "final validation figure of the grid)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument(
-        "--out", required=True, help="the grid directory (re-run with the same flags to resume)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--json", action="store_true", help="print the result rows as JSON")
-    p.set_defaults(func=cmd_compare)
 
 
 def compare_request(args: argparse.Namespace) -> CompareRequest:
