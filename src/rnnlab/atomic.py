@@ -15,6 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def temp_path(path: str | Path, pid: int | str | None = None) -> Path:
+    """The temporary file :func:`write_atomic` writes ``path`` through, ``.<name>.tmp-<pid>``
+    (``pid`` default: this process; ``"*"`` gives the glob pattern of every process's)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
+
+
 def write_atomic(
     path: str | Path, data: bytes, *, check: Callable[[Path], None] | None = None
 ) -> None:
@@ -26,7 +33,7 @@ def write_atomic(
     an interrupt) the temporary file is removed, ``path`` is untouched and the error propagates.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     replaced = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from rnnlab.atomic import write_atomic
+from rnnlab.atomic import temp_path, write_atomic
 from rnnlab.runs import checkpoint as ck
 
 METRICS = "metrics.jsonl"
@@ -18,10 +17,10 @@ _RUN_FILES = (ck.LAST, ck.BEST, ck.RUN_CONFIG, METRICS, "results.json")
 def remove_stale_temp_files(run_dir: Path) -> None:
     """Delete temporary files that a killed process left in ``run_dir`` (``.<name>.tmp-<pid>``
     of the run's own files; never this process's)."""
-    mine = f".tmp-{os.getpid()}"
     for name in _RUN_FILES:
-        for tmp in run_dir.glob(f".{name}.tmp-*"):
-            if not tmp.name.endswith(mine):
+        mine = temp_path(run_dir / name)
+        for tmp in run_dir.glob(temp_path(name, "*").name):
+            if tmp != mine:
                 try:
                     tmp.unlink()
                 except OSError:
