@@ -65,6 +65,8 @@ def run(texts, tmp_path_factory):
             str(texts / "english.txt"),
             "--max-steps",
             "20",
+            "--eval-batch-size",
+            "10",
             *SMALL,
             *QUIET,
             "--out",

@@ -182,7 +182,10 @@ def test_a_text_model_is_not_evaluated_on_piano_rolls(tmp_path, run_cli, make_fo
     assert code == 0, err
     code, _, err = run_cli("eval", run, "--corpus", "jsb")
     assert code == 2 and "text model" in err and "piano rolls" in err
-    code, _, err = run_cli("train", "--text", text, "--embed", "0", "--out", tmp_path / "x")
+    code, _, err = run_cli(
+        "train", "--text", text, "--embed", "0", "--bptt", "8", "--batch-size", "4",
+        "--out", tmp_path / "x",
+    )  # fmt: skip
     assert code == 2 and "--embed N" in err
 
 

@@ -150,7 +150,15 @@ def test_the_preset_is_chosen_in_one_place():
     assert resolve_config(default_preset=None).preset is None
     assert resolve_config(overrides={"data": {"corpus": "jsb"}}).preset == "music-chung2014"
     assert resolve_config(overrides={"data": {"corpus": "ptb"}}).preset is None
-    assert resolve_config(overrides={"data": {"text": "/x.txt"}}).preset is None
+    # a text file of the user's own starts from the model that fits it (issue 15), not from
+    # RunConfig's PTB-word defaults; compare (default_preset=None) keeps its own defaults
+    text = resolve_config(overrides={"data": {"text": "/x.txt"}})
+    assert text.preset == "quick" and text.data.level == "char" and text.data.corpus is None
+    assert text.optim.optimizer == "adam" and text.model.num_layers == 1
+    words = resolve_config(overrides={"data": {"text": "/x.txt", "level": "word"}})
+    assert words.preset == "words" and words.data.max_vocab == 10_000
+    assert words.model.head == "adaptive" and words.data.level == "word"
+    assert resolve_config(overrides={"data": {"text": "/x"}}, default_preset=None).preset is None
     assert choose_preset("ptb-small", {"preset": "quick"}, {"data": {"corpus": "jsb"}}) == (
         "ptb-small"
     )
@@ -257,7 +265,8 @@ def test_train_from_a_config_file_and_again_from_its_run_json(tmp_path, run_cli,
     assert (first / "run.json").read_text() == (again / "run.json").read_text()
     saved = json.loads((first / "run.json").read_text())
     assert saved["model"]["hidden_size"] == 16 and saved["train"]["max_steps"] == 2
-    assert saved["data"]["text"] == str(tmp_path / "notes.txt") and saved["preset"] is None
+    # a text source with no preset named starts from the quick preset (issue 15)
+    assert saved["data"]["text"] == str(tmp_path / "notes.txt") and saved["preset"] == "quick"
 
 
 @pytest.mark.parametrize(

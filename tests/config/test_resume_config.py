@@ -37,9 +37,9 @@ def test_nothing_given_resumes_the_saved_config_as_it_was(saved):
 
 def test_no_preset_is_applied_again():
     saved = resolve_config(None, {"data": {"text": "/x.txt"}, "model": {"hidden_size": 48}})
-    assert saved.preset is None
+    assert saved.preset == "quick"  # a text file's default (issue 15)
     resumed = resume_config(saved, {"train": {"epochs": 3}}, {"epochs"})
-    assert resumed.preset is None and resumed.data.text == "/x.txt"
+    assert resumed.preset == "quick" and resumed.data.text == "/x.txt"
     assert resumed.model.hidden_size == 48 and resumed.train.epochs == 3
 
 

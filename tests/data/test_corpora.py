@@ -281,15 +281,36 @@ def test_clean_tang_poem(paragraphs: list[str], expected: str | None) -> None:
 # --- the offline default ---------------------------------------------------------------------
 
 
-def test_default_corpus_is_offline_deterministic_char_text() -> None:
-    a = default_corpus(max_chars=60_000)
-    b = default_corpus(max_chars=60_000)
-    assert a == b
-    assert a.name == "stdlib" and a.level == "char"
-    total = sum(len(t) for t in a.splits.values())
-    assert total == 60_000
-    assert len(a.valid) == len(a.test) == 3_000 and a.train.strip()
-    assert "def " in a.train
+def test_default_corpus_is_the_bundled_tiny_shakespeare_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No mirror, an empty cache and no network: the package's own copy is unpacked, checked
+    against the upstream sha256 and split 90/10 (test = valid) like the named corpus."""
+    monkeypatch.delenv("RNNLAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    spec = get_spec("tinyshakespeare")
+    assert corpus_status(spec) == "bundled"
+    full = default_corpus()
+    assert full.name == "tinyshakespeare" and full.level == "char"
+    assert len(full.train) == 1_003_854 and full.valid == full.test
+    assert len(full.train) + len(full.valid) == 1_115_394
+    assert full.train.startswith("First Citizen:\nBefore we proceed any further")
+    assert corpus_status(spec) == "cached"  # unpacked once, verified, reused
+    small = default_corpus(max_chars=60_000)
+    assert len(small.train) == 54_000 and small.valid == small.test and len(small.valid) == 6_000
+    assert small.train == full.train[:54_000]
+
+
+def test_a_corrupt_bundled_copy_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RNNLAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    spec = get_spec("tinyshakespeare")
+    monkeypatch.setattr(fetch.lzma, "decompress", lambda data: b"First Citizen:\n")
+    with pytest.raises(DataError, match="shipped with rnnlab fails its checksum"):
+        corpus_file(spec, "tinyshakespeare/input.txt", download=False)
+    assert not (tmp_path / "cache" / "data" / "tinyshakespeare" / "input.txt").exists()
 
 
 def test_default_corpus_rejects_tiny_sizes() -> None:

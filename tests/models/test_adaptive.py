@@ -337,7 +337,7 @@ def test_cli_train_eval_sample(text_file, tmp_path, run_cli, fox_text):
     [
         (["--cutoffs", "4,x"], "--cutoffs"),
         (["--head", "adaptive", "--cutoffs", "4,100"], "cutoffs must lie in"),
-        (["--cutoffs", "4"], "--head adaptive"),
+        (["--head", "softmax", "--cutoffs", "4"], "--head adaptive"),  # words preset: adaptive
         (["--head", "adaptive", "--tie", "--embed", "16", "--div-value", "2"], "does not apply"),
     ],
 )

@@ -19,7 +19,9 @@ def test_the_name_is_the_preset():
     assert run_name(resolve_config(None, {"data": {"corpus": "jsb"}})) == "music-chung2014"
 
 
-def test_without_a_preset_the_name_is_the_text_stem_or_corpus():
+def test_a_run_is_named_after_its_text_file_else_its_preset_or_corpus():
+    assert run_name(resolve_config("ptb-small", {"data": {"text": "/a/b.txt"}})) == "b"
+    assert run_name(resolve_config("ptb-small")) == "ptb-small"
     assert run_name(resolve_config(None, {"data": {"text": "/some/where/poems.v2.txt"}})) == (
         "poems.v2"
     )

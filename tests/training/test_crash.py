@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX sig
 ARGS = [
     "--hidden", "16", "--embed", "8", "--layers", "2", "--dropout", "0.1", "--bptt", "8",
     "--batch-size", "16", "--epochs", "2", "--optimizer", "adam", "--lr", "0.01",
-    "--save-every", "2", "--log-every", "1", "--threads", "1", "--seed", "3",
+    "--schedule", "plateau", "--save-every", "2", "--log-every", "1", "--threads", "1", "--seed", "3",
     "--no-progress", "--no-sample",
 ]  # fmt: skip
 SLOW_REPLACE_S = "0.1"

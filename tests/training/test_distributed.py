@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(
 COMMON = [
     "--hidden", "16", "--embed", "8", "--layers", "2", "--bptt", "8", "--batch-size", "4",
     "--epochs", "2", "--optimizer", "adam", "--lr", "0.01", "--clip", "0.5", "--log-every", "1",
+    "--schedule", "plateau",
     "--save-every", "5", "--device", "cpu", "--threads", "1", "--no-progress", "--no-sample",
 ]  # fmt: skip
 QUIET = ["--no-progress", "--no-sample"]

@@ -240,9 +240,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     text = to_toml(config)
     if resolve_config(file=parse_toml(text)) != config:  # what `train --config` would read
         raise ConfigError(
-            "TOML cannot write this config (TOML has no null, and a file without a preset or a "
-            "source starts from the quick preset); print it with --json and give that file to "
-            "--config"
+            "TOML cannot write this config (TOML has no null: a field left out keeps the "
+            "preset's value); print it with --json and give that file to --config"
         )
     print(text, end="")
     return 0

@@ -3,7 +3,7 @@ writing a :class:`~rnnlab.config.run.RunConfig` as TOML.
 
 A TOML config file has the sections ``[data]``, ``[model]``, ``[optim]`` and ``[train]`` with
 the fields of :class:`RunConfig` and an optional top-level ``preset = "NAME"`` that it
-overrides::
+overrides (``preset = ""``: none, not even the one chosen by the source)::
 
     preset = "ptb-small"
 
@@ -81,11 +81,11 @@ def parse_toml(text: str) -> dict[str, Any]:
 
 def to_toml(config: RunConfig) -> str:
     """``config`` as a TOML config file: ``preset`` (if any) and the four sections, every field
-    in order; a field that is None is written as a comment (TOML has no null)."""
+    in order; a field that is None is written as a comment (TOML has no null), a preset that
+    is None as ``preset = ""``."""
     d = config.to_dict()
     lines = ["# rnnlab run config (rnnlab train --config FILE)"]
-    if d["preset"] is not None:
-        lines.append(f"preset = {_toml_value(d['preset'])}")
+    lines.append(f"preset = {_toml_value(d['preset'] or '')}")
     for section in SECTIONS:
         lines += ["", f"[{section}]"]
         for key, value in d[section].items():

@@ -101,6 +101,40 @@ def _ptb_budget(hidden: int, dropout: float, minutes: float, tie: bool = False) 
     }
 
 
+def _quick() -> dict:
+    """Characters in 3 minutes of a 2-core CPU: what trains best in that budget (measured in
+    ``benchmarks/quick_start.py``, BENCHMARKS.md). One wide layer keeps the matrix products
+    large (two cores are busiest on big GEMMs); no dropout, since 3 minutes do not overfit; the
+    rate annealed to zero at the budget's end."""
+    return {
+        "data": {"corpus": "tinyshakespeare", "level": "char"},
+        "model": {
+            "cell": "lstm",
+            "num_layers": 1,
+            "embed_size": 64,
+            "hidden_size": 512,
+            "dropout": 0.0,
+        },
+        "optim": {"optimizer": "adam", "lr": 4e-3, "clip": 1.0, "schedule": "cosine"},
+        "train": {
+            "bptt": 100,
+            "batch_size": 32,
+            "epochs": 50,
+            "max_minutes": 3.0,
+            "eval_batch_size": 32,
+            "log_every": 50,
+        },
+    }
+
+
+def _words() -> dict:
+    """A word model for a text of the user's own: ptb-fast's recipe with PTB's vocabulary
+    size, the rest of the words counted as ``<unk>``."""
+    recipe = _ptb_budget(200, 0.2, 6.5)
+    recipe["data"] = {"level": "word", "max_vocab": 10_000}
+    return recipe
+
+
 def _chung2014() -> dict:
     """Chung, Gulcehre, Cho & Bengio (2014), "Empirical Evaluation of Gated Recurrent Neural
     Networks on Sequence Modeling", polyphonic music (their Table 2), in rnnlab's terms.
@@ -147,32 +181,19 @@ PRESETS: dict[str, Preset] = {
     for p in [
         Preset(
             "quick",
-            "a small character LSTM on the offline default (Python's own standard library source), a few minutes",
-            "rnnlab's smoke-test default",
-            {
-                "data": {"max_chars": 1_000_000},
-                "model": {
-                    "cell": "lstm",
-                    "num_layers": 2,
-                    "embed_size": 64,
-                    "hidden_size": 256,
-                    "dropout": 0.0,
-                },
-                "optim": {
-                    "optimizer": "adam",
-                    "lr": 3e-3,
-                    "clip": 1.0,
-                    "schedule": "plateau",
-                    "plateau_factor": 0.5,
-                },
-                "train": {
-                    "bptt": 64,
-                    "batch_size": 32,
-                    "epochs": 3,
-                    "max_minutes": 3.0,
-                    "log_every": 20,
-                },
-            },
+            "Tiny Shakespeare (shipped with rnnlab, offline) as characters: 1x512 LSTM, Adam "
+            "4e-3 annealed to 0 over 3 minutes (cosine), clip 1, bptt 100, batch 32; also what "
+            "a --text file trains with when no preset is named",
+            "rnnlab's CPU recipe for the first five minutes (issue 15; BENCHMARKS.md)",
+            _quick(),
+        ),
+        Preset(
+            "words",
+            "a --text file at word level (--level word): at most 10,000 words (rarer ones are "
+            "<unk>), then ptb-fast's recipe: 2x200 LSTM, adaptive softmax, dropout 0.2, SGD lr "
+            "20 annealed to 0 over 6.5 minutes (cosine), clip 0.25, bptt 35, batch 20",
+            "ptb-fast (issue 8) with PTB's vocabulary size",
+            _words(),
         ),
         Preset(
             "ptb-small",

@@ -7,7 +7,8 @@ Layers, lowest first, each overriding the ones below:
    compare's own defaults);
 2. the preset: the one named, else the config file's ``preset``, else the automatic choice
    (:func:`choose_preset`: ``music-chung2014`` for a piano-roll corpus; ``quick`` when no corpus
-   or text is given, unless the caller asks for no default);
+   or text is given, and for a ``--text`` file at char level, ``words`` for one at word level,
+   unless the caller asks for no default);
 3. the config file (a TOML file or a run's ``run.json``, see :mod:`rnnlab.config.config_file`);
 4. the overrides (the command-line flags given).
 
@@ -35,6 +36,7 @@ from rnnlab.errors import ConfigError
 
 DEFAULT_PRESET = "quick"  # what `rnnlab train` runs when given no corpus or text
 PIANOROLL_PRESET = "music-chung2014"  # the protocol a piano-roll corpus starts from
+TEXT_PRESETS = {"char": "quick", "word": "words"}  # what a --text file starts from, by level
 SOURCE_KEYS = ("corpus", "text")  # the keys that name what text (or rolls) to model
 REPLACED_BY_A_SOURCE = ("corpus", "text", "max_chars")
 
@@ -67,7 +69,7 @@ def resolve_config(
 
     Args:
         preset: a preset name; None: the config file's ``preset`` if it has that key (a
-            run.json's ``null`` means none), else the automatic choice.
+            run.json's ``null`` or a TOML file's ``""`` means none), else the automatic choice.
         overrides: ``{section: {field: value}}``, e.g. the flags given.
         base: the config the layers apply to (default: the RunConfig defaults); may be a
             partial dict of sections. The result keeps its ``preset`` unless one is applied.
@@ -146,21 +148,28 @@ def choose_preset(
     overrides: Layer | None,
     default_preset: str | None = DEFAULT_PRESET,
 ) -> str | None:
-    """The preset to apply: ``preset``; else the file's ``preset`` key (null: none); else
-    :data:`PIANOROLL_PRESET` when the source named last (overrides, else file) is a piano-roll
-    corpus, no preset for another source, ``default_preset`` when none is named."""
+    """The preset to apply: ``preset``; else the file's ``preset`` key (null: none); else, by
+    the source named last (overrides, else file): :data:`PIANOROLL_PRESET` for a piano-roll
+    corpus, :data:`TEXT_PRESETS` by level for a text file (char unless ``level`` says word;
+    only when ``default_preset`` is not None), no preset for another named corpus;
+    ``default_preset`` when no source is named."""
     if preset is not None:
         return preset
     if file is not None and "preset" in file:
         named = file["preset"]
         if named is not None and not isinstance(named, str):
             raise ConfigError(f"preset must be a name, got {named!r}")
-        return named
+        return named or None  # TOML has no null: preset = "" says "no preset" too
     for layer in (overrides, file):
         data = (layer or {}).get("data") or {}
         if any(data.get(key) is not None for key in SOURCE_KEYS):
             corpus = data.get("corpus")
-            return PIANOROLL_PRESET if corpus is not None and is_pianoroll(corpus) else None
+            if corpus is not None:
+                return PIANOROLL_PRESET if is_pianoroll(corpus) else None
+            if default_preset is None:
+                return None
+            level = data.get("level") or ((file or {}).get("data") or {}).get("level")
+            return TEXT_PRESETS["word" if level == "word" else "char"]
     return default_preset
 
 

@@ -4,7 +4,8 @@ A named corpus (``rnnlab corpora`` lists them; :mod:`rnnlab.data.registry` descr
 read from checksum-verified files that :mod:`rnnlab.data.fetch` finds in a local mirror, the
 user cache or upstream, and split here into a :class:`~rnnlab.data.corpus.Corpus`. Other
 sources of text live beside this module: a local text file (:mod:`rnnlab.data.text_files`) and
-the offline default, the standard library's sources (:mod:`rnnlab.data.default_corpus`).
+the offline default (:mod:`rnnlab.data.default_corpus`), which is ``tinyshakespeare`` read from
+the copy shipped inside the package when no mirror or cache has it.
 
 Splits of the named corpora:
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from rnnlab.data.corpora import load_corpus
 from rnnlab.data.corpus import Corpus
-from rnnlab.data.default_corpus import default_corpus
+from rnnlab.data.default_corpus import DEFAULT_CORPUS, default_corpus
 from rnnlab.data.registry import is_pianoroll
 from rnnlab.data.rolls import RollData, fraction_pieces, load_rolls
 from rnnlab.data.text_files import load_text_file
@@ -37,7 +37,8 @@ class DataConfig:
 
     Attributes:
         corpus: a named corpus (``rnnlab corpora`` lists them); None with no ``text`` means the
-            offline default (the Python standard library's own source code).
+            offline default, Tiny Shakespeare, shipped inside the package
+            (:mod:`rnnlab.data.default_corpus`).
         text: a local UTF-8 (or ``encoding``) text file, split by ``valid_fraction`` /
             ``test_fraction`` unless ``valid_text`` / ``test_text`` are given.
         level: "char" or "word"; None takes the corpus's natural level.
@@ -84,7 +85,7 @@ class DataConfig:
     def describe(self) -> str:
         if self.text:
             return self.text
-        return self.corpus or "stdlib (offline default)"
+        return self.corpus or f"{DEFAULT_CORPUS} (offline default)"
 
 
 @dataclass

@@ -6,7 +6,10 @@ A file of a :class:`~rnnlab.data.registry.CorpusSpec` is looked up, in order, in
    mirror with the same relative paths (e.g. ``ptb/train.txt``);
 2. the user cache, ``platformdirs.user_cache_dir("rnnlab")/data`` (override the cache root
    with the env var ``RNNLAB_CACHE_DIR``);
-3. upstream, when ``download=True``: fetched with :func:`fetch_url` (or the ``fetch`` you
+3. the copy shipped inside the package, for a corpus that has one (``CorpusSpec.bundled``:
+   Tiny Shakespeare, the offline default): unpacked from ``rnnlab/data/bundled/`` into the
+   cache, so ``rnnlab train`` needs no network and no mirror;
+4. upstream, when ``download=True``: fetched with :func:`fetch_url` (or the ``fetch`` you
    pass), gunzipped if the URL ends in ``.gz``, its sha256 checked, then written atomically
    (:func:`rnnlab.atomic.write_atomic`). A file whose checksum differs is deleted and refused.
 
@@ -19,10 +22,12 @@ import gzip
 import hashlib
 import http.client
 import logging
+import lzma
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import platformdirs
@@ -110,6 +115,34 @@ def _download(spec: CorpusSpec, rel: str, target: Path, fetch: Fetch) -> None:
         ) from None
 
 
+def _unpack_bundled(spec: CorpusSpec, rel: str, target: Path) -> None:
+    """Unpack the package's xz copy of ``rel`` into ``target``, checked like a download."""
+    name = (spec.bundled or {})[rel]
+    try:
+        data = lzma.decompress(
+            resources.files("rnnlab.data").joinpath("bundled", name).read_bytes()
+        )
+    except (OSError, lzma.LZMAError) as exc:
+        raise DataError(
+            f"the copy of {rel} shipped with rnnlab is unreadable ({exc}); reinstall rnnlab, or "
+            f"set {DATA_DIR_ENV} to a folder with {rel}"
+        ) from None
+
+    def check(tmp: Path) -> None:
+        if _sha256_file(tmp) != spec.sha256[rel]:
+            raise DataError(
+                f"the copy of {rel} shipped with rnnlab fails its checksum; reinstall rnnlab"
+            )
+
+    try:
+        write_atomic(target, data, check=check)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write {target} ({exc.strerror or exc}); set {CACHE_DIR_ENV} to a writable "
+            "folder"
+        ) from None
+
+
 def corpus_file(
     spec: CorpusSpec,
     rel: str,
@@ -119,7 +152,8 @@ def corpus_file(
     fetch: Fetch | None = None,
 ) -> Path:
     """Path of one checksum-verified file ``rel`` of ``spec``: from the mirror (``data_dir``
-    or ``$RNNLAB_DATA_DIR``), else the user cache, else downloaded into the cache."""
+    or ``$RNNLAB_DATA_DIR``), else the user cache, else the package's own copy or a download,
+    unpacked into the cache."""
     expected = spec.sha256[rel]
     for mirror in _mirrors(data_dir):
         path = mirror / rel
@@ -137,6 +171,9 @@ def corpus_file(
             return cached
         logger.warning("cached %s fails its checksum; removing it", cached)
         cached.unlink(missing_ok=True)
+    if spec.bundled and rel in spec.bundled:
+        _unpack_bundled(spec, rel, cached)
+        return cached
     if not download:
         where = f"{DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else f"{DATA_DIR_ENV} (unset)"
         raise DataError(
@@ -149,8 +186,9 @@ def corpus_file(
 
 def corpus_status(spec: CorpusSpec, *, data_dir: str | Path | None = None) -> str:
     """Where ``spec``'s files are: ``"mirror"``, ``"cached"`` (some or all in the user cache,
-    the rest in a mirror) or ``"downloadable"`` (some are missing and will be downloaded on
-    first use). Checks existence only (no hashing), so it is instant."""
+    the rest in a mirror), ``"bundled"`` (shipped inside the package, unpacked on first use) or
+    ``"downloadable"`` (some are missing and will be downloaded on first use). Checks existence
+    only (no hashing), so it is instant."""
     mirrors = _mirrors(data_dir)
     in_mirror = [any((m / rel).is_file() for m in mirrors) for rel in spec.files]
     if all(in_mirror):
@@ -158,4 +196,10 @@ def corpus_status(spec: CorpusSpec, *, data_dir: str | Path | None = None) -> st
     cache = cache_dir() / "data"
     if all(m or (cache / rel).is_file() for m, rel in zip(in_mirror, spec.files, strict=True)):
         return "cached"
+    bundled = spec.bundled or {}
+    if all(
+        m or (cache / rel).is_file() or rel in bundled
+        for m, rel in zip(in_mirror, spec.files, strict=True)
+    ):
+        return "bundled"
     return "downloadable"

@@ -28,6 +28,9 @@ class CorpusSpec:
     commit; a ``.gz`` URL is gunzipped) and to the sha256 of the final, uncompressed file.
     ``options`` names the keyword options :func:`load_corpus` accepts for this corpus.
     ``level`` is ``"char"`` or ``"word"`` for text, ``"pianoroll"`` for the music corpora.
+    ``bundled`` maps a path of ``files`` to an xz-compressed copy shipped inside the package
+    (``rnnlab/data/bundled/``), used when neither a mirror nor the cache has the file, so the
+    corpus works offline; it is checked against the same sha256 as a download.
     """
 
     name: str
@@ -39,6 +42,7 @@ class CorpusSpec:
     license: str
     source: str
     options: tuple[str, ...] = ()
+    bundled: dict[str, str] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +193,7 @@ _TEXT_SPECS: tuple[CorpusSpec, ...] = (
         },
         license="public-domain text; char-rnn repository: MIT",
         source="Karpathy 2015, char-rnn @ 6f9487a6",
+        bundled={"tinyshakespeare/input.txt": "tinyshakespeare.txt.xz"},
     ),
     CorpusSpec(
         name="linux",

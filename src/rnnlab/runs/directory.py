@@ -16,7 +16,9 @@ TIME_FORMAT = "%Y%m%d-%H%M%S"
 
 
 def run_name(config: RunConfig) -> str:
-    """A run's short name: its preset, else the stem of its text file or corpus name."""
+    """A run's short name: the stem of its text file, else its preset, else its corpus's name."""
+    if config.data.text:
+        return Path(config.data.text).stem
     return config.preset or Path(config.data.describe()).stem
 
 

@@ -179,6 +179,20 @@ def agree(ctx: DistContext, loss: float, *flags: bool) -> tuple[float, list[bool
     return values[0] / ctx.world_size, [v > 0 for v in values[1:]]
 
 
+def agree_clock(
+    ctx: DistContext, loss: float, seconds: float, *flags: bool
+) -> tuple[float, float, list[bool]]:
+    """:func:`agree`, and the ranks' mean clock: the seconds of training every rank then
+    uses for a schedule that follows the clock (cosine over ``--max-minutes``), so the ranks
+    keep equal learning rates. The same single ``all_reduce``."""
+    t = torch.tensor(
+        [loss, seconds, *(float(f) for f in flags)], dtype=torch.float64, device=ctx.device
+    )
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    values = t.tolist()
+    return values[0] / ctx.world_size, values[1] / ctx.world_size, [v > 0 for v in values[2:]]
+
+
 def broadcast_float(ctx: DistContext, value: float) -> float:
     """Rank 0's ``value`` on every rank."""
     t = torch.tensor([value], dtype=torch.float64, device=ctx.device)

@@ -192,12 +192,8 @@ class Trainer:
         self.on_log = on_log
         self.dist = distributed.setup(config.train.device)
         self.is_main = self.dist is None or self.dist.is_main
-        if self.dist is not None and config.optim.schedule == "cosine" and config.train.max_minutes:
-            raise ConfigError(
-                "the cosine schedule follows the clock with --max-minutes, which the processes "
-                "of a distributed run do not share; give --max-steps or --epochs instead"
-            )
         self._clock = (time.perf_counter(), 0.0)
+        self._shared_seconds: float | None = None  # DDP: the ranks' agreed clock (_agree)
         self.world_size = 1 if self.dist is None else self.dist.world_size
         self.show_progress = progress and self.is_main
         self.device = self.dist.device if self.dist else pick_device(config.train.device)
@@ -381,7 +377,9 @@ class Trainer:
         time_up = self._time_up()
         if self.dist is None:
             return loss, self._stop_requested, time_up
-        loss, (stop, time_up) = distributed.agree(self.dist, loss, self._stop_requested, time_up)
+        loss, self._shared_seconds, (stop, time_up) = distributed.agree_clock(
+            self.dist, loss, self._seconds_spent(), self._stop_requested, time_up
+        )
         self._stop_requested = self._stop_requested or stop
         return loss, stop, time_up
 
@@ -540,7 +538,12 @@ class Trainer:
         if t.max_steps:
             spent.append(p.step / t.max_steps)
         if t.max_minutes:
-            spent.append(self._seconds_spent() / (60 * t.max_minutes))
+            # under DDP every rank reads the clock the ranks agreed on at the last step, so
+            # their rates stay equal (each rank's own clock drifts from the others')
+            seconds = self._seconds_spent() if self.dist is None else self._shared_seconds
+            if seconds is None:
+                seconds = self.progress.elapsed
+            spent.append(seconds / (60 * t.max_minutes))
         return 0.5 * (1.0 + math.cos(math.pi * min(max(spent), 1.0)))
 
     def _diverged(self, why: str, step: int) -> None:
