@@ -166,3 +166,17 @@ def test_fingerprint_tells_data_apart():
     assert a != distributed.fingerprint(b"abc", memoryview(torch.arange(6).numpy()))
     assert a != distributed.fingerprint(b"ab", b"c" + torch.arange(5).numpy().tobytes())
     assert 0 <= a < 2**62
+
+
+def test_cosine_over_minutes_follows_one_clock_for_all_ranks(text_file, tmp_path):
+    """The quick preset anneals over --max-minutes; under torchrun the ranks agree on the clock
+    at every step (one all-reduce with the loss), so the rate is the same on every rank."""
+    out = tmp_path / "cos"
+    args = [a for a in COMMON if a not in ("--schedule", "plateau")]
+    proc = torchrun(
+        2, "train", "--text", text_file, *args, "--schedule", "cosine", "--max-minutes", "0.5",
+        "--max-steps", 8, "--out", out,
+    )  # fmt: skip
+    assert proc.stdout.count("trained ") == 1
+    lrs = [r["lr"] for r in rows(out, "train")]
+    assert len(lrs) == 8 and lrs[0] <= 0.01 and lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.01
