@@ -359,9 +359,7 @@ def _flags_given(args: argparse.Namespace) -> set[str]:
     given = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
     given |= {"start_frame"} if args.start_frame else set()
     given |= {"poet"} if args.poet is not None else set()
-    return given | (
-        {"unk" if args.new_tokens == "unk" else "grow_vocab"} if args.new_tokens else set()
-    )
+    return given | {"unk": {"unk"}, "grow": {"grow_vocab"}}.get(args.new_tokens, set())
 
 
 def _describe_run(trainer: Any) -> str:

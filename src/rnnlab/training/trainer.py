@@ -154,6 +154,10 @@ class Trainer:
     :class:`PianoRollModel` (piano rolls) as ``config`` says and keeps ``run_dir`` up to date.
     The data picks the task (:func:`rnnlab.training.strategies.make_task`) and the model's head.
 
+    With ``config.train.init_from`` (fine-tuning, :mod:`rnnlab.training.init_from`) a new run
+    starts from that checkpoint's weights and vocabulary, with the source's architecture; a
+    resumed one continues from its own checkpoint and never reads the source.
+
     Under ``torchrun`` (see :mod:`rnnlab.training.distributed`) every process builds a Trainer with the
     same arguments: each trains on its own block of the batch columns inside
     DistributedDataParallel, and only rank 0 writes to ``run_dir``, logs and shows progress.
@@ -164,9 +168,6 @@ class Trainer:
             ``metrics.jsonl`` and ``results.json`` go.
         resume: continue from ``run_dir/last.safetensors`` (or start over from ``run.json`` if
             the run died before its first checkpoint).
-            ``config.train.init_from`` (fine-tuning, :mod:`rnnlab.training.init_from`): a new
-            run starts from that checkpoint's weights and vocabulary, with the source's
-            architecture; a resumed one continues from its own checkpoint.
         progress: show a progress bar (the CLI decides).
         data: already-loaded data (tests, the comparison grid); loaded from the config otherwise.
         on_log: called with every metrics row (the comparison grid collects curves this way).
