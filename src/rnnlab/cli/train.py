@@ -138,6 +138,37 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         const=True,
         help="piano rolls: an all-zero frame before every piece, so every frame is scored",
     )
+    src.add_argument(
+        "--poet",
+        metavar="NAME",
+        help="--corpus tang: only this author's poems (e.g. 李白; either script), in the "
+        "corpus's own train/valid/test split",
+    )
+    f = p.add_argument_group("fine-tuning")
+    f.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from a trained run's weights, vocabulary and architecture (its best "
+        "checkpoint, or the .safetensors file given) with a fresh optimizer; its optimizer "
+        "and loop settings are the defaults that a preset, --config and flags override",
+    )
+    new_tokens = f.add_mutually_exclusive_group()
+    new_tokens.add_argument(
+        "--unk",
+        dest="new_tokens",
+        action="store_const",
+        const="unk",
+        help="--init-from: training tokens the source vocabulary lacks become <unk> "
+        "(default: refuse them, listing them)",
+    )
+    new_tokens.add_argument(
+        "--grow-vocab",
+        dest="new_tokens",
+        action="store_const",
+        const="grow",
+        help="--init-from: append the training tokens the source vocabulary lacks (new rows "
+        "start from the mean embedding and output row and a low output bias)",
+    )
     m = p.add_argument_group("model")
     m.add_argument("--cell", help=f"recurrent cell: {cell_help()}")
     m.add_argument("--layers", type=int)
@@ -211,8 +242,14 @@ def _cutoffs(text: str) -> tuple[int, ...]:
 
 
 def build_run_config(args: argparse.Namespace) -> RunConfig:
-    """The config file (--config), the preset and the flags given, resolved into one config."""
-    return resolve_config(args.preset, flag_overrides(args), file=args.config)
+    """The config file (--config), the preset and the flags given, resolved into one config
+    (with ``--init-from``, over the source run's settings and with its architecture)."""
+    config = resolve_config(args.preset, flag_overrides(args), file=args.config)
+    if config.train.init_from is None:
+        return config
+    from rnnlab.training.init_from import resolve_fine_tuning
+
+    return resolve_fine_tuning(args.preset, flag_overrides(args), file=args.config)
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -226,8 +263,23 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if flag in ("text", "valid_text", "test_text"):
             value = str(Path(value).absolute())
         out.setdefault(section, {})[name] = value
-    if getattr(args, "start_frame", None):  # merged into the corpus options below it
-        out.setdefault("data", {})["corpus_options"] = {"start_frame": True}
+    options = {}  # merged into the corpus options below them
+    if getattr(args, "start_frame", None):
+        options["start_frame"] = True
+    if getattr(args, "poet", None) is not None:
+        options["poet"] = args.poet
+    if options:
+        out.setdefault("data", {})["corpus_options"] = options
+    if getattr(args, "init_from", None) is not None:  # a whole new table: nothing kept below
+        out.setdefault("train", {})["init_from"] = {
+            "run": str(Path(args.init_from).absolute()),
+            "checkpoint": None,
+            "step": None,
+            "sha256": None,
+            "new_tokens": args.new_tokens or "refuse",
+        }
+    elif getattr(args, "new_tokens", None) is not None:  # the policy of a config file's source
+        out.setdefault("train", {})["init_from"] = {"new_tokens": args.new_tokens}
     return out
 
 
@@ -280,6 +332,11 @@ def _config_and_run_dir(args: argparse.Namespace, *, check_out: bool) -> tuple[R
     from rnnlab.runs.load import load_run_config
 
     if args.resume:
+        if args.init_from:
+            raise ConfigError(
+                "--init-from starts a new run from another run's weights and --resume "
+                "continues a run where it stopped; give one of them"
+            )
         run_dir = Path(args.resume)
         config = resume_config(
             load_run_config(run_dir),
@@ -299,7 +356,9 @@ def _config_and_run_dir(args: argparse.Namespace, *, check_out: bool) -> tuple[R
 def _flags_given(args: argparse.Namespace) -> set[str]:
     """The names of the run-config flags given on the command line."""
     given = {k for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
-    return given | ({"start_frame"} if args.start_frame else set())
+    given |= {"start_frame"} if args.start_frame else set()
+    given |= {"poet"} if args.poet is not None else set()
+    return given | {"unk": {"unk"}, "grow": {"grow_vocab"}}.get(args.new_tokens, set())
 
 
 def _describe_run(trainer: Any) -> str:
@@ -320,10 +379,16 @@ def _describe_run(trainer: Any) -> str:
         if model.head == "adaptive"
         else ""
     )
+    init = trainer.config.train.init_from
+    start = (
+        f"; fine-tuned from {Path(init['run']) / init['checkpoint']} (step {init['step']})"
+        if init is not None
+        else ""
+    )
     return (
         f"{what}; {trainer.config.model.cell} {trainer.config.model.num_layers}x"
         f"{trainer.config.model.hidden_size}{head}, "
-        f"{trainer.model.num_parameters():,} parameters, device {trainer.device}"
+        f"{trainer.model.num_parameters():,} parameters, device {trainer.device}{start}"
     )
 
 

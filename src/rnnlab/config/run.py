@@ -75,9 +75,30 @@ class OptimConfig:
                 )
 
 
+NEW_TOKENS = ("refuse", "unk", "grow")  # what fine-tuning does with tokens its source lacks
+
+# the keys of TrainConfig.init_from and the type of each (None allowed for all but run)
+INIT_FROM_KEYS: dict[str, type] = {
+    "run": str,
+    "checkpoint": str,
+    "step": int,
+    "sha256": str,
+    "new_tokens": str,
+}
+
+
 @dataclass
 class TrainConfig:
-    """The loop: window, batch, length of training, seed, saving and logging."""
+    """The loop: window, batch, length of training, seed, saving and logging; and where a
+    fine-tuned run starts (``init_from``).
+
+    ``init_from`` (None: a fresh model) is a table: ``run``, the source run directory or one of
+    its ``.safetensors`` files; ``checkpoint``, the file in it (None: best, else last);
+    ``step`` and ``sha256``, that checkpoint's step and the SHA-256 of its file (filled in when
+    the run is set up, checked when given); ``new_tokens``, what to do with tokens of the new
+    training text that the source vocabulary lacks: ``refuse`` (the default), ``unk`` or
+    ``grow`` (see :mod:`rnnlab.training.init_from`).
+    """
 
     bptt: int = 35
     variable_bptt: bool = False
@@ -93,8 +114,11 @@ class TrainConfig:
     log_every: int = 200
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads (None: torch's default)
+    init_from: dict[str, Any] | None = None  # fine-tuning: the source checkpoint (see above)
 
     def __post_init__(self) -> None:
+        if self.init_from is not None:
+            self.init_from = check_init_from(self.init_from)
         for name in ("bptt", "batch_size", "eval_batch_size", "epochs", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -111,6 +135,39 @@ class TrainConfig:
             raise ConfigError(f"max-minutes must be positive, got {self.max_minutes}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+
+
+def check_init_from(table: Mapping[str, Any]) -> dict[str, Any]:
+    """``train.init_from`` checked and completed: every key of :data:`INIT_FROM_KEYS`, in that
+    order (a missing one None, ``new_tokens`` ``refuse``); an unknown key, a value of the wrong
+    type or a missing ``run`` is a one-line :class:`ConfigError`."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"train.init_from must be a table (run = DIR, ...), got {table!r}")
+    unknown = [k for k in table if k not in INIT_FROM_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in train.init_from; known: {', '.join(INIT_FROM_KEYS)}"
+        )
+    out = {key: table.get(key) for key in INIT_FROM_KEYS}
+    if out["new_tokens"] is None:
+        out["new_tokens"] = "refuse"
+    for key, kind in INIT_FROM_KEYS.items():
+        value = out[key]
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ConfigError(f"train.init_from {key} must be a {kind.__name__}, got {value!r}")
+    if not out["run"]:
+        raise ConfigError(
+            "train.init_from needs run, the run directory (or checkpoint file) to start from: "
+            "give --init-from RUN (--unk and --grow-vocab only apply to it)"
+        )
+    if out["new_tokens"] not in NEW_TOKENS:
+        raise ConfigError(
+            f"train.init_from new_tokens must be refuse, unk (--unk) or grow (--grow-vocab), got "
+            f"{out['new_tokens']!r}"
+        )
+    if out["step"] is not None and out["step"] < 0:
+        raise ConfigError(f"train.init_from step must be >= 0, got {out['step']}")
+    return out
 
 
 @dataclass

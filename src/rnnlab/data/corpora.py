@@ -51,8 +51,8 @@ def load_corpus(
     """Load a named corpus (see :func:`rnnlab.data.registry.list_corpora`) as raw text splits.
 
     ``options`` are corpus-specific; only ``tang`` takes any: ``script="simplified"`` (default,
-    OpenCC t2s) or ``"traditional"``, and ``titles=False`` (``True`` writes each poem as
-    ``title:poem``). Unknown names or options raise :class:`ConfigError`; missing files raise
+    OpenCC t2s) or ``"traditional"``, ``titles=False`` (``True`` writes each poem as
+    ``title:poem``) and ``poet=None`` (a name: that author's poems only, in the corpus's split). Unknown names or options raise :class:`ConfigError`; missing files raise
     :class:`DataError` saying how to provide them.
     """
     spec = get_spec(name)

@@ -10,6 +10,7 @@ A piano-roll corpus (``jsb``, ``nottingham``, ``musedata``, ``pianomidi``) gives
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -64,6 +65,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.corpus is not None and self.text is not None:
             raise ConfigError("give either --corpus or --text, not both")
+        if (self.corpus_options or {}).get("poet") is not None and self.corpus != "tang":
+            raise ConfigError(
+                f"--poet keeps one poet's poems of the tang corpus; {self.describe()} has no "
+                "poets: use --corpus tang or drop --poet"
+            )
         if self.level is not None and self.level not in LEVELS:
             raise ConfigError(f"unknown level {self.level!r}; choose char or word")
         if not 0.0 < self.data_fraction <= 1.0:
@@ -144,8 +150,14 @@ def load_roll_data(cfg: DataConfig) -> RollData:
     return data
 
 
-def load_data(cfg: DataConfig, vocab: Vocab | None = None) -> LMData | RollData:
-    """Tokenize the corpus of ``cfg``; build the vocabulary on train unless one is given.
+def load_data(
+    cfg: DataConfig,
+    vocab: Vocab | None = None,
+    *,
+    vocab_for: Callable[[list[str]], Vocab] | None = None,
+) -> LMData | RollData:
+    """Tokenize the corpus of ``cfg``; build the vocabulary on train unless one is given, or
+    ``vocab_for`` gives it from the training tokens (fine-tuning: the source's vocabulary).
 
     A piano-roll corpus gives its :class:`RollData` (``vocab`` is ignored).
     """
@@ -157,6 +169,8 @@ def load_data(cfg: DataConfig, vocab: Vocab | None = None) -> LMData | RollData:
     train_tokens = tokenizer.tokenize(corpus.splits["train"])
     if cfg.data_fraction < 1.0:
         train_tokens = train_tokens[: max(2, int(len(train_tokens) * cfg.data_fraction))]
+    if vocab is None and vocab_for is not None:
+        vocab = vocab_for(train_tokens)
     if vocab is None:
         vocab = build_vocab(
             train_tokens, min_count=cfg.min_count, max_size=cfg.max_vocab, level=level

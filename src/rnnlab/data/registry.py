@@ -243,7 +243,7 @@ _TEXT_SPECS: tuple[CorpusSpec, ...] = (
         sha256=dict(zip(_TANG_FILES, _TANG_SHA256_LIST, strict=True)),
         license="MIT (Copyright (c) 2016 JackeyGao); poems are public domain",
         source="chinese-poetry/chinese-poetry 全唐诗 @ 99ebbef7",
-        options=("script", "titles"),
+        options=("script", "titles", "poet"),
     ),
 )
 

@@ -4,16 +4,23 @@
 :func:`load_tang` builds the corpus from the JSON files (one poem per line, optionally with
 titles, simplified with OpenCC unless ``script="traditional"``; poems i with i % 20 == 18 to
 valid, i % 20 == 19 to test) and keeps the result in the processed-text cache.
+
+``poet="李白"`` keeps one author's poems (the records' ``author`` field; the name in either
+script). The split stays the whole corpus's: a poet's poem is in valid or test exactly when it
+is there in the full corpus, so a run on all the poems never trained on the test poems of a
+poet-only run fine-tuned from it (``rnnlab train --init-from``). :func:`poet_poems` says which
+poems are the poet's, and refuses an unknown name in one line with the close matches.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rnnlab.atomic import write_atomic
@@ -89,10 +96,14 @@ def _clean_tang_title(title: str) -> str:
     return re.sub(r"\s+", " ", title).strip()
 
 
-def _build_tang(paths: list[Path], *, script: str, titles: bool) -> tuple[dict[str, str], dict]:
-    """Parse, clean, convert and split the Tang poems (see :func:`clean_tang_poem`)."""
+def _build_tang(
+    paths: list[Path], *, script: str, titles: bool, poet: str | None = None
+) -> tuple[dict[str, str], dict]:
+    """Parse, clean, convert and split the Tang poems (see :func:`clean_tang_poem`); with
+    ``poet``, keep that author's poems in the whole corpus's split (see :func:`poet_poems`)."""
     stats: Counter[str] = Counter()
     lines = []
+    authors = []
     for path in paths:
         try:
             poems = json.loads(path.read_bytes().decode("utf-8"))
@@ -106,20 +117,94 @@ def _build_tang(paths: list[Path], *, script: str, titles: bool) -> tuple[dict[s
                 if titles:
                     text = f"{_clean_tang_title(poem.get('title', ''))}:{text}"
                 lines.append(text)
+                author = poem.get("author")
+                authors.append(author.strip() if isinstance(author, str) else "")
     if script == "simplified":
-        import opencc
-
         # One call for all poems (newlines survive conversion); ~0.3 s for 3.4M characters.
-        converted = opencc.OpenCC("t2s").convert("\n".join(lines)).split("\n")
-        if len(converted) != len(lines):  # pragma: no cover - OpenCC keeps line breaks
-            raise DataError("OpenCC changed the number of poems; use script='traditional'")
-        lines = converted
+        lines = to_simplified(lines)
+    keep = range(len(lines)) if poet is None else poet_poems(authors, poet, script=script)
     splits: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
-    for i, line in enumerate(lines):
+    for i in keep:  # i: the poem's place in the whole corpus, which decides its split
         split = {18: "valid", 19: "test"}.get(i % 20, "train")
-        splits[split].append(line + "\n")
+        splits[split].append(lines[i] + "\n")
     stats.update({f"poems_{k}": len(v) for k, v in splits.items()})
+    if poet is not None:
+        _check_poet_splits(poet, splits)
     return {k: "".join(v) for k, v in splits.items()}, dict(stats)
+
+
+def to_simplified(texts: Sequence[str]) -> list[str]:
+    """``texts`` converted to simplified characters by OpenCC (t2s), one call for all."""
+    import opencc
+
+    converted = opencc.OpenCC("t2s").convert("\n".join(texts)).split("\n")
+    if len(converted) != len(texts):  # pragma: no cover - OpenCC keeps line breaks
+        raise DataError("OpenCC changed the number of lines; use script='traditional'")
+    return converted
+
+
+POET_MATCH = 0.5  # difflib ratio of a close match: 李白 ~ 李百 is 0.5, 李白 ~ 李太白 0.8
+
+
+def poet_poems(authors: Sequence[str], poet: str, *, script: str = "simplified") -> list[int]:
+    """The indices of the poems whose author is ``poet``, compared in simplified characters (so
+    李白, 王維 and 王维 are found whichever script the name is given in).
+
+    Raises:
+        ConfigError: no poem has that author: one line with up to five close matches (difflib
+            on the names, shown in ``script`` with their number of poems), or, with none close,
+            a few of the most prolific poets.
+    """
+    name = poet.strip() if isinstance(poet, str) else ""
+    if not name or "\n" in name:
+        raise ConfigError(f"--poet needs an author's name, got {poet!r}")
+    wanted, *keys = to_simplified([name, *authors])
+    found = [i for i, key in enumerate(keys) if key == wanted]
+    if found:
+        return found
+    raise ConfigError(_unknown_poet(name, wanted, authors, keys, script))
+
+
+def _unknown_poet(
+    name: str, wanted: str, authors: Sequence[str], keys: Sequence[str], script: str
+) -> str:
+    """The one-line refusal of an unknown poet, with the close matches in ``script``."""
+    counts = Counter(k for k in keys if k)
+    shown: dict[str, Counter[str]] = {}  # simplified name -> the names as written, counted
+    for author, key in zip(authors, keys, strict=True):
+        shown.setdefault(key, Counter())[author if script == "traditional" else key] += 1
+
+    def label(key: str) -> str:
+        return f"{shown[key].most_common(1)[0][0]} ({counts[key]:,} poem{'s' * (counts[key] > 1)})"
+
+    scores = {key: difflib.SequenceMatcher(None, wanted, key).ratio() for key in counts}
+    close = sorted(
+        (k for k, r in scores.items() if r >= POET_MATCH),
+        key=lambda k: (-scores[k], -counts[k], k),
+    )[:5]
+    if close:
+        return (
+            f"no poet {name!r} in the tang corpus; close matches: "
+            f"{', '.join(label(k) for k in close)}"
+        )
+    prolific = [label(k) for k, _ in counts.most_common(3)]
+    return (
+        f"no poet {name!r} in the tang corpus and no close match among its {len(counts):,} "
+        f"authors (names in Chinese characters, e.g. {', '.join(prolific)})"
+    )
+
+
+def _check_poet_splits(poet: str, splits: dict[str, list[str]]) -> None:
+    """Refuse a poet with no poem in one of the splits: nothing to validate or test on."""
+    empty = [k for k in ("train", "valid", "test") if not splits[k]]
+    if empty:
+        n = sum(len(v) for v in splits.values())
+        counts = ", ".join(f"{len(v)} {k}" for k, v in splits.items())
+        raise DataError(
+            f"poet {poet!r} has {n} poem{'s' * (n != 1)} in the tang corpus ({counts}; the "
+            f"corpus holds out every 20th poem for valid and for test), none in "
+            f"{' or '.join(empty)}; pick a poet with more poems"
+        )
 
 
 def load_tang(
@@ -128,22 +213,28 @@ def load_tang(
     *,
     script: str = "simplified",
     titles: bool = False,
+    poet: str | None = None,
 ) -> Corpus:
     """The Tang corpus, from the processed-text cache when possible (keyed by options,
-    pipeline version and source checksums), else built from the JSON files and cached."""
+    pipeline version and source checksums), else built from the JSON files and cached.
+
+    ``poet``: keep that author's poems (see :func:`poet_poems`); the corpus is then named
+    ``tang:<poet>``."""
     if script not in ("simplified", "traditional"):
         raise ConfigError(f"tang script must be 'simplified' or 'traditional', not '{script}'")
     if not isinstance(titles, bool):
         raise ConfigError(f"tang titles must be True or False, not {titles!r}")
-    key_source = json.dumps(
-        {
-            "version": _TANG_PIPELINE_VERSION,
-            "script": script,
-            "titles": titles,
-            "sources": [spec.sha256[rel] for rel in spec.files],
-        },
-        sort_keys=True,
-    )
+    if poet is not None and not isinstance(poet, str):
+        raise ConfigError(f"tang poet must be a name, not {poet!r}")
+    key_fields = {
+        "version": _TANG_PIPELINE_VERSION,
+        "script": script,
+        "titles": titles,
+        "sources": [spec.sha256[rel] for rel in spec.files],
+    }
+    if poet is not None:  # absent otherwise: the whole corpus keeps its cache key
+        key_fields["poet"] = to_simplified([poet.strip()])[0]
+    key_source = json.dumps(key_fields, sort_keys=True)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
     cached = cache_dir() / "processed" / f"tang-{key}.json"
     splits = stats = None
@@ -156,11 +247,12 @@ def load_tang(
     if splits is None or stats is None:
         paths = files()
         splits, stats = _build_tang(
-            [paths[rel] for rel in spec.files], script=script, titles=titles
+            [paths[rel] for rel in spec.files], script=script, titles=titles, poet=poet
         )
         try:
             payload = json.dumps({"splits": splits, "stats": stats}, ensure_ascii=False)
             write_atomic(cached, payload.encode("utf-8"))
         except OSError as exc:
             logger.warning("cannot write the processed cache %s (%s); continuing", cached, exc)
-    return Corpus("tang", "char", splits, script, spec.description, stats)
+    name = "tang" if poet is None else f"tang:{poet.strip()}"
+    return Corpus(name, "char", splits, script, spec.description, stats)

@@ -58,7 +58,7 @@ from rnnlab.models.build import build_model
 from rnnlab.runs import checkpoint as ck
 from rnnlab.runs.files import METRICS, remove_stale_temp_files, trim_metrics
 from rnnlab.runs.load import load_model_weights, pick_device
-from rnnlab.training import distributed
+from rnnlab.training import distributed, init_from
 from rnnlab.training.memory_estimate import check_memory
 from rnnlab.training.strategies import Batch, Task, make_task
 from rnnlab.training.weight_noise import WeightNoise
@@ -154,6 +154,10 @@ class Trainer:
     :class:`PianoRollModel` (piano rolls) as ``config`` says and keeps ``run_dir`` up to date.
     The data picks the task (:func:`rnnlab.training.strategies.make_task`) and the model's head.
 
+    With ``config.train.init_from`` (fine-tuning, :mod:`rnnlab.training.init_from`) a new run
+    starts from that checkpoint's weights and vocabulary, with the source's architecture; a
+    resumed one continues from its own checkpoint and never reads the source.
+
     Under ``torchrun`` (see :mod:`rnnlab.training.distributed`) every process builds a Trainer with the
     same arguments: each trains on its own block of the batch columns inside
     DistributedDataParallel, and only rank 0 writes to ``run_dir``, logs and shows progress.
@@ -208,7 +212,18 @@ class Trainer:
             resume_ckpt = ck.load_checkpoint(self.run_dir / ck.LAST)
         saved_vocab = resume_ckpt.meta.get("vocab") if resume_ckpt else None
         vocab = Vocab.from_dict(saved_vocab) if saved_vocab else None
-        self.data = data if data is not None else load_data(config.data, vocab=vocab)
+        source = None
+        if config.train.init_from is not None and resume_ckpt is None:
+            config, source = init_from.apply_source(config)
+            self.config = config
+        if data is not None:
+            self.data = data
+            if source is not None:
+                init_from.check_data(source, data)
+        elif source is not None and source.vocab is not None:
+            self.data = load_data(config.data, vocab_for=init_from.vocab_policy(source, config))
+        else:
+            self.data = load_data(config.data, vocab=vocab)
         self.task: Task = make_task(self.data, config, self.device, self.dist)
         if resume_ckpt:
             self.task.check_resume(resume_ckpt.meta)
@@ -219,7 +234,11 @@ class Trainer:
         check_memory(
             self.model_config, config, self.device, processes=processes, ddp=self.dist is not None
         )
-        self.model = build_model(self.model_config).to(self.device)
+        self.model = build_model(self.model_config)
+        if source is not None:
+            init_from.load_source_weights(self.model, source)
+            source = None  # its weights are copied: free them
+        self.model.to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), config.optim)
         self.weight_noise = WeightNoise(self.model, config.optim.weight_noise)
         if self.dist is not None and self.dist.rank > 0:
