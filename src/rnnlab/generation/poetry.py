@@ -595,7 +595,8 @@ def _decode(
                             f"no character fits line {line + 1}, position {pos + 1}; "
                             "relax the constraints"
                         )
-                    token = pick(logits, cfg, generator, allowed, seen.seen if seen else None)
+                    repeats = None if seen is None else seen.seen  # (B, V)
+                    token = pick(logits, cfg, generator, allowed, repeats)
                 out[:, line, pos] = token  # token: (B,)
                 if seen is not None:
                     seen.push(token)

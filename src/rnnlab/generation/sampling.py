@@ -284,7 +284,7 @@ def sample_ids(
         def shard(k: int) -> list[list[int]]:
             gen = torch.Generator().manual_seed(seeds[k])
             kw = dict(length=length, count=sizes[k], cfg=cfg, stop=stop, allowed=allowed)
-            kw["history"] = history
+            kw.update(history=history)
             return sample_ids(stepper, context, generator=gen, **kw)
 
         with _one_torch_thread(), ThreadPoolExecutor(workers) as pool:
@@ -300,7 +300,8 @@ def sample_ids(
             context if history is None else history, count, logits.size(-1), device
         )
         for t in range(length):
-            nxt = pick(logits, cfg, generator, allowed, seen.seen if seen else None)  # (count,)
+            repeats = None if seen is None else seen.seen  # (count, V)
+            nxt = pick(logits, cfg, generator, allowed, repeats)  # (count,)
             out[t] = nxt
             if seen is not None:
                 seen.push(nxt)
