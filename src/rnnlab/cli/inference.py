@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from rnnlab.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from rnnlab.generation.repetition import Degeneration
+    from rnnlab.generation.sampling import SamplingConfig
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +76,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, help="draw from the K most likely tokens only")
     p.add_argument("--top-p", type=float, help="draw from the smallest set of mass >= P (nucleus)")
     p.add_argument("--beam", type=int, metavar="N", help="beam search with N beams (deterministic)")
+    _add_repetition(p, "the text (prime included)")
     p.add_argument(
         "--length-penalty",
         type=float,
@@ -99,6 +105,23 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sample)
 
 
+def _add_repetition(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        metavar="P",
+        help=f"lower the logits of tokens already in {where} by a factor P >= 1 before each "
+        "pick (CTRL; default 1 = off)",
+    )
+    p.add_argument(
+        "--repetition-window",
+        type=int,
+        metavar="N",
+        help="the penalty counts only the last N tokens (default: the whole text)",
+    )
+
+
 def _add_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
@@ -111,10 +134,16 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from rnnlab.generation.fast_step import PRECISIONS
-    from rnnlab.generation.sampling import SamplingConfig, generate
+    from rnnlab.generation.sampling import SamplingConfig, find_degenerate_samples, generate
     from rnnlab.runs.load import load_text_model
 
-    cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    cfg = SamplingConfig(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        repetition_window=args.repetition_window,
+    )
     if args.beam is not None and args.beam < 1:
         raise ConfigError(f"--beam must be at least 1, got {args.beam}")
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
@@ -138,7 +167,58 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(json.dumps([{"text": t} for t in texts], ensure_ascii=False))
     else:
         print("\n\n".join(texts))
+    found = find_degenerate_samples(texts, args.prime, ckpt.meta["level"])
+    note = _degenerate_note(found, cfg, args.beam)
+    if note:
+        print(note, file=sys.stderr)
     return 0
+
+
+def _degenerate_note(
+    found: list[Degeneration | None], cfg: SamplingConfig, beam: int | None
+) -> str | None:
+    """The one note ``rnnlab sample`` prints on stderr when its output collapsed, or None.
+
+    ``found``: :func:`~rnnlab.generation.sampling.find_degenerate_samples` of the texts;
+    ``cfg``: the SamplingConfig they were decoded with.
+    """
+    bad = [d for d in found if d is not None]
+    if not bad:
+        return None
+    what = bad[0].describe()
+    if len(found) == 1:
+        head = f"the generated text is {what}."
+    else:
+        head = f"{len(bad)} of {len(found)} generated texts collapsed; the first is {what}."
+    penalty = cfg.repetition_penalty
+    stronger = (
+        f"a stronger --repetition-penalty than {penalty:g}"
+        if penalty > 1
+        else "--repetition-penalty 2"
+    )
+    weak = "a weakly trained model's most likely token is often a space or a newline"
+    if beam is not None:
+        why = (
+            f"Beam search keeps the most likely continuations, and {weak}, and the same again "
+            "after it, so the best path loops."
+        )
+    elif cfg.temperature == 0 or cfg.top_k == 1:
+        why = (
+            f"Greedy decoding picks the most likely next token at every step, and {weak}, "
+            "and the same again after it, so the argmax path loops."
+        )
+    else:
+        why = (
+            f"Sampling at temperature {cfg.temperature:g}, the model still gives this most of "
+            "its probability: it has learned little yet."
+        )
+    if beam is not None or cfg.temperature == 0 or cfg.top_k == 1:
+        fixes = f"sampling (--temperature 0.8, or --top-p 0.9), {stronger}, or training longer"
+    elif cfg.temperature < 1:
+        fixes = f"--temperature 1, {stronger}, or training longer"
+    else:
+        fixes = f"{stronger}, or training longer"
+    return f"rnnlab: note: {head} {why} Try {fixes}."
 
 
 def _add_poem(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +247,7 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
+    _add_repetition(p, "the poem")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu")
     _add_precision(p)
@@ -189,7 +270,13 @@ def cmd_poem(args: argparse.Namespace) -> int:
         rhyme=args.rhyme,
         tones=args.tones,
     )
-    cfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    cfg = SamplingConfig(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        repetition_window=args.repetition_window,
+    )
     if args.count < 1:
         raise ConfigError(f"--count must be at least 1, got {args.count}")
     model, vocab, ckpt = load_text_model(args.run_dir, args.device, "poem")

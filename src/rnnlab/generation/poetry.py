@@ -521,6 +521,8 @@ def generate_poems(
 
     Every poem has the exact form (see the module docstring); ``rhyme`` and ``tones`` are
     enforced when asked for. Each poem reports the independent checks' verdicts.
+    ``cfg.repetition_penalty`` > 1 lowers the characters already in the poem (given ones
+    included, punctuation aside) at each free slot.
     """
     cfg = cfg or SamplingConfig()
     if count < 1 or batch_size < 1:
@@ -573,6 +575,7 @@ def _decode(
         live_patterns = torch.ones(batch, p.slot_masks[0][0].size(0), device=device)  # (B, P)
         live_groups = p.open_groups.to(device).float().expand(batch, -1).clone()  # (B, G)
         groups = p.groups.to(device).float()  # (G, V)
+        seen = cfg.seen_tokens([], batch, logits.size(-1), device)  # the poem's characters
         for line in range(n_lines):
             rhyme_slot = spec.rhyme and line % 2 == 1
             for pos in range(n_chars):
@@ -592,8 +595,11 @@ def _decode(
                             f"no character fits line {line + 1}, position {pos + 1}; "
                             "relax the constraints"
                         )
-                    token = pick(logits, cfg, generator, allowed)  # (B,)
-                out[:, line, pos] = token
+                    repeats = None if seen is None else seen.seen  # (B, V)
+                    token = pick(logits, cfg, generator, allowed, repeats)
+                out[:, line, pos] = token  # token: (B,)
+                if seen is not None:
+                    seen.push(token)
                 live_patterns = live_patterns * masks[:, token].t().float()
                 if rhyme_slot and last:
                     live_groups = live_groups * groups[:, token].t()

@@ -21,12 +21,19 @@ limit. Finished sequences of different lengths are compared by the length-normal
 (``length_penalty`` :math:`\\alpha`; 0 compares raw log-probabilities, which favours short
 sequences; 1 compares the mean log-probability per token).
 
+**Repetition penalty.** ``repetition_penalty`` :math:`P > 1` lowers the logit of every token
+already in the text (prime included; only the last ``repetition_window`` tokens with a window)
+before the pick, in sampling, greedy decoding and beam search alike: the CTRL penalty of
+:mod:`rnnlab.generation.repetition`, which also says why greedy and beam output of a weak model
+collapses into whitespace. :math:`P = 1` (the default) skips it: the output is exactly as before.
+
 **Stops.** ``stop`` strings end a sample as soon as its text contains one; the returned text is
 cut before the stop string. ``length`` is the maximum number of generated tokens.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,17 +45,30 @@ from torch import Tensor
 from rnnlab.data.vocab import Tokenizer, Vocab, boundary_token, make_tokenizer
 from rnnlab.errors import ConfigError
 from rnnlab.generation.fast_step import Stepper, make_stepper
+from rnnlab.generation.repetition import (
+    Degeneration,
+    SeenTokens,
+    find_degeneration,
+    penalize_repeats,
+)
 
 StopFn = Callable[[Sequence[int]], bool]
 
 
 @dataclass
 class SamplingConfig:
-    """How the next token is picked: ``temperature`` 0 is greedy."""
+    """How the next token is picked: ``temperature`` 0 is greedy.
+
+    ``repetition_penalty`` (>= 1; 1 is off) and ``repetition_window`` (None: the whole text)
+    set the CTRL penalty on tokens already in the text (see the module docstring); beam search
+    uses these two fields and ignores the others.
+    """
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
+    repetition_penalty: float = 1.0
+    repetition_window: int | None = None
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
@@ -57,6 +77,28 @@ class SamplingConfig:
             raise ConfigError(f"top-k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ConfigError(f"top-p must be in (0, 1], got {self.top_p}")
+        penalty = self.repetition_penalty
+        if not (isinstance(penalty, int | float) and math.isfinite(penalty) and penalty >= 1):
+            raise ConfigError(
+                f"repetition penalty must be a finite number >= 1 (1 is off), got {penalty}"
+            )
+        if self.repetition_window is not None and self.repetition_window < 1:
+            raise ConfigError(
+                f"repetition window must be at least 1 token, got {self.repetition_window}"
+            )
+
+    @property
+    def penalized(self) -> bool:
+        """Whether the repetition penalty is on (``repetition_penalty`` > 1)."""
+        return self.repetition_penalty != 1.0
+
+    def seen_tokens(
+        self, history: Sequence[int], rows: int, vocab_size: int, device: torch.device
+    ) -> SeenTokens | None:
+        """The tracker of tokens the penalty counts, ``history`` already in; None when off."""
+        if not self.penalized:
+            return None
+        return SeenTokens(history, rows, vocab_size, window=self.repetition_window, device=device)
 
 
 @dataclass
@@ -105,12 +147,16 @@ def pick(
     cfg: SamplingConfig,
     generator: torch.Generator | None = None,
     allowed: Tensor | None = None,
+    seen: Tensor | None = None,
 ) -> Tensor:
     """One token id per row of ``logits`` (B, V).
 
     ``allowed`` (B, V) or (V,) bool restricts the choice before temperature, top-k and top-p
-    apply (constrained decoding); every row must allow at least one token.
+    apply (constrained decoding); every row must allow at least one token. ``seen`` (B, V) bool
+    marks the tokens the repetition penalty lowers (when ``cfg`` turns it on).
     """
+    if seen is not None and cfg.penalized:
+        logits = penalize_repeats(logits, seen, cfg.repetition_penalty)
     if allowed is not None:
         logits = torch.where(allowed, logits, float("-inf"))  # cheaper than masked_fill(~allowed)
     if cfg.temperature == 0:
@@ -206,10 +252,13 @@ def sample_ids(
     stop: StopFn | None = None,
     allowed: Tensor | None = None,
     workers: int = 1,
+    history: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """``count`` samples of up to ``length`` ids after ``context``, drawn as one batch.
 
     ``allowed`` (V,) bool, if given, is the set of ids that may be drawn at every step.
+    ``history``: the ids the repetition penalty (``cfg``) counts as already in the text before
+    the first pick (default: all of ``context``); every generated id joins them.
 
     A row stops after the step at which ``stop(row_ids)`` first holds (those ids included); the
     loop ends when every row has stopped or at ``length``.
@@ -235,6 +284,7 @@ def sample_ids(
         def shard(k: int) -> list[list[int]]:
             gen = torch.Generator().manual_seed(seeds[k])
             kw = dict(length=length, count=sizes[k], cfg=cfg, stop=stop, allowed=allowed)
+            kw.update(history=history)
             return sample_ids(stepper, context, generator=gen, **kw)
 
         with _one_torch_thread(), ThreadPoolExecutor(workers) as pool:
@@ -246,9 +296,15 @@ def sample_ids(
         rows: list[list[int]] = [[] for _ in range(count)]
         done = [False] * count
         steps = length
+        seen = cfg.seen_tokens(
+            context if history is None else history, count, logits.size(-1), device
+        )
         for t in range(length):
-            nxt = pick(logits, cfg, generator, allowed)  # (count,)
+            repeats = None if seen is None else seen.seen  # (count, V)
+            nxt = pick(logits, cfg, generator, allowed, repeats)  # (count,)
             out[t] = nxt
+            if seen is not None:
+                seen.push(nxt)
             if stop is not None:
                 for b, token in enumerate(nxt.tolist()):
                     if not done[b]:
@@ -284,6 +340,9 @@ def beam_search(
     length_penalty: float = 1.0,
     stop: StopFn | None = None,
     stepper: Stepper | None = None,
+    repetition_penalty: float = 1.0,
+    repetition_window: int | None = None,
+    history: Sequence[int] | None = None,
 ) -> list[Hypothesis]:
     """The ``beam`` best continuations of ``context`` found by beam search, best first.
 
@@ -295,6 +354,11 @@ def beam_search(
         length: maximum generated tokens; unfinished hypotheses are scored there.
         length_penalty: :math:`\\alpha` of ``score = logprob / len ** alpha``.
         stop: ``stop(ids) -> bool`` ends a hypothesis (e.g. it emitted a newline).
+        repetition_penalty: :math:`P \\ge 1`: each hypothesis's next-token logits are lowered
+            for the tokens already in its text (``history``, default all of ``context``, and
+            its own tokens; the last ``repetition_window`` of them with a window) before the
+            log-softmax, so ``logprob`` and ``score`` are those of the penalised distributions.
+            1 (the default) is no penalty.
 
     Each step scores every (hypothesis, token) pair, keeps the ``2 * beam`` best candidates,
     moves those that ``stop`` to the finished pool and keeps up to ``beam`` live ones. The search
@@ -306,6 +370,9 @@ def beam_search(
         raise ConfigError(f"beam and length must be positive, got {beam} and {length}")
     if length_penalty < 0:
         raise ConfigError(f"length penalty must be >= 0, got {length_penalty}")
+    penalty = SamplingConfig(
+        repetition_penalty=repetition_penalty, repetition_window=repetition_window
+    )  # checks them
     stepper = stepper or make_stepper(model)
     device = stepper.device
 
@@ -317,7 +384,12 @@ def beam_search(
     with torch.inference_mode():
         logits, state = stepper.start(torch.tensor(list(context), device=device), 1)
         live_lp = torch.zeros(1, dtype=torch.float64, device=device)  # (n_live,)
+        seen = penalty.seen_tokens(
+            context if history is None else history, 1, logits.size(-1), device
+        )
         for t in range(length):
+            if seen is not None:
+                logits = penalize_repeats(logits, seen.seen, repetition_penalty)
             logp = torch.log_softmax(logits.double(), dim=-1)  # (n_live, V)
             vocab_size = logp.size(-1)
             cand = (live_lp.unsqueeze(1) + logp).view(-1)  # (n_live * V,)
@@ -349,6 +421,9 @@ def beam_search(
             index = torch.tensor(keep_rows, device=device)
             tokens = torch.tensor(keep_tokens, device=device)
             logits, state = stepper.step(tokens, stepper.select(state, index))
+            if seen is not None:
+                seen.select(index)
+                seen.push(tokens)
         finished += [
             Hypothesis(seq, lp, score(lp, len(seq)), False)
             for seq, lp in zip(live, keep_lp, strict=True)
@@ -379,8 +454,10 @@ def generate(
     """``count`` continuations of ``prime`` (each including the prime), decoded to text.
 
     Each has at most ``length`` generated tokens and ends before the first ``stop`` string.
-    With ``beam``, the ``count`` best beam-search results (``count <= beam``; ``cfg`` and
-    ``seed`` are not used: beam search is deterministic); otherwise ``count`` samples.
+    With ``beam``, the ``count`` best beam-search results (``count <= beam``; of ``cfg`` only the
+    repetition penalty is used, and ``seed`` is not: beam search is deterministic); otherwise
+    ``count`` samples. The repetition penalty counts the prime and the generated tokens, not the
+    boundary token read before the prime.
     ``dtype=torch.bfloat16`` runs the fast stepper in reduced precision (faster, approximate;
     see :class:`rnnlab.generation.fast_step.FastStepper`). ``workers``: see :func:`sample_ids` (sampling
     only; beam search is one batch).
@@ -408,6 +485,9 @@ def generate(
             length_penalty=length_penalty,
             stop=stopper or None,
             stepper=stepper,
+            repetition_penalty=cfg.repetition_penalty,
+            repetition_window=cfg.repetition_window,
+            history=context[1:],
         )
         rows = [h.tokens for h in hyps[:count]]
     else:
@@ -427,6 +507,7 @@ def generate(
             stop=stopper or None,
             allowed=allowed,
             workers=workers,
+            history=context[1:],
         )
     k = len(tokenizer.detokenize(start))  # the prime's text is a prefix of every result
     texts = []
@@ -434,6 +515,16 @@ def generate(
         full = tokenizer.detokenize(start + vocab.decode(row))
         texts.append(full[:k] + stopper.cut(full[k:]))
     return texts
+
+
+def find_degenerate_samples(
+    texts: Sequence[str], prime: str, level: str
+) -> list[Degeneration | None]:
+    """For each text :func:`generate` returned for ``prime``: how its generated part (the text
+    after the prime) collapsed into whitespace or a loop, or None (see
+    :func:`rnnlab.generation.repetition.find_degeneration`)."""
+    k = len(make_tokenizer(level).detokenize(prime_tokens(prime, level)))
+    return [find_degeneration(text[k:]) for text in texts]
 
 
 def sequence_logprob(model: object, context: Sequence[int], tokens: Sequence[int]) -> float:
