@@ -133,7 +133,9 @@ def main() -> None:
         for file in ("metrics.jsonl", "results.json", "run.json"):
             shutil.copy(run / file, raw / f"{name}.{file}")
     for name, r in report["results"].items():
-        print(f"{name:11s} test ppl {r['test_ppl']:8.1f}  ({r['tokens']:,} chars, unk {r['unk_share']:.1%})")
+        print(
+            f"{name:11s} test ppl {r['test_ppl']:8.1f}  ({r['tokens']:,} chars, unk {r['unk_share']:.1%})"
+        )
     write_report(args.out, report)
 
 

@@ -886,3 +886,26 @@ def test_cli_schedule_choices_match_the_trainer():
     from rnnlab.config.run import SCHEDULES as TRAIN_SCHEDULES
 
     assert CLI_SCHEDULES == TRAIN_SCHEDULES
+
+
+@pytest.mark.parametrize("command", ["train", "config"])
+def test_help_shows_every_run_flags_default(command, capsys):
+    """Each run flag's help ends with the quick preset's value (and the words preset's where
+    a --text file at word level differs), read from the presets, so it cannot go stale."""
+    from rnnlab.cli import make_parser
+    from rnnlab.cli.train import TRAIN_FLAGS
+    from rnnlab.config.resolve import resolve_config
+
+    with pytest.raises(SystemExit):
+        make_parser().parse_args([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    quick = resolve_config()
+    assert f"--hidden HIDDEN (default: {quick.model.hidden_size}; word: 200)" in out
+    assert f"--lr LR (default: {quick.optim.lr}; word: 20.0)" in out
+    assert "(default: tinyshakespeare, shipped with rnnlab)" in out
+    assert "--tie tie decoder and embedding weights (default: off)" in out
+    sub = make_parser()._subparsers._group_actions[0].choices[command]
+    shown = {a.dest: a.help or "" for a in sub._actions if a.dest in TRAIN_FLAGS}
+    assert shown.keys() == TRAIN_FLAGS.keys()
+    for dest, help_text in shown.items():
+        assert dest in ("text", "valid_text", "test_text") or "default" in help_text, dest

@@ -89,13 +89,58 @@ def _add_data_args(
     return src
 
 
+DEFAULTS_NOTE = (
+    "Defaults shown are the quick preset's: rnnlab train with no source, and a --text file, "
+    "start from it; (word: X) is the words preset's value, which a --text file with --level "
+    "word starts from. A --preset, a --config file or --init-from replace them, and a named "
+    "--corpus without a preset starts from the built-in defaults (music corpora from "
+    "music-chung2014). rnnlab config ARGS prints every setting a command would train with."
+)
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """Append each run flag's default to its help: the value in the config ``rnnlab train``
+    resolves with no arguments (the quick preset), and the words preset's where it differs."""
+    char = resolve_config().to_dict()
+    word = resolve_config(overrides={"data": {"text": "x", "level": "word"}}).to_dict()
+
+    def show(value: Any) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, (list, tuple)):
+            return ",".join(map(str, value)) or "none"
+        return str(value)
+
+    for action in p._actions:
+        where = TRAIN_FLAGS.get(action.dest)
+        if where is None or action.dest in ("text", "valid_text", "test_text"):
+            continue
+        if action.help and "default" in action.help:
+            continue  # the help says it in words already
+        section, name = where
+        default = show(char[section][name])
+        if action.dest == "corpus":
+            default += ", shipped with rnnlab"
+        other = show(word[section][name])
+        if other != show(char[section][name]) and action.dest != "corpus":
+            default += f"; word: {other}"
+        action.help = f"{action.help + ' ' if action.help else ''}(default: {default})".replace(
+            "%", "%%"
+        )
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a language model or a piano-roll model (no arguments: the quick offline "
         "default)",
+        description="Train a model (no arguments: a character LSTM on Tiny Shakespeare, shipped "
+        "with rnnlab, for 3 minutes). " + DEFAULTS_NOTE,
     )
     _add_run_args(p)
+    _show_defaults(p)
     p.add_argument("--out", help="run directory (default runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -111,9 +156,10 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
         "it back with rnnlab train --config FILE)",
         description="Resolves the preset, the config file and the flags exactly as rnnlab train "
         "does and prints the result without training: TOML by default, or JSON (the run.json "
-        "format) with --json.",
+        "format) with --json. " + DEFAULTS_NOTE,
     )
     _add_run_args(p)
+    _show_defaults(p)
     p.add_argument("--json", action="store_true", help="print JSON (as run.json) instead of TOML")
     p.set_defaults(func=cmd_config)
 
@@ -183,7 +229,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--head",
         choices=["softmax", "adaptive"],
-        help="text output layer: the full softmax (default) or the adaptive softmax of Grave "
+        help="text output layer: the full softmax or the adaptive softmax of Grave "
         "et al. 2017, faster for large word vocabularies (piano rolls always use sigmoid units)",
     )
     m.add_argument(
