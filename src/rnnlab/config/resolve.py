@@ -49,6 +49,7 @@ RESUME_FLAGS = frozenset(
         "device",
         "patience",
         "threads",
+        "encoding",  # a text file that no longer decodes as recorded (tried first, then detected)
     }
 )
 

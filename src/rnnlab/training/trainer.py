@@ -40,7 +40,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,15 @@ class _Meter:
         self.tokens, self.loss, self.count, self.mark = 0, 0.0, 0, mark
 
 
+def _recording_encoding(config: RunConfig, data: LMData | RollData) -> RunConfig:
+    """``config`` with the codec its text file was read with as ``data.encoding`` (what
+    ``run.json`` and the checkpoints record, and ``eval``, ``score`` and ``--resume`` reuse)."""
+    used = getattr(data, "encoding", None)
+    if used is None or used == config.data.encoding:
+        return config
+    return replace(config, data=replace(config.data, encoding=used))
+
+
 class Trainer:
     """Trains a :class:`LanguageModel` or :class:`AdaptiveLanguageModel` (text) or a
     :class:`PianoRollModel` (piano rolls) as ``config`` says and keeps ``run_dir`` up to date.
@@ -212,7 +221,10 @@ class Trainer:
             resume_ckpt = ck.load_checkpoint(self.run_dir / ck.LAST)
         saved_vocab = resume_ckpt.meta.get("vocab") if resume_ckpt else None
         vocab = Vocab.from_dict(saved_vocab) if saved_vocab else None
-        self.data = data if data is not None else load_data(config.data, vocab=vocab)
+        if data is None:  # a resumed run reads its own files in the encoding it recorded
+            data = load_data(config.data, vocab=vocab, policy="recorded" if resume else "given")
+            config = self.config = _recording_encoding(config, data)
+        self.data = data
         self.task: Task = make_task(self.data, config, self.device, self.dist)
         if resume_ckpt:
             self.task.check_resume(resume_ckpt.meta)
