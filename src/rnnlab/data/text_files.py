@@ -22,8 +22,8 @@ def read_text_file(path: str | Path, *, encoding: str = AUTO, policy: str = "giv
 
     ``encoding`` is ``"auto"`` (UTF-8, else detected, with a one-line notice) or a codec name,
     honoured exactly, or with ``policy="recorded"`` or ``"hint"`` the codec a run recorded (see
-    :func:`rnnlab.data.encodings.decode_text`). A byte-order mark is dropped and ``\r\n``
-    becomes ``\n``.
+    :func:`rnnlab.data.encodings.decode_text`). A byte-order mark is dropped and ``\\r\\n``
+    becomes ``\\n``.
     """
     return read_text(path, encoding=encoding, policy=policy).text
 
