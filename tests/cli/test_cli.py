@@ -503,6 +503,7 @@ def bad_files(tmp_path_factory):
     (d / "bom-only.txt").write_bytes(b"\xef\xbb\xbf")
     (d / "binary.bin").write_bytes(bytes(range(256)) * 20)
     (d / "latin1.txt").write_bytes(("café au lait, crème brûlée. " * 100).encode("latin-1"))
+    (d / "one-accent.txt").write_bytes(("plain ascii text, " * 100 + "café").encode("latin-1"))
     (d / "tiny.txt").write_text("ab")
     (d / "short.txt").write_text("abcdefghij" * 3)
     (d / "a-directory").mkdir()
@@ -515,7 +516,7 @@ def bad_files(tmp_path_factory):
         ("empty.txt", ["empty"]),
         ("bom-only.txt", ["empty"]),
         ("binary.bin", ["binary"]),
-        ("latin1.txt", ["utf-8", "--encoding"]),
+        ("one-accent.txt", ["utf-8", "--encoding", "latin-1"]),  # too little to detect
         ("tiny.txt", ["too short"]),
         ("short.txt", ["too short", "--batch-size", "--bptt"]),
         ("a-directory", ["directory"]),
@@ -529,6 +530,20 @@ def test_train_refuses_bad_text(bad_files, tmp_path, run_cli, name, mentions):
     )
     assert_one_line_error(code, err, *mentions)
     assert not out.exists()  # nothing written
+
+
+def test_the_latin1_file_is_detected(bad_files, tmp_path, run_cli, caplog):
+    out = tmp_path / "r"
+    code, _, err = run_cli(
+        "train", "--text", bad_files / "latin1.txt", "--max-steps", 2, *SMALL, *QUIET, "--out", out
+    )
+    assert code == 0, err
+    assert "é" in load_model(out)[1].itos
+    assert load_model(out)[2].meta["run"]["data"]["encoding"] == "latin-1"
+    assert [r.getMessage() for r in caplog.records if "latin1.txt" in r.getMessage()] == [
+        f"{bad_files / 'latin1.txt'} is not UTF-8; reading it as latin-1 "
+        "(detected; give --encoding to override)"
+    ]
 
 
 def test_right_encoding_makes_the_latin1_file_work(bad_files, tmp_path, run_cli):

@@ -9,8 +9,8 @@ from rnnlab.config.resolve import RESUME_FLAGS, resolve_config, resume_config
 from rnnlab.errors import ConfigError
 
 ALLOWED = (
-    "(allowed: --device, --epochs, --log-every, --max-minutes, --max-steps, --patience, "
-    "--save-every, --threads)"
+    "(allowed: --device, --encoding, --epochs, --log-every, --max-minutes, --max-steps, "
+    "--patience, --save-every, --threads)"
 )
 
 
@@ -43,8 +43,10 @@ def test_no_preset_is_applied_again():
     assert resumed.model.hidden_size == 48 and resumed.train.epochs == 3
 
 
-def test_every_flag_it_allows_is_a_loop_setting(saved):
-    assert RESUME_FLAGS <= {f.name for f in dataclasses.fields(saved.train)}
+def test_every_flag_it_allows_is_a_loop_setting_or_the_encoding(saved):
+    # the encoding: a text file saved again in another encoding is still the same text
+    assert RESUME_FLAGS - {"encoding"} <= {f.name for f in dataclasses.fields(saved.train)}
+    assert "encoding" in {f.name for f in dataclasses.fields(saved.data)}
 
 
 def test_the_refusal_names_flags_sorted_then_preset_and_config(saved):

@@ -453,12 +453,13 @@ def test_tang_second_load_comes_from_the_processed_cache(
         assert set(json.loads(path.read_text(encoding="utf-8"))) == {"splits", "stats"}
 
 
-def test_utf16_without_encoding_names_the_option(tmp_path):
+def test_utf16_read_as_utf8_names_the_option(tmp_path):
     p = tmp_path / "utf16.txt"
     p.write_bytes("some text\nmore text\n".encode("utf-16"))
     with pytest.raises(DataError, match="--encoding utf-16"):
-        read_text_file(p)
+        read_text_file(p, encoding="utf-8")  # given: honoured exactly
     assert read_text_file(p, encoding="utf-16").startswith("some text")
+    assert read_text_file(p) == "some text\nmore text\n"  # auto: the byte-order mark says so
 
 
 def test_a_fifo_is_refused_without_reading_it(tmp_path):

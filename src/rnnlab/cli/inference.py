@@ -13,6 +13,11 @@ if TYPE_CHECKING:
     from rnnlab.generation.repetition import Degeneration
     from rnnlab.generation.sampling import SamplingConfig
 
+ENCODING_HELP = (
+    "encoding of the text file (default: UTF-8, else the encoding the run recorded, else "
+    "detected, with a one-line notice; a name given is honoured exactly)"
+)
+
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,7 +28,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["train", "valid", "test"], default="test")
     p.add_argument("--corpus")
     p.add_argument("--text")
-    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--encoding", help=ENCODING_HELP)
     p.add_argument(
         "--batch-size",
         type=int,
@@ -315,29 +320,28 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("stdin", nargs="?", choices=["-"], help="read the text from standard input")
     p.add_argument("--text", help="a file to score ('-' for standard input)")
-    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--encoding", help=ENCODING_HELP)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from rnnlab.data.text_files import read_text_file
+    from rnnlab.data.encodings import check_encoding
+    from rnnlab.data.text_files import read_file_bytes
     from rnnlab.evaluation.run import score_run
 
     if args.text is None and args.stdin is None:
         raise ConfigError("give the text to score: --text FILE, or - to read standard input")
+    if args.encoding is not None:
+        check_encoding(args.encoding)
     if args.text in (None, "-"):
-        raw = sys.stdin.buffer.read()
-        try:
-            text = raw.decode(args.encoding).lstrip("\ufeff")
-        except (UnicodeDecodeError, LookupError):
-            raise DataError(
-                f"standard input is not valid {args.encoding}; pass the right --encoding"
-            ) from None
+        source, raw = "standard input", sys.stdin.buffer.read()
     else:
-        text = read_text_file(args.text, encoding=args.encoding)
-    scored = score_run(args.run_dir, text, device=args.device)
+        source, raw = args.text, read_file_bytes(args.text)
+        if not raw:
+            raise DataError(f"{source} is empty; give a file that contains text")
+    scored = score_run(args.run_dir, raw, device=args.device, encoding=args.encoding, source=source)
     if args.json:
         print(json.dumps(scored.to_dict(), ensure_ascii=False))
         return 0

@@ -75,7 +75,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--preset",
         help="take the model, optimizer and loop settings of a named setup (flags override it)",
     )
-    src = _add_data_args(p, encoding="utf-8", min_count=1)
+    src = _add_data_args(p, encoding="auto", min_count=1)
     src.add_argument(
         "--start-frame",
         action="store_true",
@@ -310,7 +310,9 @@ def _add_gradflow(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--corpus")
     src.add_argument("--text")
     src.add_argument("--level", choices=["char", "word"])
-    src.add_argument("--encoding", default="utf-8")
+    src.add_argument(
+        "--encoding", default="auto", help="of --text (default auto: UTF-8, else detected)"
+    )
     m = p.add_argument_group("models at initialisation")
     m.add_argument("--hidden", type=int, default=128)
     m.add_argument("--embed", type=int, default=64)

@@ -81,7 +81,12 @@ def _add_data_args(
     src.add_argument("--valid-text")
     src.add_argument("--test-text")
     src.add_argument(
-        "--encoding", default=encoding, help="encoding of --text files (default utf-8)"
+        "--encoding",
+        default=encoding,
+        help=f"encoding of --text files (default {encoding})"
+        if encoding
+        else "encoding of the text files (default auto: UTF-8, else detected with a one-line "
+        "notice; a name given is honoured exactly, and the run records the one it used)",
     )
     src.add_argument("--level", choices=["char", "word"])
     src.add_argument("--min-count", type=int, default=min_count)

@@ -51,6 +51,7 @@ RESUME_FLAGS = frozenset(
         "device",
         "patience",
         "threads",
+        "encoding",  # a text file that no longer decodes as recorded (tried first, then detected)
     }
 )
 

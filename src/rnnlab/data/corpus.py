@@ -20,7 +20,8 @@ class Corpus:
     ``splits`` maps ``"train"``, ``"valid"``, ``"test"`` to text. ``level`` is the corpus's
     natural tokenization (``"char"`` or ``"word"``). ``script`` is ``"simplified"`` or
     ``"traditional"`` for Chinese corpora, else ``None``. ``stats`` holds counts worth
-    reporting (e.g. how many poems the Tang cleaning dropped, and why).
+    reporting (e.g. how many poems the Tang cleaning dropped, and why). ``encoding`` is the
+    codec a local file was read with (None for other sources).
     """
 
     name: str
@@ -29,6 +30,7 @@ class Corpus:
     script: str | None = None
     description: str = ""
     stats: dict[str, int] = field(default_factory=dict)
+    encoding: str | None = None
 
     @property
     def train(self) -> str:

@@ -20,6 +20,7 @@ from torch import Tensor
 from rnnlab.data.corpora import load_corpus
 from rnnlab.data.corpus import Corpus
 from rnnlab.data.default_corpus import DEFAULT_CORPUS, default_corpus
+from rnnlab.data.encodings import AUTO, check_encoding
 from rnnlab.data.registry import is_pianoroll
 from rnnlab.data.rolls import RollData, fraction_pieces, load_rolls
 from rnnlab.data.text_files import load_text_file
@@ -40,8 +41,12 @@ class DataConfig:
         corpus: a named corpus (``rnnlab corpora`` lists them); None with no ``text`` means the
             offline default, Tiny Shakespeare, shipped inside the package
             (:mod:`rnnlab.data.default_corpus`).
-        text: a local UTF-8 (or ``encoding``) text file, split by ``valid_fraction`` /
-            ``test_fraction`` unless ``valid_text`` / ``test_text`` are given.
+        text: a local text file, split by ``valid_fraction`` / ``test_fraction`` unless
+            ``valid_text`` / ``test_text`` are given.
+        encoding: of the text files: ``"auto"`` (UTF-8, else detected, with a one-line
+            notice) or a codec name, honoured exactly. A run records the codec its text was
+            read with here; read back from a run (``load_data(..., policy="recorded")``) that
+            codec is tried first and detection takes over when it fails.
         level: "char" or "word"; None takes the corpus's natural level.
         min_count, max_vocab: vocabulary limits (rarer symbols become ``<unk>``).
         data_fraction: train on the first fraction of the training split (data-size studies).
@@ -52,7 +57,7 @@ class DataConfig:
     text: str | None = None
     valid_text: str | None = None
     test_text: str | None = None
-    encoding: str = "utf-8"
+    encoding: str = AUTO
     level: str | None = None
     min_count: int = 1
     max_vocab: int | None = None
@@ -70,6 +75,7 @@ class DataConfig:
                 f"--poet keeps one poet's poems of the tang corpus; {self.describe()} has no "
                 "poets: use --corpus tang or drop --poet"
             )
+        check_encoding(self.encoding)
         if self.level is not None and self.level not in LEVELS:
             raise ConfigError(f"unknown level {self.level!r}; choose char or word")
         if not 0.0 < self.data_fraction <= 1.0:
@@ -96,7 +102,8 @@ class DataConfig:
 
 @dataclass
 class LMData:
-    """Token-id streams of the three splits with the vocabulary that maps them."""
+    """Token-id streams of the three splits with the vocabulary that maps them; ``encoding``
+    is the codec a local text file was read with (None for a named or the default corpus)."""
 
     name: str
     level: str
@@ -104,6 +111,7 @@ class LMData:
     train: Tensor  # (N_train,) int64
     valid: Tensor  # (N_valid,)
     test: Tensor  # (N_test,)
+    encoding: str | None = None
 
     def split(self, name: str) -> Tensor:
         if name not in ("train", "valid", "test"):
@@ -111,12 +119,14 @@ class LMData:
         return getattr(self, name)
 
 
-def load_text(cfg: DataConfig) -> Corpus:
-    """The raw text of the three splits that ``cfg`` names."""
+def load_text(cfg: DataConfig, *, policy: str = "given") -> Corpus:
+    """The raw text of the three splits that ``cfg`` names; ``policy`` says whose choice its
+    ``encoding`` is (see :func:`rnnlab.data.encodings.decode_text`)."""
     if cfg.text is not None:
         return load_text_file(
             cfg.text,
             encoding=cfg.encoding,
+            policy=policy,
             valid_fraction=cfg.valid_fraction,
             test_fraction=cfg.test_fraction,
             valid_path=cfg.valid_text,
@@ -155,15 +165,18 @@ def load_data(
     vocab: Vocab | None = None,
     *,
     vocab_for: Callable[[list[str]], Vocab] | None = None,
+    policy: str = "given",
 ) -> LMData | RollData:
     """Tokenize the corpus of ``cfg``; build the vocabulary on train unless one is given, or
     ``vocab_for`` gives it from the training tokens (fine-tuning: the source's vocabulary).
 
-    A piano-roll corpus gives its :class:`RollData` (``vocab`` is ignored).
+    A piano-roll corpus gives its :class:`RollData` (``vocab`` is ignored). ``policy`` says whose
+    choice ``cfg.encoding`` is: ``"given"`` (honoured exactly), ``"recorded"`` (a run's own
+    files) or ``"hint"`` (another file read for a run); see :mod:`rnnlab.data.encodings`.
     """
     if cfg.corpus is not None and is_pianoroll(cfg.corpus):
         return load_roll_data(cfg)
-    corpus = load_text(cfg)
+    corpus = load_text(cfg, policy=policy)
     level = cfg.level or corpus.level
     tokenizer = make_tokenizer(level)
     train_tokens = tokenizer.tokenize(corpus.splits["train"])
@@ -191,6 +204,7 @@ def load_data(
         train=ids(train_tokens),
         valid=ids(tokenizer.tokenize(corpus.splits["valid"])),
         test=ids(tokenizer.tokenize(corpus.splits["test"])),
+        encoding=corpus.encoding,
     )
     log.info(
         "%s (%s level): %d train / %d valid / %d test tokens, vocabulary %d",

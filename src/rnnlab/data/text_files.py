@@ -1,34 +1,44 @@
 """Local text files as corpora: reading with one-line errors, and contiguous splitting.
 
-:func:`read_text_file` reads a whole file and refuses missing, empty, binary or mis-encoded
-input with a one-line :class:`~rnnlab.errors.DataError`; :func:`load_text_file` splits a file
-contiguously (or takes explicit valid/test files) into a :class:`~rnnlab.data.corpus.Corpus`.
+:func:`read_text_file` reads a whole file and refuses missing, empty or binary input with a
+one-line :class:`~rnnlab.errors.DataError`; its encoding is UTF-8 or detected (``"auto"``), given,
+or recorded by a run (see :mod:`rnnlab.data.encodings`); :func:`read_file_bytes` is the reading
+alone, for callers that decode later. :func:`load_text_file` splits a file
+contiguously (or takes explicit valid/test files) into a :class:`~rnnlab.data.corpus.Corpus` that
+records the encoding its main file was read with.
 """
 
 from __future__ import annotations
 
-import codecs
 from pathlib import Path
 
 from rnnlab.data.corpus import Corpus
+from rnnlab.data.encodings import AUTO, DecodedText, check_encoding, decode_text
 from rnnlab.errors import ConfigError, DataError
 
-_UTF8_BOM = codecs.BOM_UTF8
-_BINARY_FRACTION = 0.3  # more undecodable bytes than this: call it binary, not mis-encoded
 
-
-def read_text_file(path: str | Path, *, encoding: str = "utf-8") -> str:
+def read_text_file(path: str | Path, *, encoding: str = AUTO, policy: str = "given") -> str:
     """Read a whole text file with one-line :class:`DataError` messages for bad input.
 
-    A UTF-8 byte-order mark is stripped silently and ``\\r\\n`` becomes ``\\n``.
+    ``encoding`` is ``"auto"`` (UTF-8, else detected, with a one-line notice) or a codec name,
+    honoured exactly, or with ``policy="recorded"`` or ``"hint"`` the codec a run recorded (see
+    :func:`rnnlab.data.encodings.decode_text`). A byte-order mark is dropped and ``\\r\\n``
+    becomes ``\\n``.
     """
+    return read_text(path, encoding=encoding, policy=policy).text
+
+
+def read_text(path: str | Path, *, encoding: str = AUTO, policy: str = "given") -> DecodedText:
+    """:func:`read_text_file`'s text together with the encoding it was read with."""
+    check_encoding(encoding)
+    data = read_file_bytes(path)
+    return decode_bytes(data, str(path), encoding=encoding, policy=policy)
+
+
+def read_file_bytes(path: str | Path) -> bytes:
+    """The bytes of a regular file; a missing, unreadable or special file is a one-line
+    :class:`DataError`."""
     p = Path(path)
-    try:
-        codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise ConfigError(
-            f"unknown --encoding '{encoding}'; use a codec name such as utf-8, latin-1, gb18030"
-        ) from None
     if not p.exists():
         raise DataError(f"text file not found: {p}; check the path")
     if p.is_dir():
@@ -36,31 +46,21 @@ def read_text_file(path: str | Path, *, encoding: str = "utf-8") -> str:
     if not p.is_file():  # a FIFO or device (e.g. /dev/zero) could be read forever
         raise DataError(f"{p} is not a regular file; give a text file")
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {p} ({exc.strerror}); check its permissions") from None
-    if codec.startswith("utf-8") and data.startswith(_UTF8_BOM):
-        data = data[len(_UTF8_BOM) :]
-    if not data:
-        raise DataError(f"{p} is empty; give a file that contains text")
-    wide = codec.startswith(("utf-16", "utf-32"))
-    if not wide and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise DataError(f"{p} starts with a UTF-16 byte-order mark; pass --encoding utf-16")
-    if not wide and b"\x00" in data:
-        raise DataError(f"{p} looks binary (it contains NUL bytes); give a plain text file")
-    try:
-        text = data.decode(codec)
-    except UnicodeDecodeError as exc:
-        bad = data.decode(codec, errors="replace").count("\ufffd")
-        if bad > _BINARY_FRACTION * len(data):
-            raise DataError(
-                f"{p} looks binary, not {encoding} text; give a plain text file"
-            ) from None
-        raise DataError(
-            f"{p} is not valid {encoding} at byte offset {exc.start}; "
-            f"pass its real encoding with --encoding (e.g. latin-1, gb18030, utf-16)"
-        ) from None
-    return text.replace("\r\n", "\n")
+
+
+def decode_bytes(
+    data: bytes, source: str, *, encoding: str = AUTO, policy: str = "given"
+) -> DecodedText:
+    """The text of a file's (or standard input's) bytes, as :func:`read_text_file` reads it;
+    ``source`` names them in messages. Empty text is a one-line :class:`DataError`."""
+    decoded = decode_text(data, source, encoding, policy=policy) if data else None
+    if decoded is None or not decoded.text.lstrip("\ufeff"):
+        raise DataError(f"{source} is empty; give a file that contains text")
+    text = decoded.text.removeprefix("\ufeff").replace("\r\n", "\n")
+    return DecodedText(text, decoded.encoding)
 
 
 def cut_points(n_chars: int, valid_fraction: float, test_fraction: float) -> tuple[int, int]:
@@ -85,7 +85,8 @@ def _snap_to_space(text: str, i: int) -> int:
 def load_text_file(
     path: str | Path,
     *,
-    encoding: str = "utf-8",
+    encoding: str = AUTO,
+    policy: str = "given",
     valid_fraction: float = 0.05,
     test_fraction: float = 0.05,
     valid_path: str | Path | None = None,
@@ -99,12 +100,18 @@ def load_text_file(
     (for ``level="word"`` each cut moves forward to the next whitespace). A given
     ``valid_path``/``test_path`` supplies that split instead, and its fraction is ignored. A
     fraction of 0 gives an empty split. Errors are one-line :class:`DataError` messages.
+    ``encoding`` and ``policy`` are :func:`read_text_file`'s, for every file; the corpus
+    records the encoding the main file was read with.
     """
     if level not in ("char", "word"):
         raise ConfigError(f"level must be 'char' or 'word', not '{level}'")
-    text = read_text_file(path, encoding=encoding)
-    valid_text = read_text_file(valid_path, encoding=encoding) if valid_path else None
-    test_text = read_text_file(test_path, encoding=encoding) if test_path else None
+    main = read_text(path, encoding=encoding, policy=policy)
+    text = main.text
+
+    def other(extra: str | Path | None) -> str | None:
+        return read_text_file(extra, encoding=encoding, policy=policy) if extra else None
+
+    valid_text, test_text = other(valid_path), other(test_path)
     a, b = cut_points(
         len(text),
         0.0 if valid_text is not None else valid_fraction,
@@ -126,4 +133,4 @@ def load_text_file(
             f"{'/'.join(empty)} split; use a longer file or pass --valid-text/--test-text"
         )
     p = Path(path)
-    return Corpus(p.name, level, splits, None, f"local file {p}")
+    return Corpus(p.name, level, splits, None, f"local file {p}", encoding=main.encoding)

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.data.dataset import DataConfig, load_data
+from rnnlab.data.encodings import AUTO
 from rnnlab.data.registry import is_pianoroll
 from rnnlab.data.rolls import RollData
+from rnnlab.data.text_files import decode_bytes
 from rnnlab.data.vocab import boundary_token, make_tokenizer
 from rnnlab.errors import CheckpointError, ConfigError, DataError
 from rnnlab.evaluation.rolls import evaluate_rolls
@@ -44,13 +46,21 @@ def _recorded_data(run_dir: str | Path, ckpt: Any, what: str) -> DataConfig:
     return DataConfig.from_dict(recorded)
 
 
+def recorded_encoding(ckpt: Any) -> str:
+    """The encoding the run's text was read with (``"auto"`` for a named corpus, and for a run
+    recorded before runs kept it: ``"utf-8"``, the only encoding then read by default)."""
+    data = (ckpt.meta.get("run") or {}).get("data") or {}
+    encoding = data.get("encoding")
+    return encoding if isinstance(encoding, str) else AUTO
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
     *,
     corpus: str | None = None,
     text: str | None = None,
-    encoding: str = "utf-8",
+    encoding: str | None = None,
     batch_size: int = 10,
     bptt: int = 100,
     device: str = "cpu",
@@ -60,7 +70,9 @@ def evaluate_run(
     ``split`` of its own data, or of ``corpus`` / the ``text`` file.
 
     A text run refuses piano rolls and text with more than :data:`UNK_LIMIT` unknown tokens
-    (unless ``allow_unk``); a piano-roll run refuses text.
+    (unless ``allow_unk``); a piano-roll run refuses text. ``encoding`` (of ``text``) is honoured
+    exactly; None reads the file as UTF-8, else in the encoding the run recorded, else as
+    detected (see :mod:`rnnlab.data.encodings`).
     """
     model, vocab, ckpt = load_model(run_dir, device=device)
     if vocab is None:
@@ -72,13 +84,19 @@ def evaluate_run(
         )
     level = ckpt.meta["level"]
     if corpus or text:
+        given = encoding is not None
+        read_as = encoding if given else recorded_encoding(ckpt)
         data = load_data(
-            DataConfig(corpus=corpus, text=text, encoding=encoding, level=level), vocab=vocab
+            DataConfig(corpus=corpus, text=text, encoding=read_as, level=level),
+            vocab=vocab,
+            policy="given" if given else "hint",
         )
     else:
         try:
             data = load_data(
-                _recorded_data(run_dir, ckpt, "--text FILE or --corpus NAME"), vocab=vocab
+                _recorded_data(run_dir, ckpt, "--text FILE or --corpus NAME"),
+                vocab=vocab,
+                policy="recorded",
             )
         except DataError as e:
             raise DataError(
@@ -153,10 +171,27 @@ class TextScore:
         }
 
 
-def score_run(run_dir: str | Path, text: str, *, device: str = "cpu") -> TextScore:
+def score_run(
+    run_dir: str | Path,
+    text: str | bytes,
+    *,
+    device: str = "cpu",
+    encoding: str | None = None,
+    source: str = "the text",
+) -> TextScore:
     """Log-probability of every token of ``text`` under the text model in ``run_dir``, each given
-    all before it (the first after the boundary symbol of training lines)."""
+    all before it (the first after the boundary symbol of training lines).
+
+    ``text`` may be the bytes of a file (named ``source`` in messages): they are read in
+    ``encoding``, exactly, or with None as UTF-8, else in the encoding the run recorded, else as
+    detected (see :mod:`rnnlab.data.encodings`).
+    """
     model, vocab, ckpt = load_text_model(run_dir, device, "score")
+    if isinstance(text, bytes):
+        given = encoding is not None
+        read_as = encoding if given else recorded_encoding(ckpt)
+        policy = "given" if given else "hint"
+        text = decode_bytes(text, source, encoding=read_as, policy=policy).text if text else ""
     level = ckpt.meta["level"]
     tokens = make_tokenizer(level).tokenize(text)
     scores = score_tokens(model, boundary_token(vocab, level), vocab.encode(tokens), vocab.itos)

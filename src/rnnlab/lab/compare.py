@@ -28,6 +28,7 @@ from rnnlab.config.presets import get_preset
 from rnnlab.config.resolve import choose_preset, resolve_config
 from rnnlab.config.run import OptimConfig, RunConfig, TrainConfig
 from rnnlab.data.dataset import DataConfig
+from rnnlab.data.encodings import AUTO
 from rnnlab.errors import ConfigError
 from rnnlab.lab.grid import GridConfig
 from rnnlab.lab.results import chosen_rates
@@ -93,7 +94,7 @@ class CompareRequest:
     text: str | None = None
     valid_text: str | None = None
     test_text: str | None = None
-    encoding: str = "utf-8"
+    encoding: str = AUTO  # UTF-8, else detected
     level: str | None = None
     min_count: int = 1
     max_vocab: int | None = None

@@ -40,7 +40,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,15 @@ class _Meter:
         self.tokens, self.loss, self.count, self.mark = 0, 0.0, 0, mark
 
 
+def _recording_encoding(config: RunConfig, data: LMData | RollData) -> RunConfig:
+    """``config`` with the codec its text file was read with as ``data.encoding`` (what
+    ``run.json`` and the checkpoints record, and ``eval``, ``score`` and ``--resume`` reuse)."""
+    used = getattr(data, "encoding", None)
+    if used is None or used == config.data.encoding:
+        return config
+    return replace(config, data=replace(config.data, encoding=used))
+
+
 class Trainer:
     """Trains a :class:`LanguageModel` or :class:`AdaptiveLanguageModel` (text) or a
     :class:`PianoRollModel` (piano rolls) as ``config`` says and keeps ``run_dir`` up to date.
@@ -216,14 +225,17 @@ class Trainer:
         if config.train.init_from is not None and resume_ckpt is None:
             config, source = init_from.apply_source(config)
             self.config = config
-        if data is not None:
-            self.data = data
-            if source is not None:
-                init_from.check_data(source, data)
-        elif source is not None and source.vocab is not None:
-            self.data = load_data(config.data, vocab_for=init_from.vocab_policy(source, config))
-        else:
-            self.data = load_data(config.data, vocab=vocab)
+        if data is None:  # a resumed run reads its own files in the encoding it recorded
+            policy = "recorded" if resume else "given"
+            if source is not None and source.vocab is not None:
+                vocab_for = init_from.vocab_policy(source, config)
+                data = load_data(config.data, vocab_for=vocab_for, policy=policy)
+            else:
+                data = load_data(config.data, vocab=vocab, policy=policy)
+            config = self.config = _recording_encoding(config, data)
+        elif source is not None:
+            init_from.check_data(source, data)
+        self.data = data
         self.task: Task = make_task(self.data, config, self.device, self.dist)
         if resume_ckpt:
             self.task.check_resume(resume_ckpt.meta)
