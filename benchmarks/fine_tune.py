@@ -10,8 +10,9 @@ the base either), with the same vocabulary (the base run's; characters outside i
 * ``fine-tuned``: ``rnnlab train --init-from BASE --corpus tang --poet NAME --unk`` for
   ``--minutes``, Adam at ``--lr`` annealed to zero over the minutes (cosine);
 * ``poet alone``: the same command from a run of the same architecture and vocabulary that has
-  taken one step at a learning rate of 1e-12 (so its weights are the initial ones): the poet's
-  poems alone, from scratch, with the same settings and minutes.
+  taken one step at a learning rate of 1e-12 (so its weights are the initial ones; the step is
+  bounded by ``--max-minutes``, not ``--max-steps``, which a fine-tuned run would inherit): the
+  poet's poems alone, from scratch, with the same settings and minutes.
 
 The two trainings run side by side, one thread each, so both meet the same machine load. Raw
 outputs: the three runs' ``metrics.jsonl`` and ``results.json`` and the summary
@@ -92,7 +93,7 @@ def main() -> None:
     base_config = args.base / "run.json"
     finish(
         rnnlab(
-            "train", "--config", str(base_config), "--max-steps", "1", "--lr", "1e-12",
+            "train", "--config", str(base_config), "--max-minutes", "0.001", "--lr", "1e-12",
             "--threads", "1", "--no-progress", "--no-sample", "--out", str(init),
         ),
         "the initial run",
