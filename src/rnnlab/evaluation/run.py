@@ -55,16 +55,18 @@ def evaluate_run(
     bptt: int = 100,
     device: str = "cpu",
     allow_unk: bool = False,
+    progress: bool = False,
 ) -> RunEvaluation:
     """Exact perplexity (text) or NLL per time step (piano rolls) of the run in ``run_dir`` on
     ``split`` of its own data, or of ``corpus`` / the ``text`` file.
 
     A text run refuses piano rolls and text with more than :data:`UNK_LIMIT` unknown tokens
-    (unless ``allow_unk``); a piano-roll run refuses text.
+    (unless ``allow_unk``); a piano-roll run refuses text. With ``progress``, a long pass
+    shows a bar on stderr.
     """
     model, vocab, ckpt = load_model(run_dir, device=device)
     if vocab is None:
-        return _evaluate_rolls_run(run_dir, model, ckpt, split, corpus, text, batch_size)
+        return _evaluate_rolls_run(run_dir, model, ckpt, split, corpus, text, batch_size, progress)
     if corpus and is_pianoroll(corpus):
         raise ConfigError(
             f"{run_dir} is a text model and {corpus} holds piano rolls; evaluate it on "
@@ -98,7 +100,9 @@ def evaluate_run(
             "(it was trained on "
             f"{ckpt.meta.get('corpus')}); evaluate on matching text or pass --allow-unk"
         )
-    result = evaluate(model, ids, batch_size=batch_size, bptt=bptt, level=level)
+    result = evaluate(
+        model, ids, batch_size=batch_size, bptt=bptt, level=level, progress=progress, label=split
+    )
     return RunEvaluation(result, split, data.name)
 
 
@@ -110,6 +114,7 @@ def _evaluate_rolls_run(
     corpus: str | None,
     text: str | None,
     batch_size: int,
+    progress: bool,
 ) -> RunEvaluation:
     """:func:`evaluate_run` of a piano-roll model: exact NLL per time step of a split."""
     if text or (corpus and not is_pianoroll(corpus)):
@@ -121,7 +126,9 @@ def _evaluate_rolls_run(
         DataConfig(corpus=corpus) if corpus else _recorded_data(run_dir, ckpt, "--corpus NAME")
     )
     data = load_data(data_cfg)
-    result = evaluate_rolls(model, data.split(split), batch_size=batch_size)
+    result = evaluate_rolls(
+        model, data.split(split), batch_size=batch_size, progress=progress, label=split
+    )
     return RunEvaluation(result, split, data.name)
 
 
