@@ -627,7 +627,12 @@ def test_help_exits_zero(run_cli):
 
 
 @pytest.mark.parametrize(
-    "args,mention", [(["--bptt", "0"], "bptt"), (["--batch-size", "0"], "batch size")]
+    "args,mention",
+    [
+        (["--bptt", "0"], "bptt"),
+        (["--batch-size", "0"], "batch size"),
+        (["--threads", "0"], "threads"),
+    ],
 )
 def test_eval_refuses_impossible_settings(run, run_cli, args, mention):
     code, _, err = run_cli("eval", run, *args)

@@ -434,6 +434,15 @@ def test_resume_from_damaged_last_gives_the_command_for_best(tmp_path, saved):
     assert ck.load_resume_checkpoint(run, ck.BEST).meta["progress"]["step"] == 10
 
 
+def test_resume_from_best_is_refused_while_last_is_whole(tmp_path, saved):
+    run = run_with_checkpoints(tmp_path, saved)
+    with pytest.raises(CheckpointError, match="step 20.*step 10.*away.*--resume"):
+        ck.load_resume_checkpoint(run, ck.BEST)
+    (tmp_path / "same").mkdir()
+    run = run_with_checkpoints(tmp_path / "same", saved, best_step=20)  # the same point: fine
+    assert ck.load_resume_checkpoint(run, ck.BEST).meta["progress"]["step"] == 20
+
+
 def test_resume_from_damaged_best_gives_the_command_for_last(tmp_path, saved):
     run = run_with_checkpoints(tmp_path, saved)
     damage(run / ck.BEST)

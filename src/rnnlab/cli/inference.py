@@ -32,7 +32,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         help="CPU threads for torch (default: torch's choice; on a machine busy with other "
-        "work, 1 can be many times faster)",
+        "work, 1, or OMP_WAIT_POLICY=PASSIVE in the environment, can be many times faster)",
     )
     p.add_argument(
         "--allow-unk", action="store_true", help="evaluate even when many tokens are unknown"

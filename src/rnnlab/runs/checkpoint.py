@@ -189,7 +189,8 @@ def readable_checkpoint(path: Path) -> Checkpoint | None:
 
 def checkpoint_step(ckpt: Checkpoint) -> int | None:
     """The training step a checkpoint was saved at (None if it does not record one)."""
-    step = (ckpt.meta.get("progress") or {}).get("step")
+    progress = ckpt.meta.get("progress")
+    step = progress.get("step") if isinstance(progress, dict) else None
     return step if isinstance(step, int) else None
 
 
@@ -291,7 +292,8 @@ def load_resume_checkpoint(run_dir: str | Path, name: str = LAST) -> Checkpoint 
 
     Without a last checkpoint the run continues from its best one if it has one (a crash
     between the two files of its first save), else None: it died before its first checkpoint
-    and starts over from ``run.json``.
+    and starts over from ``run.json``. Best is for when last is damaged: asked for while last
+    reads whole and is further on, it is refused (that would discard the later steps).
 
     Raises:
         CheckpointError: the checkpoint is damaged (or a best one asked for is missing); the
@@ -310,9 +312,25 @@ def load_resume_checkpoint(run_dir: str | Path, name: str = LAST) -> Checkpoint 
             return None
         path = run_dir / BEST
     try:
-        return _read_checkpoint(path)
+        ckpt = _read_checkpoint(path)
     except CorruptCheckpoint as e:
         raise CheckpointError(f"{path} {e.problem}; {_resume_advice(path)}") from None
+    if name == BEST:
+        _refuse_rolling_back(run_dir, ckpt)
+    return ckpt
+
+
+def _refuse_rolling_back(run_dir: Path, best: Checkpoint) -> None:
+    """Resuming from best while the last checkpoint reads whole and is further on would throw
+    its later steps away: refused, naming the command that continues from last."""
+    last = readable_checkpoint(run_dir / LAST)
+    if last is None or checkpoint_step(last) == checkpoint_step(best):
+        return
+    raise CheckpointError(
+        f"{run_dir / LAST} reads whole (step {checkpoint_step(last)}); resuming from the best "
+        f"checkpoint (step {checkpoint_step(best)}) would throw the steps after it away; "
+        f"continue from last with rnnlab train --resume {shlex.quote(str(run_dir))}"
+    )
 
 
 def _resume_advice(path: Path) -> str:
