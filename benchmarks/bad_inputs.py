@@ -20,6 +20,7 @@ import io
 import os
 import pickle
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,17 @@ def make_checkpoints(d: Path, run: Path) -> dict[str, Path]:
         meta["vocab"]["itos"] = list(meta["vocab"]["itos"])
         change(meta)
         ck.save_checkpoint(d / name / "best.safetensors", ck.Checkpoint(meta, ckpt.tensors))
+        out[name] = d / name
+    # copies of the whole run with checkpoints cut in half, as a crash of a copy leaves them
+    for name, cut in {
+        "last-cut": ["last"],
+        "best-cut": ["best"],
+        "both-cut": ["last", "best"],
+    }.items():
+        shutil.copytree(run, d / name)
+        for which in cut:
+            path = d / name / f"{which}.safetensors"
+            path.write_bytes(path.read_bytes()[: len(good) // 2])
         out[name] = d / name
     return out
 
@@ -248,6 +260,25 @@ def cases(f: dict[str, Path], run: Path, bad: dict[str, Path], scratch: Path) ->
             ["train", "--resume", str(run), "--hidden", "32", *QUIET],
             2,
         ),
+        Case(
+            "resume",
+            "`--resume` of a run whose last checkpoint is cut in half",
+            ["train", "--resume", str(bad["last-cut"]), *QUIET],
+            2,
+        ),
+        Case(
+            "resume",
+            "`--resume RUN/best.safetensors`, as that message says",
+            ["train", "--resume", str(bad["last-cut"] / "best.safetensors"), *QUIET],
+            0,
+            "continues from the best checkpoint's step in the same directory",
+        ),
+        Case(
+            "resume",
+            "`--resume` of a run whose two checkpoints are both cut in half",
+            ["train", "--resume", str(bad["both-cut"]), *QUIET],
+            2,
+        ),
     ]
     for name, what in [
         ("empty", "an empty file"),
@@ -257,6 +288,7 @@ def cases(f: dict[str, Path], run: Path, bad: dict[str, Path], scratch: Path) ->
         ("foreign", "a safetensors file that is not an rnnlab checkpoint"),
         ("huge-config", "a config claiming `hidden_size` 10,000,000 beside small tensors"),
         ("vocab-mismatch", "a vocabulary one shorter than the model's"),
+        ("best-cut", "a run whose best checkpoint is cut in half (its last one is whole)"),
     ]:
         c.append(Case("checkpoint", f"`eval` of {what}", ["eval", str(bad[name])], 2))
     c += [

@@ -644,7 +644,12 @@ def test_help_exits_zero(run_cli):
 
 
 @pytest.mark.parametrize(
-    "args,mention", [(["--bptt", "0"], "bptt"), (["--batch-size", "0"], "batch size")]
+    "args,mention",
+    [
+        (["--bptt", "0"], "bptt"),
+        (["--batch-size", "0"], "batch size"),
+        (["--threads", "0"], "threads"),
+    ],
 )
 def test_eval_refuses_impossible_settings(run, run_cli, args, mention):
     code, _, err = run_cli("eval", run, *args)
@@ -717,6 +722,70 @@ def test_resume_from_a_truncated_checkpoint(run_copy, run_cli):
     assert_one_line_error(code, err, "last.safetensors", "truncated")
 
 
+def metrics_rows(run_dir):
+    """(kind, step) of every metrics.jsonl row, in order."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [(r["kind"], r["step"]) for r in map(json.loads, lines)]
+
+
+def test_resume_from_best_when_last_is_damaged(run_copy, run_cli):
+    """The message gives the command; it continues from best's step in the same directory, drops
+    the metrics rows after it and ends with the weights of the run that was never damaged."""
+    best20 = (run_copy / "best.safetensors").read_bytes()
+    code, _, err = run_cli("train", "--resume", run_copy, "--max-steps", 30, *QUIET)
+    assert code == 0, err
+    intact = ck.load_checkpoint(run_copy / "last.safetensors")
+    rows = metrics_rows(run_copy)
+    assert rows[-1][1] == 30
+    (run_copy / "best.safetensors").write_bytes(best20)  # best from step 20, last from step 30
+    last = run_copy / "last.safetensors"
+    last.write_bytes(last.read_bytes()[: len(last.read_bytes()) // 2])
+    code, _, err = run_cli("train", "--resume", run_copy, "--max-steps", 30, *QUIET)
+    message = assert_one_line_error(code, err, "last.safetensors is corrupt", "(step 20)")
+    command = message.split(": ")[-1]
+    best = run_copy / "best.safetensors"
+    assert command == f"rnnlab train --resume {best}"
+    code, _, err = run_cli(*command.split()[1:], "--max-steps", 30, *QUIET)
+    assert code == 0, err
+    resumed = ck.load_checkpoint(run_copy / "last.safetensors")  # rewritten whole
+    assert resumed.meta["progress"]["step"] == 30
+    for name, t in intact.group("model").items():
+        assert torch.equal(resumed.group("model")[name], t), name
+    assert metrics_rows(run_copy) == rows  # rows after step 20 dropped, then written again
+
+
+def test_resume_when_both_checkpoints_are_damaged(run_copy, run_cli):
+    for name in ("last.safetensors", "best.safetensors"):
+        path = run_copy / name
+        path.write_bytes(path.read_bytes()[:-100])
+    before = snapshot(run_copy)
+    for target in (run_copy, run_copy / "best.safetensors"):
+        code, _, err = run_cli("train", "--resume", target, "--max-steps", 25, *QUIET)
+        message = assert_one_line_error(code, err, "damaged too", "nothing can be resumed")
+        assert message.endswith(f"rnnlab train --config {run_copy / 'run.json'}")
+    assert snapshot(run_copy) == before  # nothing touched
+    config = str(run_copy / "run.json")  # and the advice works
+    out = run_copy.parent / "again"
+    code, _, err = run_cli("train", "--config", config, "--max-steps", 2, "--out", out, *QUIET)
+    assert code == 0, err
+
+
+def test_resume_refuses_a_file_that_is_not_a_checkpoint_of_the_run(run_copy, run_cli):
+    code, _, err = run_cli("train", "--resume", run_copy / "run.json", *QUIET)
+    assert_one_line_error(code, err, "no rnnlab run", "run directory (or its best.safetensors")
+
+
+def test_inference_on_a_run_with_a_damaged_best(run_copy, run_cli):
+    best = run_copy / "best.safetensors"
+    best.write_bytes(best.read_bytes()[:-100])
+    last = run_copy / "last.safetensors"
+    for command in ("eval", "sample"):
+        code, _, err = run_cli(command, run_copy)
+        assert_one_line_error(code, err, "best.safetensors is corrupt", f"give {last} instead")
+        code, _, err = run_cli(command, last)
+        assert code == 0, err
+
+
 @pytest.mark.parametrize(
     "error,mentions,exit_code",
     [
@@ -744,6 +813,66 @@ def test_eval_of_a_directory_without_checkpoint(tmp_path, run_cli, target):
         (path / "run.json").write_text("{}")
     code, _, err = run_cli("eval", path)
     assert_one_line_error(code, err, "rnnlab train")
+
+
+# ------------------------------------------------------------------------ -v, progress
+
+
+@pytest.mark.parametrize(
+    "argv,verbose",
+    [
+        (["train"], False),
+        (["-v", "train"], True),
+        (["train", "-v"], True),
+        (["--verbose", "train", "--max-steps", "3"], True),
+        (["train", "--max-steps", "3", "--verbose"], True),
+        (["eval", "RUN"], False),
+        (["eval", "RUN", "-v"], True),
+        (["-v", "eval", "RUN", "-v"], True),
+        (["compare", "--out", "g", "-v"], True),
+        (["corpora", "-v"], True),
+    ],
+)
+def test_verbose_before_or_after_the_subcommand(argv, verbose):
+    from rnnlab.cli import make_parser
+
+    assert make_parser().parse_args(argv).verbose is verbose
+
+
+def test_verbose_after_the_subcommand_logs(run, texts):
+    english = texts / "english.txt"
+    proc = rnnlab("eval", run, "--text", english, "-v")
+    assert proc.returncode == 0, proc.stderr
+    assert "rnnlab: english.txt (char level)" in proc.stderr
+
+
+@pytest.fixture
+def eager_progress(monkeypatch):
+    """Progress bars of evaluations shown at once, not only after a few seconds."""
+    monkeypatch.setattr("rnnlab.evaluation.text.PROGRESS_DELAY_S", 0.0)
+
+
+def test_eval_shows_progress_when_it_is_long(run, run_cli, eager_progress):
+    code, out, err = run_cli("eval", run)
+    assert code == 0 and "test:" in out
+    assert "test:" in err and "tok" in err and "%|" in err  # a tqdm bar named after the split
+    code, out, err = run_cli("eval", run, "--no-progress")
+    assert code == 0 and err == ""
+
+
+def test_eval_shows_no_progress_when_it_is_short(run, run_cli):
+    code, out, err = run_cli("eval", run)
+    assert code == 0 and err == ""
+
+
+def test_training_evaluations_show_progress(texts, tmp_path, run_cli, eager_progress):
+    args = ["train", "--text", texts / "english.txt", "--max-steps", 3, *SMALL, "--no-sample"]
+    code, _, err = run_cli(*args, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert "valid:" in err and "test:" in err and "tok" in err
+    code, _, err = run_cli(*args, "--out", tmp_path / "b", "--no-progress")
+    assert code == 0, err
+    assert "%|" not in err
 
 
 # ------------------------------------------------------------------------ real processes

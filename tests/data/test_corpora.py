@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,6 +241,35 @@ def test_network_failure_is_a_data_error(tmp_path: Path, no_mirror: None) -> Non
     with pytest.raises(DataError) as info:
         corpus_file(spec, "fake/data.txt")
     assert "cannot download" in _one_line(info) and "RNNLAB_DATA_DIR" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_data_dir_set_to_a_missing_folder_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    spec = _fake_spec(tmp_path, b"upstream bytes")
+    wrong = tmp_path / "no-such-mirror"
+    if kind == "file":
+        wrong.write_text("not a folder")
+    monkeypatch.setenv("RNNLAB_DATA_DIR", str(wrong))
+    what = "a file, not a folder" if kind == "file" else "a folder that does not exist"
+    with pytest.raises(DataError) as info:  # offline: the cache does not hold it
+        corpus_file(spec, "fake/data.txt", download=False)
+    message = _one_line(info)
+    assert f"RNNLAB_DATA_DIR is set to {wrong}, {what}" in message and "fake/data.txt" in message
+
+    def offline(url: str, timeout: float) -> bytes:
+        raise urllib.error.URLError("no network")
+
+    with pytest.raises(DataError) as info:  # online but the download fails
+        corpus_file(spec, "fake/data.txt", fetch=offline)
+    message = _one_line(info)
+    assert f"RNNLAB_DATA_DIR is set to {wrong}, {what}" in message
+    assert "cannot download" in message and "no network" in message
+    with caplog.at_level("WARNING", logger="rnnlab"):  # the download works: said, then used
+        path = corpus_file(spec, "fake/data.txt")
+    assert path.read_bytes() == b"upstream bytes"
+    assert f"RNNLAB_DATA_DIR is set to {wrong}" in caplog.text and "cache" in caplog.text
 
 
 def test_fetch_url_reads_file_urls(tmp_path: Path) -> None:

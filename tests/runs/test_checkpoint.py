@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -351,6 +352,127 @@ def test_load_model_refuses_inconsistent_checkpoints(tmp_path, saved, change, wo
 
 
 # ------------------------------------------------------------------ optimizer and RNG state
+
+
+# ------------------------------------------------------- a damaged checkpoint: what to use
+
+
+def run_with_checkpoints(tmp_path, saved, best_step=10, last_step=20):
+    """A run directory with run.json and best/last checkpoints recording those steps."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ck.RUN_CONFIG).write_text("{}")
+    for name, step in ((ck.BEST, best_step), (ck.LAST, last_step)):
+        ckpt = ck.load_checkpoint(saved)
+        ckpt.meta["progress"] = {"step": step}
+        ck.save_checkpoint(run / name, ckpt)
+    return run
+
+
+def damage(path, keep=0.5):
+    blob = path.read_bytes()
+    path.write_bytes(blob[: int(len(blob) * keep)])
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.01, 0.5, 0.99])
+def test_damaged_best_names_the_readable_last(tmp_path, saved, keep):
+    run = run_with_checkpoints(tmp_path, saved)
+    damage(run / ck.BEST, keep)
+    with pytest.raises(ck.CorruptCheckpoint) as e:
+        ck.load_checkpoint(run)  # a run directory: its best checkpoint
+    message = str(e.value)
+    assert f"{run / ck.BEST} is" in message
+    assert f"give {run / ck.LAST} instead" in message, message
+    assert ck.load_checkpoint(run / ck.LAST).meta["progress"]["step"] == 20  # which works
+
+
+def test_damaged_last_file_names_the_readable_best(tmp_path, saved):
+    run = run_with_checkpoints(tmp_path, saved)
+    damage(run / ck.LAST)
+    message = assert_refused(run / ck.LAST, "corrupt or truncated", f"give {run / ck.BEST}")
+    assert "best checkpoint" in message
+
+
+def test_zero_filled_checkpoint_is_damaged_not_foreign(tmp_path, saved):
+    run = run_with_checkpoints(tmp_path, saved)
+    (run / ck.LAST).write_bytes(bytes(len((run / ck.LAST).read_bytes())))
+    with pytest.raises(ck.CorruptCheckpoint, match="zero bytes.*best checkpoint reads whole"):
+        ck.load_checkpoint(run / ck.LAST)
+
+
+@pytest.mark.parametrize("other", ["damaged", "missing"])
+def test_no_readable_checkpoint_says_start_over(tmp_path, saved, other):
+    run = run_with_checkpoints(tmp_path, saved)
+    damage(run / ck.BEST)
+    if other == "damaged":
+        damage(run / ck.LAST, 0.3)
+    else:
+        (run / ck.LAST).unlink()
+    state = "is damaged too" if other == "damaged" else "does not exist"
+    assert_refused(run, f"last.safetensors {state}", f"rnnlab train --config {run / ck.RUN_CONFIG}")
+
+
+def test_resume_point():
+    assert ck.resume_point("runs/a") == (Path("runs/a"), ck.LAST)
+    assert ck.resume_point("runs/a/best.safetensors") == (Path("runs/a"), ck.BEST)
+    assert ck.resume_point("runs/a/last.safetensors") == (Path("runs/a"), ck.LAST)
+
+
+def test_resume_point_refuses_another_file(tmp_path, saved):
+    with pytest.raises(CheckpointError, match="no rnnlab run; --resume takes a run directory"):
+        ck.resume_point(saved)
+
+
+def test_resume_from_damaged_last_gives_the_command_for_best(tmp_path, saved):
+    run = run_with_checkpoints(tmp_path, saved)
+    damage(run / ck.LAST)
+    with pytest.raises(CheckpointError) as e:
+        ck.load_resume_checkpoint(run)
+    message = str(e.value)
+    assert "(step 10)" in message and "dropped" in message
+    assert message.endswith(f"rnnlab train --resume {run / ck.BEST}")
+    assert ck.load_resume_checkpoint(run, ck.BEST).meta["progress"]["step"] == 10
+
+
+def test_resume_from_best_is_refused_while_last_is_whole(tmp_path, saved):
+    run = run_with_checkpoints(tmp_path, saved)
+    with pytest.raises(CheckpointError, match="step 20.*step 10.*away.*--resume"):
+        ck.load_resume_checkpoint(run, ck.BEST)
+    (tmp_path / "same").mkdir()
+    run = run_with_checkpoints(tmp_path / "same", saved, best_step=20)  # the same point: fine
+    assert ck.load_resume_checkpoint(run, ck.BEST).meta["progress"]["step"] == 20
+
+
+def test_resume_from_damaged_best_gives_the_command_for_last(tmp_path, saved):
+    run = run_with_checkpoints(tmp_path, saved)
+    damage(run / ck.BEST)
+    with pytest.raises(CheckpointError) as e:
+        ck.load_resume_checkpoint(run, ck.BEST)
+    assert str(e.value).endswith(f"rnnlab train --resume {run}")
+    (run / ck.BEST).unlink()
+    with pytest.raises(CheckpointError, match="does not exist.*rnnlab train --resume"):
+        ck.load_resume_checkpoint(run, ck.BEST)
+
+
+def test_resume_with_both_damaged_says_start_over(tmp_path, saved):
+    run = tmp_path / "my run"  # a path the command must quote
+    run_with_checkpoints(tmp_path, saved).rename(run)
+    damage(run / ck.LAST)
+    damage(run / ck.BEST, 0.2)
+    for name in (ck.LAST, ck.BEST):
+        with pytest.raises(CheckpointError) as e:
+            ck.load_resume_checkpoint(run, name)
+        message = str(e.value)
+        assert "damaged too" in message and "nothing can be resumed" in message
+        assert message.endswith(f"rnnlab train --config '{run / ck.RUN_CONFIG}'")
+
+
+def test_resume_without_last_continues_from_best(tmp_path, saved):
+    run = run_with_checkpoints(tmp_path, saved)
+    (run / ck.LAST).unlink()  # killed between the two files of its first save
+    assert ck.load_resume_checkpoint(run).meta["progress"]["step"] == 10
+    (run / ck.BEST).unlink()  # killed before its first save: start over
+    assert ck.load_resume_checkpoint(run) is None
 
 
 @pytest.mark.parametrize(

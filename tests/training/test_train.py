@@ -98,6 +98,53 @@ def test_resume_before_first_checkpoint_starts_over(fox_file, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("last", ["damaged", "missing"])
+def test_resume_from_best_when_last_is_lost(fox_file, tmp_path, last):
+    """A run whose last checkpoint is damaged continues from best (asked for) or, when last is
+    missing (killed between the two files of a save), by itself; both end as if never stopped."""
+    full = tmp_path / "full"
+    Trainer(config(fox_file), full).fit()
+    part = tmp_path / "part"
+    Trainer(config(fox_file, max_steps=13), part).fit()  # best = last = step 13
+    if last == "missing":
+        (part / "last.safetensors").unlink()
+        Trainer(config(fox_file), part, resume=True).fit()
+    else:
+        (part / "last.safetensors").write_bytes(b"\0" * 100)
+        with pytest.raises(ck.CheckpointError, match="--resume .*best.safetensors"):
+            Trainer(config(fox_file), part, resume=True)
+        Trainer(config(fox_file), part, resume=True, resume_from=ck.BEST).fit()
+    a, b = weights(full), weights(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_final_evaluation_scores_valid_once(fox_file, tmp_path, monkeypatch):
+    """The best checkpoint's weights were validated when it was saved: the final evaluation
+    reuses that figure (the same number a fresh evaluation gives) and only scores test."""
+    from rnnlab.evaluation.text import evaluate
+    from rnnlab.training.strategies import TextTask
+
+    calls = []
+    real = TextTask.evaluate
+
+    def counted(self, model, split, **kwargs):
+        calls.append(split)
+        return real(self, model, split, **kwargs)
+
+    monkeypatch.setattr(TextTask, "evaluate", counted)
+    run = tmp_path / "run"
+    trainer = Trainer(config(fox_file, max_steps=9), run)
+    result = trainer.fit()
+    assert calls == ["valid", "test"]
+    model, _, _ = load_model(run / "best.safetensors")
+    cfg = trainer.config.train
+    fresh = evaluate(
+        model, trainer.data.valid, batch_size=cfg.eval_batch_size, bptt=max(cfg.bptt, 50)
+    )
+    assert result.valid.loss == fresh.loss
+    assert json.loads((run / "results.json").read_text())["valid"]["loss"] == fresh.loss
+
+
 @pytest.mark.parametrize(
     "blow_up_lr,from_step,caught_by",
     [(1e6, 5, "loss"), (math.inf, 6, "the weights are no longer finite")],

@@ -54,11 +54,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"rnnlab: error: {message} (see {self.prog} --help)\n")
 
 
+VERBOSE_HELP = "log progress details to stderr"
+
+
 def make_parser() -> argparse.ArgumentParser:
+    """The ``rnnlab`` parser and its subcommands; ``-v/--verbose`` is accepted before the
+    subcommand and after it (``rnnlab -v train``, ``rnnlab train -v``)."""
     parser = _Parser(prog="rnnlab", description="Recurrent neural language models.")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log progress details to stderr"
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (
         _add_train,
@@ -72,6 +75,11 @@ def make_parser() -> argparse.ArgumentParser:
         _add_config,
     ):
         add(sub)
+    for command in sub.choices.values():
+        # SUPPRESS: a subcommand without -v leaves the value given before it (or False) alone
+        command.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+        )
     return parser
 
 

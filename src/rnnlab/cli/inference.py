@@ -33,12 +33,24 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "--batch-size",
         type=int,
         default=10,
-        help="columns (1 = every token sees its whole history)",
+        help="columns scored side by side (1 = every token sees its whole history; larger is "
+        "faster on long texts, and the figure differs slightly at the column starts)",
     )
     p.add_argument("--bptt", type=int, default=100)
     p.add_argument("--device", default="cpu")
     p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: torch's choice; on a machine busy with other "
+        "work, 1, or OMP_WAIT_POLICY=PASSIVE in the environment, can be many times faster)",
+    )
+    p.add_argument(
         "--allow-unk", action="store_true", help="evaluate even when many tokens are unknown"
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (one appears on stderr when the evaluation takes a few seconds)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -47,6 +59,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rnnlab.evaluation.run import evaluate_run
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     e = evaluate_run(
         args.run_dir,
         args.split,
@@ -57,6 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         bptt=args.bptt,
         device=args.device,
         allow_unk=args.allow_unk,
+        progress=not args.no_progress,
     )
     r = e.result
     if args.json:
@@ -362,9 +381,12 @@ def _add_corpora(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
-    from rnnlab.data.fetch import corpus_status
+    from rnnlab.data.fetch import corpus_status, mirror_problem
     from rnnlab.data.registry import list_corpora
 
+    problem = mirror_problem()
+    if problem is not None:
+        print(f"rnnlab: warning: {problem}; its corpora count as absent", file=sys.stderr)
     rows = [
         {"name": s.name, "level": s.level, "status": corpus_status(s), "description": s.description}
         for s in list_corpora("all")

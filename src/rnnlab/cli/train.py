@@ -147,7 +147,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_run_args(p)
     _show_defaults(p)
     p.add_argument("--out", help="run directory (default runs/<name>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run exactly where it stopped (RUN_DIR/best.safetensors: from its best "
+        "checkpoint, when the last one is damaged)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-sample", action="store_true", help="do not print a sample at the end")
     p.add_argument("--json", action="store_true", help="print the final results as JSON")
@@ -352,6 +357,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the run the arguments describe (or continue ``--resume``) and print its results."""
+    from rnnlab.runs.checkpoint import LAST, resume_point
     from rnnlab.training import distributed
     from rnnlab.training.trainer import Trainer
 
@@ -359,7 +365,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not main_rank:
         logging.getLogger("rnnlab").setLevel(logging.ERROR)
     config, run_dir = _config_and_run_dir(args, check_out=main_rank)
-    trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    resume_from = resume_point(args.resume)[1] if args.resume else LAST
+    trainer = Trainer(
+        config,
+        run_dir,
+        resume=bool(args.resume),
+        resume_from=resume_from,
+        progress=not args.no_progress,
+    )
     if not trainer.is_main:
         trainer.fit()
         trainer.close()
@@ -379,6 +392,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _config_and_run_dir(args: argparse.Namespace, *, check_out: bool) -> tuple[RunConfig, Path]:
     """The run's config and directory: the saved run's (``--resume``), or a new one's (an
     ``--out`` holding a run refused when ``check_out``)."""
+    from rnnlab.runs.checkpoint import resume_point
     from rnnlab.runs.directory import check_new_run_dir, new_run_dir
     from rnnlab.runs.load import load_run_config
 
@@ -388,7 +402,7 @@ def _config_and_run_dir(args: argparse.Namespace, *, check_out: bool) -> tuple[R
                 "--init-from starts a new run from another run's weights and --resume "
                 "continues a run where it stopped; give one of them"
             )
-        run_dir = Path(args.resume)
+        run_dir = resume_point(args.resume)[0]
         config = resume_config(
             load_run_config(run_dir),
             flag_overrides(args),

@@ -63,6 +63,16 @@ def _mirrors(data_dir: str | Path | None) -> list[Path]:
     return found
 
 
+def mirror_problem() -> str | None:
+    """What is wrong with ``$RNNLAB_DATA_DIR`` when it is set to something that is not a folder
+    (a path that does not exist, or a file), for the messages of a corpus not found; else None."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if not env or Path(env).is_dir():
+        return None
+    what = "a file, not a folder" if Path(env).exists() else "a folder that does not exist"
+    return f"{DATA_DIR_ENV} is set to {env}, {what}"
+
+
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -171,16 +181,30 @@ def corpus_file(
             return cached
         logger.warning("cached %s fails its checksum; removing it", cached)
         cached.unlink(missing_ok=True)
+    problem = mirror_problem()
     if spec.bundled and rel in spec.bundled:
         _unpack_bundled(spec, rel, cached)
         return cached
     if not download:
+        if problem is not None:
+            raise DataError(
+                f"corpus '{spec.name}' needs {rel}, but {problem}, and the cache "
+                f"{cache_dir() / 'data'} does not hold it; set {DATA_DIR_ENV} to the corpus "
+                f"mirror (a folder with {rel}), or go online"
+            )
         where = f"{DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else f"{DATA_DIR_ENV} (unset)"
         raise DataError(
             f"corpus '{spec.name}' needs {rel}, found neither in {where} nor in the cache "
             f"{cache_dir() / 'data'}; set {DATA_DIR_ENV} to a folder with {rel}, or go online"
         )
-    _download(spec, rel, cached, fetch or fetch_url)
+    try:
+        _download(spec, rel, cached, fetch or fetch_url)
+    except DataError as e:
+        if problem is None:
+            raise
+        raise DataError(f"{problem}, so {rel} was not found there; {e}") from None
+    if problem is not None:
+        logger.warning("%s; downloaded %s into the cache %s instead", problem, rel, cached)
     return cached
 
 

@@ -65,6 +65,7 @@ def evaluate_run(
     bptt: int = 100,
     device: str = "cpu",
     allow_unk: bool = False,
+    progress: bool = False,
 ) -> RunEvaluation:
     """Exact perplexity (text) or NLL per time step (piano rolls) of the run in ``run_dir`` on
     ``split`` of its own data, or of ``corpus`` / the ``text`` file.
@@ -73,10 +74,11 @@ def evaluate_run(
     (unless ``allow_unk``); a piano-roll run refuses text. ``encoding`` (of ``text``) is honoured
     exactly; None reads the file as UTF-8, else in the encoding the run recorded, else as
     detected (see :mod:`rnnlab.data.encodings`).
+    With ``progress``, a long pass shows a bar on stderr.
     """
     model, vocab, ckpt = load_model(run_dir, device=device)
     if vocab is None:
-        return _evaluate_rolls_run(run_dir, model, ckpt, split, corpus, text, batch_size)
+        return _evaluate_rolls_run(run_dir, model, ckpt, split, corpus, text, batch_size, progress)
     if corpus and is_pianoroll(corpus):
         raise ConfigError(
             f"{run_dir} is a text model and {corpus} holds piano rolls; evaluate it on "
@@ -116,7 +118,9 @@ def evaluate_run(
             "(it was trained on "
             f"{ckpt.meta.get('corpus')}); evaluate on matching text or pass --allow-unk"
         )
-    result = evaluate(model, ids, batch_size=batch_size, bptt=bptt, level=level)
+    result = evaluate(
+        model, ids, batch_size=batch_size, bptt=bptt, level=level, progress=progress, label=split
+    )
     return RunEvaluation(result, split, data.name)
 
 
@@ -128,6 +132,7 @@ def _evaluate_rolls_run(
     corpus: str | None,
     text: str | None,
     batch_size: int,
+    progress: bool,
 ) -> RunEvaluation:
     """:func:`evaluate_run` of a piano-roll model: exact NLL per time step of a split."""
     if text or (corpus and not is_pianoroll(corpus)):
@@ -139,7 +144,9 @@ def _evaluate_rolls_run(
         DataConfig(corpus=corpus) if corpus else _recorded_data(run_dir, ckpt, "--corpus NAME")
     )
     data = load_data(data_cfg)
-    result = evaluate_rolls(model, data.split(split), batch_size=batch_size)
+    result = evaluate_rolls(
+        model, data.split(split), batch_size=batch_size, progress=progress, label=split
+    )
     return RunEvaluation(result, split, data.name)
 
 

@@ -11,12 +11,16 @@ padded and masked), so no token is dropped, unlike a plain ``batchify``::
 
 Each column starts from the zero state; ``batch_size=1`` gives the strictest figure (every token
 sees its whole history), larger batches are faster and differ only at column starts.
+
+A long evaluation can show a progress bar on stderr (:func:`progress_bar`): it appears only once
+the pass has run :data:`PROGRESS_DELAY_S` seconds, so short ones stay silent.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,6 +29,26 @@ from rnnlab.errors import ConfigError, DataError
 from rnnlab.models.base import detach_state, perplexity
 from rnnlab.models.config import IGNORE
 from rnnlab.models.text import TextModel
+
+PROGRESS_DELAY_S = 3.0  # an evaluation shows its progress bar once it has run this long
+
+
+def progress_bar(total: int, label: str, unit: str, enabled: bool = True) -> Any:
+    """A tqdm bar on stderr for an evaluation pass of ``total`` units (``unit``), shown only after
+    :data:`PROGRESS_DELAY_S` seconds and removed when done; None when not ``enabled``."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        desc=label,
+        unit=unit,
+        unit_scale=True,
+        delay=PROGRESS_DELAY_S,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 @dataclass
@@ -77,11 +101,15 @@ def evaluate(
     batch_size: int = 10,
     bptt: int = 100,
     level: str | None = None,
+    progress: bool = False,
+    label: str = "eval",
 ) -> EvalResult:
     """Exact mean cross-entropy of ``model`` on the 1-D id stream ``ids``.
 
     The model scores the targets itself (``model(x, state, targets=y)`` gives the nll (L, B),
-    0 at the padding), so the adaptive softmax never builds the (L, B, V) distribution.
+    0 at the padding), so the adaptive softmax never builds the (L, B, V) distribution. With
+    ``progress``, a pass longer than :data:`PROGRESS_DELAY_S` shows a bar named ``label``
+    (tokens scored) on stderr.
     """
     if batch_size < 1 or bptt < 1:
         raise ConfigError(
@@ -94,14 +122,19 @@ def evaluate(
     inputs, targets = inputs.to(device), targets.to(device)
     state = model.init_state(inputs.size(1))
     total = torch.zeros((), dtype=torch.float64, device=device)
+    n = ids.numel() - 1
+    bar = progress_bar(n, label, "tok", progress)
     for start in range(0, inputs.size(0), bptt):
         x = inputs[start : start + bptt]
         y = targets[start : start + bptt]
         nll, state = model(x, state, targets=y)  # (L, B)
         state = detach_state(state)
         total += nll.double().sum()
+        if bar is not None:
+            bar.update(int((y != IGNORE).sum()))
+    if bar is not None:
+        bar.close()
     model.train(was_training)
-    n = ids.numel() - 1
     loss = total.item() / n
     bpc = loss / math.log(2) if level == "char" else None
     return EvalResult(loss=loss, perplexity=perplexity(loss), tokens=n, bpc=bpc)

@@ -16,6 +16,7 @@ re-linked on load.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,17 @@ VERSION = 1
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 RUN_CONFIG = "run.json"
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint file that exists but cannot be read whole: cut short or damaged (a crash of
+    a non-atomic copy, a full disk, a bad transfer). ``path`` and ``problem`` (what is wrong, e.g.
+    ``"is corrupt or truncated (SafetensorError)"``) let a caller give its own advice."""
+
+    def __init__(self, path: Path, problem: str, advice: str = "") -> None:
+        super().__init__(f"{path} {problem}" + (f"; {advice}" if advice else ""))
+        self.path = path
+        self.problem = problem
 
 
 @dataclass
@@ -100,10 +112,23 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
     ``path`` is a checkpoint file or a run directory (its best, else last, checkpoint). The
     header is parsed by hand and checked before any tensor is read; nothing is unpickled.
+
+    Raises:
+        CorruptCheckpoint: the file is cut short or damaged; its message says what else can be
+            loaded (the run's other checkpoint when that one reads whole) or to retrain.
+        CheckpointError: anything else (missing, foreign, pickled, from a newer rnnlab).
     """
     path = Path(path)
     if path.is_dir():
         path = checkpoint_in(path)
+    try:
+        return _read_checkpoint(path)
+    except CorruptCheckpoint as e:
+        raise CorruptCheckpoint(path, e.problem, _load_advice(path)) from None
+
+
+def _read_checkpoint(path: Path) -> Checkpoint:
+    """:func:`load_checkpoint` of a file, whose :class:`CorruptCheckpoint` carries no advice."""
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -124,12 +149,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError:
-        raise CheckpointError(f"{path} is corrupt (its description is not JSON); retrain") from None
+        raise CorruptCheckpoint(path, "is corrupt (its description is not JSON)") from None
     if not isinstance(meta, dict):
-        raise CheckpointError(f"{path} is corrupt (its description is not a JSON object); retrain")
+        raise CorruptCheckpoint(path, "is corrupt (its description is not a JSON object)")
     version = meta.get("version", 0)
     if not isinstance(version, int):
-        raise CheckpointError(f"{path} is corrupt (format version {version!r}); retrain")
+        raise CorruptCheckpoint(path, f"is corrupt (format version {version!r})")
     if version > VERSION:
         raise CheckpointError(
             f"{path} was written by a newer rnnlab (format {version}); upgrade rnnlab"
@@ -137,18 +162,60 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own error types for corrupt payloads
-        raise CheckpointError(
-            f"{path} is corrupt or truncated ({type(e).__name__}); use the run's other checkpoint "
-            "(best/last) or retrain"
-        ) from None
+        raise CorruptCheckpoint(path, f"is corrupt or truncated ({type(e).__name__})") from None
     aliases = meta.get("aliases", {})
     if not isinstance(aliases, dict):
-        raise CheckpointError(f"{path} is corrupt (its tied-tensor table is malformed); retrain")
+        raise CorruptCheckpoint(path, "is corrupt (its tied-tensor table is malformed)")
     for alias, target in aliases.items():
         if target not in tensors:
-            raise CheckpointError(f"{path} is corrupt: tied tensor {target} is missing; retrain")
+            raise CorruptCheckpoint(path, f"is corrupt: tied tensor {target} is missing")
         tensors[alias] = tensors[target]
     return Checkpoint(meta=meta, tensors=tensors)
+
+
+def other_checkpoint(path: Path) -> Path | None:
+    """The run's other checkpoint beside ``path`` (``last`` for ``best`` and the reverse), or
+    None when ``path`` is neither."""
+    return {BEST: path.with_name(LAST), LAST: path.with_name(BEST)}.get(path.name)
+
+
+def readable_checkpoint(path: Path) -> Checkpoint | None:
+    """The checkpoint at ``path`` if it exists and reads whole, else None (for advice)."""
+    try:
+        return _read_checkpoint(path) if path.is_file() else None
+    except CheckpointError:
+        return None
+
+
+def checkpoint_step(ckpt: Checkpoint) -> int | None:
+    """The training step a checkpoint was saved at (None if it does not record one)."""
+    progress = ckpt.meta.get("progress")
+    step = progress.get("step") if isinstance(progress, dict) else None
+    return step if isinstance(step, int) else None
+
+
+def start_over_advice(run_dir: Path) -> str:
+    """What is left when no checkpoint of ``run_dir`` can be read: the same settings again, in
+    a new run directory (``run.json`` is a config file)."""
+    config = run_dir / RUN_CONFIG
+    if config.is_file():
+        return (
+            "start the run over with its settings in a new directory: "
+            f"rnnlab train --config {shlex.quote(str(config))}"
+        )
+    return "retrain"
+
+
+def _load_advice(path: Path) -> str:
+    """What to load instead of the damaged checkpoint ``path`` (eval, sample, score, poem)."""
+    other = other_checkpoint(path)
+    if other is None:
+        return "use another checkpoint or retrain"
+    if readable_checkpoint(other) is not None:
+        kind = other.name.split(".")[0]
+        return f"the run's {kind} checkpoint reads whole: give {shlex.quote(str(other))} instead"
+    state = "is damaged too" if other.exists() else "does not exist"
+    return f"the run's other checkpoint {other.name} {state}; {start_over_advice(path.parent)}"
 
 
 def _read_header(blob: bytes, path: Path) -> dict[str, Any]:
@@ -161,16 +228,19 @@ def _read_header(blob: bytes, path: Path) -> dict[str, Any]:
         "refused, never loaded); give a checkpoint made by rnnlab train"
     )
     if len(blob) == 0:
-        raise CheckpointError(f"{path} is empty, not an rnnlab checkpoint; retrain or use another")
+        raise CorruptCheckpoint(path, "is empty, not an rnnlab checkpoint")
     if len(blob) < 8:
-        raise CheckpointError(f"{path} is truncated ({len(blob)} bytes), not an rnnlab checkpoint")
+        raise CorruptCheckpoint(path, f"is truncated ({len(blob)} bytes), not an rnnlab checkpoint")
     n = int.from_bytes(blob[:8], "little")
     looks_like_header = blob[8:9] == b"{"
+    if not any(blob[:4096]):  # what a crash can leave of a file whose blocks were not written
+        raise CorruptCheckpoint(
+            path, f"is corrupt (it starts with {min(len(blob), 4096)} zero bytes)"
+        )
     if n <= 0 or 8 + n > len(blob):
         if looks_like_header and 0 < n < 1 << 32:
-            raise CheckpointError(
-                f"{path} is truncated ({len(blob)} bytes, its header alone needs {8 + n}); use "
-                "the run's other checkpoint (best/last) or retrain"
+            raise CorruptCheckpoint(
+                path, f"is truncated ({len(blob)} bytes, its header alone needs {8 + n})"
             )
         raise CheckpointError(foreign)
     try:
@@ -197,6 +267,94 @@ def checkpoint_in(run_dir: str | Path, which: str = "best") -> Path:
             return run_dir / name
     raise CheckpointError(
         f"{run_dir} holds no rnnlab checkpoint ({' or '.join(order)}); train one with rnnlab train"
+    )
+
+
+def resume_point(path: str | Path) -> tuple[Path, str]:
+    """What ``rnnlab train --resume PATH`` continues: ``(run directory, checkpoint name)``.
+
+    A run directory continues from its last checkpoint; ``RUN/best.safetensors`` (or
+    ``RUN/last.safetensors``) from that checkpoint, in ``RUN``. Another file is refused.
+    """
+    path = Path(path)
+    if path.name in (BEST, LAST) and not path.is_dir():
+        return path.parent, path.name
+    if path.is_file():
+        raise CheckpointError(
+            f"{path} is a file and holds no rnnlab run; --resume takes a run directory (or its "
+            f"{BEST} or {LAST})"
+        )
+    return path, LAST
+
+
+def load_resume_checkpoint(run_dir: str | Path, name: str = LAST) -> Checkpoint | None:
+    """The checkpoint a resumed run continues from: ``run_dir/name``.
+
+    Without a last checkpoint the run continues from its best one if it has one (a crash
+    between the two files of its first save), else None: it died before its first checkpoint
+    and starts over from ``run.json``. Best is for when last is damaged: asked for while last
+    reads whole and is further on, it is refused (that would discard the later steps).
+
+    Raises:
+        CheckpointError: the checkpoint is damaged (or a best one asked for is missing); the
+            message gives the command to type: resume from the run's other checkpoint when
+            that one reads whole, else start the run over.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / name
+    if not path.is_file():
+        if name == BEST:
+            raise CheckpointError(
+                f"{path} does not exist; resume from the run's last checkpoint: "
+                f"rnnlab train --resume {shlex.quote(str(run_dir))}"
+            )
+        if not (run_dir / BEST).is_file():
+            return None
+        path = run_dir / BEST
+    try:
+        ckpt = _read_checkpoint(path)
+    except CorruptCheckpoint as e:
+        raise CheckpointError(f"{path} {e.problem}; {_resume_advice(path)}") from None
+    if name == BEST:
+        _refuse_rolling_back(run_dir, ckpt)
+    return ckpt
+
+
+def _refuse_rolling_back(run_dir: Path, best: Checkpoint) -> None:
+    """Resuming from best while the last checkpoint reads whole and is further on would throw
+    its later steps away: refused, naming the command that continues from last."""
+    last = readable_checkpoint(run_dir / LAST)
+    if last is None or checkpoint_step(last) == checkpoint_step(best):
+        return
+    raise CheckpointError(
+        f"{run_dir / LAST} reads whole (step {checkpoint_step(last)}); resuming from the best "
+        f"checkpoint (step {checkpoint_step(best)}) would throw the steps after it away; "
+        f"continue from last with rnnlab train --resume {shlex.quote(str(run_dir))}"
+    )
+
+
+def _resume_advice(path: Path) -> str:
+    """The command that resumes the run of the damaged checkpoint ``path`` from its other one,
+    or, when that one is damaged or missing too, how to start over."""
+    other = other_checkpoint(path)
+    ckpt = readable_checkpoint(other) if other is not None else None
+    if other is None or ckpt is None:
+        state = "does not exist" if other is None or not other.exists() else "is damaged too"
+        name = other.name if other is not None else "other checkpoint"
+        return (
+            f"the run's {name} {state}, so nothing can be resumed; {start_over_advice(path.parent)}"
+        )
+    if other.name == LAST:
+        return (
+            "resume from the run's last checkpoint instead: "
+            f"rnnlab train --resume {shlex.quote(str(path.parent))}"
+        )
+    step = checkpoint_step(ckpt)
+    at = f" (step {step:,})" if step is not None else ""
+    return (
+        f"resume from the run's best checkpoint{at} instead (its metrics rows after that step "
+        "are dropped and the steps trained again): "
+        f"rnnlab train --resume {shlex.quote(str(other))}"
     )
 
 

@@ -98,9 +98,12 @@ class Task:
     def lr_scale(self, batch: Batch) -> float:
         return 1.0
 
-    def evaluate(self, model: SequenceModel, split: str, *, sync: bool = True) -> EvalResult:
+    def evaluate(
+        self, model: SequenceModel, split: str, *, sync: bool = True, progress: bool = False
+    ) -> EvalResult:
         """Exact evaluation of ``model`` on a split (``sync``: every DDP rank calls it and
-        takes rank 0's figure; False when rank 0 evaluates alone)."""
+        takes rank 0's figure; False when rank 0 evaluates alone; ``progress``: a bar on
+        stderr when the pass is long)."""
         raise NotImplementedError
 
     def explosion_threshold(self) -> float:
@@ -218,7 +221,9 @@ class TextTask(Task):
         t = self.config.train
         return batch.length / t.bptt if t.variable_bptt else 1.0
 
-    def evaluate(self, model: SequenceModel, split: str, *, sync: bool = True) -> EvalResult:
+    def evaluate(
+        self, model: SequenceModel, split: str, *, sync: bool = True, progress: bool = False
+    ) -> EvalResult:
         """Exact loss; under DDP every rank evaluates and rank 0's figure counts."""
         t = self.config.train
         result = evaluate(
@@ -227,6 +232,8 @@ class TextTask(Task):
             batch_size=t.eval_batch_size,
             bptt=max(t.bptt, 50),
             level=self.data.level,
+            progress=progress,
+            label=split,
         )
         if self.dist is not None and sync:
             loss = distributed.broadcast_float(self.dist, result.loss)
@@ -352,9 +359,15 @@ class RollTask(Task):
         assert batch.mask is not None
         return nll_sum(outputs, batch.targets, batch.mask) / batch.count
 
-    def evaluate(self, model: SequenceModel, split: str, *, sync: bool = True) -> EvalResult:
+    def evaluate(
+        self, model: SequenceModel, split: str, *, sync: bool = True, progress: bool = False
+    ) -> EvalResult:
         return evaluate_rolls(
-            model, self.data.split(split), batch_size=self.config.train.eval_batch_size
+            model,
+            self.data.split(split),
+            batch_size=self.config.train.eval_batch_size,
+            progress=progress,
+            label=split,
         )
 
     def explosion_threshold(self) -> float:

@@ -175,8 +175,12 @@ class Trainer:
         config: the run config.
         run_dir: where ``run.json``, ``last.safetensors``, ``best.safetensors``,
             ``metrics.jsonl`` and ``results.json`` go.
-        resume: continue from ``run_dir/last.safetensors`` (or start over from ``run.json`` if
+        resume: continue from ``run_dir/last.safetensors`` (from ``best.safetensors`` if last is
+            missing: killed between the two files of a save; or start over from ``run.json`` if
             the run died before its first checkpoint).
+        resume_from: the checkpoint a resume continues from: ``last.safetensors`` (default) or
+            ``best.safetensors`` (when last is damaged: the metrics rows after best's step are
+            dropped, and last is overwritten at the next save).
         progress: show a progress bar (the CLI decides).
         data: already-loaded data (tests, the comparison grid); loaded from the config otherwise.
         on_log: called with every metrics row (the comparison grid collects curves this way).
@@ -188,6 +192,7 @@ class Trainer:
         run_dir: str | Path,
         *,
         resume: bool = False,
+        resume_from: str = ck.LAST,
         progress: bool = False,
         data: LMData | RollData | None = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
@@ -215,10 +220,12 @@ class Trainer:
         self._stop_requested = False
         self._stop_time = 0.0
         self.history: list[dict[str, Any]] = []
+        # (step, result) of the last validation, and of the one the best checkpoint was saved
+        # after: the final evaluation does not score the same weights on valid again
+        self._last_validation: tuple[int, EvalResult] | None = None
+        self._best_validation: tuple[int, EvalResult] | None = None
 
-        resume_ckpt = None
-        if resume and (self.run_dir / ck.LAST).is_file():
-            resume_ckpt = ck.load_checkpoint(self.run_dir / ck.LAST)
+        resume_ckpt = ck.load_resume_checkpoint(self.run_dir, resume_from) if resume else None
         saved_vocab = resume_ckpt.meta.get("vocab") if resume_ckpt else None
         vocab = Vocab.from_dict(saved_vocab) if saved_vocab else None
         source = None
@@ -324,6 +331,8 @@ class Trainer:
             return
         if best:
             ck.save_checkpoint(self.run_dir / ck.BEST, ckpt)
+            last = self._last_validation
+            self._best_validation = last if last and last[0] == self.progress.step else None
         ck.save_checkpoint(self.run_dir / ck.LAST, ckpt)
 
     def _restore(self, ckpt: ck.Checkpoint) -> None:
@@ -590,7 +599,9 @@ class Trainer:
 
     def _validate(self) -> EvalResult:
         """Exact validation loss; under DDP every rank evaluates and rank 0's figure counts."""
-        return self.task.evaluate(self.model, "valid")
+        result = self.task.evaluate(self.model, "valid", progress=self.show_progress)
+        self._last_validation = (self.progress.step, result)
+        return result
 
     def _end_of_epoch(self) -> bool:
         """Validate, schedule, checkpoint; True when early stopping ends the run."""
@@ -652,10 +663,17 @@ class Trainer:
         if not self.is_main:
             return TrainResult(self.run_dir, self.progress, None, None, self.history)
         best = self.run_dir / ck.BEST
+        valid = None
         if best.is_file():
-            load_model_weights(self.model, ck.load_checkpoint(best))
-        valid = self.task.evaluate(self.model, "valid", sync=False)  # rank 0 alone
-        test = self.task.evaluate(self.model, "test", sync=False)
+            ckpt = ck.load_checkpoint(best)
+            load_model_weights(self.model, ckpt)
+            seen = self._best_validation
+            if seen is not None and seen[0] == ck.checkpoint_step(ckpt):
+                valid = seen[1]  # these weights were validated in this session: same figure
+        show = self.show_progress
+        if valid is None:
+            valid = self.task.evaluate(self.model, "valid", sync=False, progress=show)  # rank 0
+        test = self.task.evaluate(self.model, "test", sync=False, progress=show)
         results = {
             "valid": valid.to_dict(),
             "test": test.to_dict(),
