@@ -178,7 +178,8 @@ _TEXT_SPECS: tuple[CorpusSpec, ...] = (
     ),
     CorpusSpec(
         name="tinyshakespeare",
-        description="Tiny Shakespeare, 1.1M characters; 90/10 split, test = valid",
+        description="Tiny Shakespeare, 1.1M characters; 90/10 split, test = valid; the offline "
+        "default, shipped with rnnlab",
         level="char",
         files=("tinyshakespeare/input.txt",),
         urls={
