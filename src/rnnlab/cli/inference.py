@@ -156,18 +156,25 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    from rnnlab.generation.fast_step import PRECISIONS
-    from rnnlab.generation.sampling import SamplingConfig, find_degenerate_samples, generate
-    from rnnlab.runs.load import load_text_model
+def _sampling_config(args: argparse.Namespace) -> SamplingConfig:
+    """The decoding options ``sample`` and ``poem`` share."""
+    from rnnlab.generation.sampling import SamplingConfig
 
-    cfg = SamplingConfig(
+    return SamplingConfig(
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         repetition_penalty=args.repetition_penalty,
         repetition_window=args.repetition_window,
     )
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from rnnlab.generation.fast_step import PRECISIONS
+    from rnnlab.generation.sampling import find_degenerate_samples, generate
+    from rnnlab.runs.load import load_text_model
+
+    cfg = _sampling_config(args)
     if args.beam is not None and args.beam < 1:
         raise ConfigError(f"--beam must be at least 1, got {args.beam}")
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
@@ -282,7 +289,6 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
 def cmd_poem(args: argparse.Namespace) -> int:
     from rnnlab.generation.fast_step import PRECISIONS
     from rnnlab.generation.poetry import PoemSpec, generate_poems
-    from rnnlab.generation.sampling import SamplingConfig
     from rnnlab.runs.load import load_text_model
 
     spec = PoemSpec(
@@ -294,13 +300,7 @@ def cmd_poem(args: argparse.Namespace) -> int:
         rhyme=args.rhyme,
         tones=args.tones,
     )
-    cfg = SamplingConfig(
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        repetition_window=args.repetition_window,
-    )
+    cfg = _sampling_config(args)
     if args.count < 1:
         raise ConfigError(f"--count must be at least 1, got {args.count}")
     model, vocab, ckpt = load_text_model(args.run_dir, args.device, "poem")

@@ -73,7 +73,8 @@ def mirror_problem() -> str | None:
     return f"{DATA_DIR_ENV} is set to {env}, {what}"
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -106,22 +107,39 @@ def _download(spec: CorpusSpec, rel: str, target: Path, fetch: Fetch) -> None:
                 f"download of {rel} from {url} is not valid gzip ({exc}); {hint}"
             ) from None
 
-    def check(tmp: Path) -> None:
-        got = _sha256_file(tmp)
-        if got != spec.sha256[rel]:
-            raise DataError(
-                f"checksum mismatch for {rel} downloaded from {url}: sha256 {got[:12]}... "
-                f"expected {spec.sha256[rel][:12]}...; the file was deleted; {hint}"
-            )
+    def mismatch(got: str) -> str:
+        return (
+            f"checksum mismatch for {rel} downloaded from {url}: sha256 {got[:12]}... "
+            f"expected {spec.sha256[rel][:12]}...; the file was deleted; {hint}"
+        )
 
-    # The bytes are checked in a temporary file and renamed only if they match, so a wrong
-    # download is deleted and never appears under the real name.
+    _write_checked(spec, rel, target, data, mismatch, f" or {DATA_DIR_ENV} to a folder with {rel}")
+
+
+def _write_checked(
+    spec: CorpusSpec,
+    rel: str,
+    target: Path,
+    data: bytes,
+    mismatch: Callable[[str], str],
+    also: str = "",
+) -> None:
+    """Write ``data`` to ``target`` atomically if its sha256 is ``spec``'s for ``rel``: the
+    bytes are checked in the temporary file and renamed only if they match, so wrong bytes
+    never appear under the real name (``mismatch(got)`` is the error; ``also`` extends the
+    advice when the folder is not writable)."""
+
+    def check(tmp: Path) -> None:
+        got = sha256_file(tmp)
+        if got != spec.sha256[rel]:
+            raise DataError(mismatch(got))
+
     try:
         write_atomic(target, data, check=check)
     except OSError as exc:
         raise DataError(
             f"cannot write {target} ({exc.strerror or exc}); set {CACHE_DIR_ENV} to a writable "
-            f"folder or {DATA_DIR_ENV} to a folder with {rel}"
+            f"folder{also}"
         ) from None
 
 
@@ -138,19 +156,10 @@ def _unpack_bundled(spec: CorpusSpec, rel: str, target: Path) -> None:
             f"set {DATA_DIR_ENV} to a folder with {rel}"
         ) from None
 
-    def check(tmp: Path) -> None:
-        if _sha256_file(tmp) != spec.sha256[rel]:
-            raise DataError(
-                f"the copy of {rel} shipped with rnnlab fails its checksum; reinstall rnnlab"
-            )
+    def mismatch(got: str) -> str:
+        return f"the copy of {rel} shipped with rnnlab fails its checksum; reinstall rnnlab"
 
-    try:
-        write_atomic(target, data, check=check)
-    except OSError as exc:
-        raise DataError(
-            f"cannot write {target} ({exc.strerror or exc}); set {CACHE_DIR_ENV} to a writable "
-            "folder"
-        ) from None
+    _write_checked(spec, rel, target, data, mismatch)
 
 
 def corpus_file(
@@ -168,7 +177,7 @@ def corpus_file(
     for mirror in _mirrors(data_dir):
         path = mirror / rel
         if path.is_file():
-            got = _sha256_file(path)
+            got = sha256_file(path)
             if got != expected:
                 raise DataError(
                     f"{path} has sha256 {got[:12]}... but {spec.name} expects "
@@ -177,7 +186,7 @@ def corpus_file(
             return path
     cached = cache_dir() / "data" / rel
     if cached.is_file():
-        if _sha256_file(cached) == expected:
+        if sha256_file(cached) == expected:
             return cached
         logger.warning("cached %s fails its checksum; removing it", cached)
         cached.unlink(missing_ok=True)

@@ -27,7 +27,6 @@ of the other kind is refused.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -42,6 +41,7 @@ from rnnlab.config.config_file import read_config_file
 from rnnlab.config.resolve import resolve_config
 from rnnlab.config.run import RunConfig, check_init_from
 from rnnlab.data.dataset import LMData
+from rnnlab.data.fetch import sha256_file
 from rnnlab.data.registry import is_pianoroll
 from rnnlab.data.rolls import RollData
 from rnnlab.data.vocab import UNK, Vocab
@@ -137,7 +137,7 @@ def load_source(where: str | Path, checkpoint: str | None = None) -> Source:
     truncated or foreign file is a one-line :class:`CheckpointError`."""
     path = find_checkpoint(where, checkpoint)
     try:
-        digest = _sha256(path)
+        digest = sha256_file(path)
         model, vocab, ckpt = load_model(path)
     except CheckpointError as e:
         raise CheckpointError(f"--init-from: {e}") from None
@@ -163,14 +163,6 @@ def load_source(where: str | Path, checkpoint: str | None = None) -> Source:
         weights={k: v.detach() for k, v in model.state_dict().items()},
         settings=settings,
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_fine_tuning(
