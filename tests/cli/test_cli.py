@@ -870,6 +870,8 @@ def test_training_evaluations_show_progress(texts, tmp_path, run_cli, eager_prog
     code, _, err = run_cli(*args, "--out", tmp_path / "a")
     assert code == 0, err
     assert "valid:" in err and "test:" in err and "tok" in err
+    # the training bar names the budget that ends the run (quick: 3 minutes), not epoch 1/50
+    assert "epoch 1 of a 3-minute budget" in err and "epoch 1/" not in err
     code, _, err = run_cli(*args, "--out", tmp_path / "b", "--no-progress")
     assert code == 0, err
     assert "%|" not in err

@@ -692,10 +692,17 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
 
+        t, epoch = self.config.train, self.progress.epoch + 1
+        if t.max_minutes is not None:  # the budget that ends the run, not a far epoch cap
+            desc = f"epoch {epoch} of a {t.max_minutes:g}-minute budget"
+        elif t.max_steps is not None:
+            desc = f"epoch {epoch} of a {t.max_steps:,}-step budget"
+        else:
+            desc = f"epoch {epoch}/{t.epochs}"
         return tqdm(
             total=total,
             initial=initial,
-            desc=f"epoch {self.progress.epoch + 1}/{self.config.train.epochs}",
+            desc=desc,
             unit="win",
             dynamic_ncols=True,
             leave=False,
