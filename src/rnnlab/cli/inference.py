@@ -58,13 +58,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rnnlab.evaluation.run import evaluate_run
+    from rnnlab.runs.load import set_threads
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     e = evaluate_run(
         args.run_dir,
         args.split,

@@ -332,11 +332,9 @@ def _add_gradflow(sub: argparse._SubParsersAction) -> None:
 def cmd_gradflow(args: argparse.Namespace) -> int:
     from rnnlab.data.dataset import DataConfig
     from rnnlab.lab.gradflow import gradflow, plot_gradflow
+    from rnnlab.runs.load import set_threads
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     data = None
     if args.corpus or args.text:
         data = DataConfig(

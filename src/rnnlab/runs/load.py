@@ -35,6 +35,16 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def set_threads(threads: int | None) -> None:
+    """``--threads N`` of an inference command: torch's intra-op threads (None: its choice);
+    a count below 1 is a one-line error."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def load_model_weights(model: SequenceModel, ckpt: ck.Checkpoint) -> None:
     """Copy a checkpoint's weights into ``model``, refusing shapes that disagree."""
     expected = model.state_dict()

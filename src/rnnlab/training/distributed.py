@@ -41,6 +41,7 @@ import gc
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -167,30 +168,20 @@ def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
     )
 
 
-def agree(ctx: DistContext, loss: float, *flags: bool) -> tuple[float, list[bool]]:
-    """The mean of the ranks' losses and, per flag, whether any rank raised it.
+def agree(
+    ctx: DistContext, means: Sequence[float], flags: Sequence[bool] = ()
+) -> tuple[list[float], list[bool]]:
+    """The ranks' mean of each of ``means`` and, per flag, whether any rank raised it.
 
-    One ``all_reduce`` of ``[loss, flag_1, ...]``. With equal tokens per rank the mean loss is
-    the combined batch's loss.
+    One ``all_reduce`` of ``[*means, *flags]``. With equal tokens per rank the mean loss is the
+    combined batch's loss; the mean clock is the one every rank then reads for a schedule that
+    follows the clock (cosine over ``--max-minutes``), so the ranks keep equal learning rates.
     """
-    t = torch.tensor([loss, *(float(f) for f in flags)], dtype=torch.float64, device=ctx.device)
+    t = torch.tensor([*means, *(float(f) for f in flags)], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     values = t.tolist()
-    return values[0] / ctx.world_size, [v > 0 for v in values[1:]]
-
-
-def agree_clock(
-    ctx: DistContext, loss: float, seconds: float, *flags: bool
-) -> tuple[float, float, list[bool]]:
-    """:func:`agree`, and the ranks' mean clock: the seconds of training every rank then
-    uses for a schedule that follows the clock (cosine over ``--max-minutes``), so the ranks
-    keep equal learning rates. The same single ``all_reduce``."""
-    t = torch.tensor(
-        [loss, seconds, *(float(f) for f in flags)], dtype=torch.float64, device=ctx.device
-    )
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    values = t.tolist()
-    return values[0] / ctx.world_size, values[1] / ctx.world_size, [v > 0 for v in values[2:]]
+    n = len(means)
+    return [v / ctx.world_size for v in values[:n]], [v > 0 for v in values[n:]]
 
 
 def broadcast_float(ctx: DistContext, value: float) -> float:

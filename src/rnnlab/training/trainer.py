@@ -408,7 +408,7 @@ class Trainer:
             return True
         time_up = self._time_up()
         if self.dist is not None:
-            time_up = distributed.agree(self.dist, 0.0, time_up)[1][0]
+            time_up = distributed.agree(self.dist, (), (time_up,))[1][0]
         return time_up
 
     def _agree(self, loss: float) -> tuple[float, bool, bool]:
@@ -417,8 +417,8 @@ class Trainer:
         time_up = self._time_up()
         if self.dist is None:
             return loss, self._stop_requested, time_up
-        loss, self._shared_seconds, (stop, time_up) = distributed.agree_clock(
-            self.dist, loss, self._seconds_spent(), self._stop_requested, time_up
+        (loss, self._shared_seconds), (stop, time_up) = distributed.agree(
+            self.dist, (loss, self._seconds_spent()), (self._stop_requested, time_up)
         )
         self._stop_requested = self._stop_requested or stop
         return loss, stop, time_up
