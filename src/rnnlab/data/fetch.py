@@ -190,10 +190,10 @@ def corpus_file(
             return cached
         logger.warning("cached %s fails its checksum; removing it", cached)
         cached.unlink(missing_ok=True)
-    problem = mirror_problem()
     if spec.bundled and rel in spec.bundled:
         _unpack_bundled(spec, rel, cached)
         return cached
+    problem = mirror_problem()  # only a missing file needs the mirror's problem explained
     if not download:
         if problem is not None:
             raise DataError(
