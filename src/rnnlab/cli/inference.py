@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -270,7 +271,27 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="follow a standard 平仄 pattern (modern tones approximate Middle Chinese)",
     )
+    p.add_argument(
+        "--title",
+        help="write for this title (a model trained with titles: --preset tang-hour); such a "
+        "model draws its own title when none is given",
+    )
     p.add_argument("--count", type=int, default=1, help="poems, decoded as one batch")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        metavar="N",
+        help="draw N poems for each one asked for and keep the one the model finds likeliest "
+        "(mean log-probability per character)",
+    )
+    p.add_argument(
+        "--beam",
+        type=int,
+        default=0,
+        metavar="W",
+        help="beam search of width W over the whole poem instead of sampling (same constraints)",
+    )
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
@@ -284,6 +305,7 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
 
 def cmd_poem(args: argparse.Namespace) -> int:
     from rnnlab.generation.fast_step import PRECISIONS
+    from rnnlab.data.tang import run_title_sep
     from rnnlab.generation.poetry import PoemSpec, generate_poems
     from rnnlab.runs.load import load_text_model
 
@@ -295,6 +317,7 @@ def cmd_poem(args: argparse.Namespace) -> int:
         start=args.start,
         rhyme=args.rhyme,
         tones=args.tones,
+        title=args.title,
     )
     cfg = _sampling_config(args)
     if args.count < 1:
@@ -313,6 +336,9 @@ def cmd_poem(args: argparse.Namespace) -> int:
         cfg=cfg,
         seed=args.seed,
         dtype=PRECISIONS[args.precision],
+        title_sep=run_title_sep(ckpt),
+        candidates=args.candidates,
+        beam=args.beam,
     )
     if args.json:
         print(json.dumps([p.to_dict() for p in poems], ensure_ascii=False))
@@ -320,12 +346,16 @@ def cmd_poem(args: argparse.Namespace) -> int:
     for i, poem in enumerate(poems):
         if i:
             print()
+        if poem.title is not None:
+            print(f"《{poem.title}》")
         print(poem.text)
         notes = ["form"]
         if poem.rhyme:
             notes.append(f"rhyme {poem.rhyme_group}")
         if poem.tones:
             notes.append(f"tones {poem.tone_pattern}")
+        if poem.score is not None:
+            notes.append(f"perplexity {math.exp(-poem.score):.0f} per character")
         print(f"  ({', '.join(notes)})")
     return 0
 

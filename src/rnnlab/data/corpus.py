@@ -21,7 +21,9 @@ class Corpus:
     natural tokenization (``"char"`` or ``"word"``). ``script`` is ``"simplified"`` or
     ``"traditional"`` for Chinese corpora, else ``None``. ``stats`` holds counts worth
     reporting (e.g. how many poems the Tang cleaning dropped, and why). ``encoding`` is the
-    codec a local file was read with (None for other sources).
+    codec a local file was read with (None for other sources). ``title_sep``: each line
+    starts with a title that ends at this separator (the Tang corpus with ``titles=True``);
+    the title and separator are context, and evaluation does not score them.
     """
 
     name: str
@@ -31,6 +33,7 @@ class Corpus:
     description: str = ""
     stats: dict[str, int] = field(default_factory=dict)
     encoding: str | None = None
+    title_sep: str | None = None
 
     @property
     def train(self) -> str:

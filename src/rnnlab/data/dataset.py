@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -103,7 +103,11 @@ class DataConfig:
 @dataclass
 class LMData:
     """Token-id streams of the three splits with the vocabulary that maps them; ``encoding``
-    is the codec a local text file was read with (None for a named or the default corpus)."""
+    is the codec a local text file was read with (None for a named or the default corpus).
+
+    ``unscored`` maps a split to a (N,) bool mask of the tokens evaluation gives as context
+    but does not score (the titles of a titled Tang corpus, :func:`title_mask`); a split not
+    in it is scored whole."""
 
     name: str
     level: str
@@ -112,6 +116,7 @@ class LMData:
     valid: Tensor  # (N_valid,)
     test: Tensor  # (N_test,)
     encoding: str | None = None
+    unscored: dict[str, Tensor] = field(default_factory=dict)
 
     def split(self, name: str) -> Tensor:
         if name not in ("train", "valid", "test"):
@@ -206,6 +211,11 @@ def load_data(
         test=ids(tokenizer.tokenize(corpus.splits["test"])),
         encoding=corpus.encoding,
     )
+    sep = corpus.title_sep
+    if sep is not None and sep in vocab.stoi and "\n" in vocab.stoi:
+        for name in ("train", "valid", "test"):
+            ids_ = data.split(name)
+            data.unscored[name] = title_mask(ids_, vocab.stoi["\n"], vocab.stoi[sep])
     log.info(
         "%s (%s level): %d train / %d valid / %d test tokens, vocabulary %d",
         data.name,
@@ -216,3 +226,23 @@ def load_data(
         len(vocab),
     )
     return data
+
+
+def title_mask(ids: Tensor, newline: int, sep: int) -> Tensor:
+    """(N,) True at the tokens of each line's title: from the line's start (after a
+    ``newline``, or the stream's start) through its first ``sep``, the separator included. A
+    line without ``sep`` has no title. Evaluation reads these tokens and does not score them,
+    so a titled model's perplexity is per poem character, as an untitled model's."""
+    is_nl = ids == newline
+    is_sep = (ids == sep).long()
+    seps_before = torch.cumsum(is_sep, 0) - is_sep  # separators strictly before each token
+    line = torch.cumsum(is_nl.long(), 0) - is_nl.long()  # the line a token is on (its newline too)
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), torch.nonzero(is_nl).flatten() + 1])
+    starts = starts.clamp(max=max(len(ids) - 1, 0))
+    at_line_start = seps_before[starts][line] if len(ids) else seps_before
+    no_sep_yet = seps_before == at_line_start
+    # the line has a separator at all: count through its end
+    total = torch.cumsum(is_sep, 0)
+    ends = torch.cat([torch.nonzero(is_nl).flatten(), torch.tensor([len(ids) - 1])])
+    has_sep = (total[ends] - seps_before[starts]) > 0 if len(ids) else ends.bool()
+    return no_sep_yet & ~is_nl & has_sep[line]

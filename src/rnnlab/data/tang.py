@@ -22,6 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rnnlab.atomic import write_atomic
 from rnnlab.data.corpus import Corpus
@@ -32,6 +33,7 @@ from rnnlab.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 _TANG_PIPELINE_VERSION = 1
+TITLE_SEP = ":"  # between a poem's title and its text; never in a cleaned title or poem
 _NOTE = re.compile(r"（[^（）]*）|\([^()]*\)")  # innermost variant-reading note
 _UNCLOSED_NOTE = re.compile(r"[（(].*$")  # a note opened and never closed: runs to the end
 _COMPOSED = re.compile(r"[{}]")  # {木/目}: a character described by parts, not encodable
@@ -115,7 +117,7 @@ def _build_tang(
             stats[verdict if text is not None else f"dropped_{verdict}"] += 1
             if text is not None:
                 if titles:
-                    text = f"{_clean_tang_title(poem.get('title', ''))}:{text}"
+                    text = f"{_clean_tang_title(poem.get('title', ''))}{TITLE_SEP}{text}"
                 lines.append(text)
                 author = poem.get("author")
                 authors.append(author.strip() if isinstance(author, str) else "")
@@ -131,6 +133,15 @@ def _build_tang(
     if poet is not None:
         _check_poet_splits(poet, splits)
     return {k: "".join(v) for k, v in splits.items()}, dict(stats)
+
+
+def run_title_sep(ckpt: Any) -> str | None:
+    """The title separator of a checkpoint's model when it was trained on the tang corpus with
+    titles (``title:poem`` lines), else None."""
+    data = (ckpt.meta.get("run") or {}).get("data") or {}
+    options = data.get("corpus_options") or {}
+    titled = data.get("corpus") == "tang" and options.get("titles") is True
+    return TITLE_SEP if titled else None
 
 
 def to_simplified(texts: Sequence[str]) -> list[str]:
@@ -255,4 +266,5 @@ def load_tang(
         except OSError as exc:
             logger.warning("cannot write the processed cache %s (%s); continuing", cached, exc)
     name = "tang" if poet is None else f"tang:{poet.strip()}"
-    return Corpus(name, "char", splits, script, spec.description, stats)
+    sep = TITLE_SEP if titles else None
+    return Corpus(name, "char", splits, script, spec.description, stats, title_sep=sep)

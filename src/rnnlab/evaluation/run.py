@@ -119,7 +119,14 @@ def evaluate_run(
             f"{ckpt.meta.get('corpus')}); evaluate on matching text or pass --allow-unk"
         )
     result = evaluate(
-        model, ids, batch_size=batch_size, bptt=bptt, level=level, progress=progress, label=split
+        model,
+        ids,
+        batch_size=batch_size,
+        bptt=bptt,
+        level=level,
+        progress=progress,
+        label=split,
+        unscored=data.unscored.get(split),
     )
     return RunEvaluation(result, split, data.name)
 

@@ -78,8 +78,11 @@ class EvalResult:
         return d
 
 
-def eval_layout(ids: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
-    """Inputs and masked targets (L, B) covering all N - 1 predictions of ``ids`` exactly once."""
+def eval_layout(
+    ids: Tensor, batch_size: int, unscored: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Inputs and masked targets (L, B) covering all N - 1 predictions of ``ids`` exactly once
+    (``unscored``: a (N,) bool mask of tokens read as context but not scored as targets)."""
     n = ids.numel() - 1
     if n < 1:
         raise DataError("the evaluation text has fewer than two tokens; nothing to predict")
@@ -89,6 +92,8 @@ def eval_layout(ids: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
     targets = torch.full((b * length,), IGNORE, dtype=torch.long)
     inputs[:n] = ids[:n]
     targets[:n] = ids[1 : n + 1]
+    if unscored is not None:
+        targets[:n][unscored[1 : n + 1]] = IGNORE
     # Column b holds positions b*L .. b*L+L-1: reshape (B, L) then transpose to time-major.
     return inputs.view(b, length).t().contiguous(), targets.view(b, length).t().contiguous()
 
@@ -103,8 +108,12 @@ def evaluate(
     level: str | None = None,
     progress: bool = False,
     label: str = "eval",
+    unscored: Tensor | None = None,
 ) -> EvalResult:
     """Exact mean cross-entropy of ``model`` on the 1-D id stream ``ids``.
+
+    ``unscored``: a (N,) bool mask of tokens that are read but not scored (a titled corpus's
+    titles, :attr:`rnnlab.data.dataset.LMData.unscored`); the mean is over the rest.
 
     The model scores the targets itself (``model(x, state, targets=y)`` gives the nll (L, B),
     0 at the padding), so the adaptive softmax never builds the (L, B, V) distribution. With
@@ -118,11 +127,13 @@ def evaluate(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    inputs, targets = eval_layout(ids, batch_size)
+    inputs, targets = eval_layout(ids, batch_size, unscored)
     inputs, targets = inputs.to(device), targets.to(device)
     state = model.init_state(inputs.size(1))
     total = torch.zeros((), dtype=torch.float64, device=device)
-    n = ids.numel() - 1
+    n = int((targets != IGNORE).sum())
+    if n < 1:
+        raise DataError("the evaluation text has no scored tokens; nothing to predict")
     bar = progress_bar(n, label, "tok", progress)
     for start in range(0, inputs.size(0), bptt):
         x = inputs[start : start + bptt]

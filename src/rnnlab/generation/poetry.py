@@ -279,6 +279,7 @@ class PoemSpec:
             and whitespace ignored).
         rhyme: lines 2, 4 (6, 8) end in one rhyme group.
         tones: the poem follows one of the four standard tone patterns.
+        title: the title to write for (a model trained with titles, e.g. ``tang-hour``).
     """
 
     chars: int = 5
@@ -288,6 +289,7 @@ class PoemSpec:
     start: str | None = None
     rhyme: bool = False
     tones: bool = False
+    title: str | None = None
 
     def __post_init__(self) -> None:
         if self.chars not in (5, 7):
@@ -351,6 +353,8 @@ class Poem:
     rhyme_group: str | None = None
     tone_pattern: str | None = None
     requested: dict[str, bool] = field(default_factory=dict)
+    title: str | None = None
+    score: float | None = None  # the model's mean log-probability per token, punctuation included
 
     @property
     def satisfies(self) -> list[str]:
@@ -513,6 +517,9 @@ def generate_poems(
     seed: int | None = None,
     batch_size: int = 256,
     dtype: torch.dtype | None = None,
+    title_sep: str | None = None,
+    candidates: int = 1,
+    beam: int = 0,
 ) -> list[Poem]:
     """``count`` poems as ``spec`` asks, decoded in batches of ``batch_size`` rows.
 
@@ -520,94 +527,292 @@ def generate_poems(
     distributions for speed; the form constraints hold either way.
 
     Every poem has the exact form (see the module docstring); ``rhyme`` and ``tones`` are
-    enforced when asked for. Each poem reports the independent checks' verdicts.
-    ``cfg.repetition_penalty`` > 1 lowers the characters already in the poem (given ones
-    included, punctuation aside) at each free slot.
+    enforced when asked for. Each poem reports the independent checks' verdicts and its
+    :attr:`Poem.score`. ``cfg.repetition_penalty`` > 1 lowers the characters already in the
+    poem (given ones included, punctuation aside) at each free slot.
+
+    Titles: ``title_sep`` is the separator of a model trained on ``title<sep>poem`` lines
+    (:data:`rnnlab.data.tang.TITLE_SEP`; None for a model trained without titles). Such a model
+    writes for ``spec.title``, or, without one, for a title it draws itself (at most
+    :data:`TITLE_MAX` characters), reported in :attr:`Poem.title`.
+
+    ``candidates`` N > 1 draws N poems per poem asked for and keeps the one of highest
+    :attr:`Poem.score`; ``beam`` W > 0 replaces sampling by a beam search of width W over the
+    whole poem under the same constraints (the ``count`` best distinct poems of the final beam
+    for one title; ``count`` may not exceed W then).
     """
     cfg = cfg or SamplingConfig()
     if count < 1 or batch_size < 1:
         raise ConfigError(f"count and batch size must be positive, got {count} and {batch_size}")
+    if candidates < 1:
+        raise ConfigError(f"--candidates must be at least 1, got {candidates}")
+    if beam < 0:
+        raise ConfigError(f"--beam must be positive, got {beam}")
+    if beam and candidates > 1:
+        raise ConfigError("give --candidates or --beam, not both")
     plan = _plan(vocab, spec)
+    contexts = _title_contexts(vocab, spec, title_sep)  # checks the title before any work
     if hasattr(model, "eval"):
         model.eval()
     stepper = make_stepper(model, dtype=dtype)
     generator = make_generator(seed, stepper.device)
-    rows: list[list[list[int]]] = []
-    for first in range(0, count, batch_size):
-        ids = _decode(stepper, plan, min(batch_size, count - first), cfg, generator)
-        rows += ids.tolist()
-    poems = []
-    requested = {"rhyme": spec.rhyme, "tones": spec.tones}
-    for lines_ids in rows:
-        lines = [
-            "".join(vocab.itos[i] for i in ids) + (COMMA if k % 2 == 0 else PERIOD)
-            for k, ids in enumerate(lines_ids)
-        ]
-        text = "\n".join(lines)
-        heads = _strip(spec.acrostic) if spec.acrostic else None
-        first = _strip(spec.first_line) if spec.first_line else None
-        group, pattern = shared_rhyme_group(text), match_tone_pattern(text)
-        poems.append(
-            Poem(
-                text=text,
-                lines=lines,
-                form=check_form(text, spec.chars, spec.lines, acrostic=heads, first_line=first),
-                rhyme=group is not None,
-                tones=pattern is not None,
-                rhyme_group=group,
-                tone_pattern=pattern,
-                requested=dict(requested),
+    if contexts is None:  # a titled model and no title given: the model draws one per poem
+        titles = _draw_titles(stepper, vocab, title_sep or "", count, cfg, generator)
+        jobs = [(t, _context_ids(vocab, t, title_sep), 1) for t in titles]
+    else:
+        title, ids = contexts
+        if beam and count > beam:
+            raise ConfigError(
+                f"the beam keeps {beam} poems; --count {count} needs --beam {count} or more"
             )
+        jobs = [(title, ids, count)]
+    found: list[tuple[str | None, list[list[int]], float]] = []
+    for title, ids, n in jobs:
+        context = torch.tensor(ids, device=stepper.device)
+        if beam:
+            out, scores = _beam(stepper, plan, context, beam)
+            picked = list(range(n))
+        else:
+            rows = n * candidates
+            outs, score_parts = [], []
+            for first in range(0, rows, batch_size):
+                o, sc = _decode(
+                    stepper, plan, context, min(batch_size, rows - first), cfg, generator
+                )
+                outs.append(o)
+                score_parts.append(sc)
+            out, scores = torch.cat(outs), torch.cat(score_parts)
+            best = scores.view(n, candidates).argmax(dim=1)
+            picked = (torch.arange(n, device=best.device) * candidates + best).tolist()
+        tokens = plan.spec.lines * (plan.spec.chars + 1)
+        for r in picked:
+            found.append((title, out[r].tolist(), float(scores[r]) / tokens))
+    return [_poem(vocab, spec, title, ids, score) for title, ids, score in found]
+
+
+TITLE_MAX = 12  # the most characters of a title a model draws for itself
+
+
+def _title_contexts(
+    vocab: Vocab, spec: PoemSpec, title_sep: str | None
+) -> tuple[str | None, list[int]] | None:
+    """``(title, context ids)`` for one shared context, or None when the model is to draw a
+    title for each poem. Refuses a title the model cannot read, in one line."""
+    if spec.title is not None and title_sep is None:
+        raise ConfigError(
+            "this model was trained without titles; train one with titles "
+            "(--preset tang-hour) or drop --title"
         )
-    return poems
+    if title_sep is None:
+        return None, [vocab.stoi.get("\n", vocab.unk_id)]
+    if title_sep not in vocab.stoi or "\n" not in vocab.stoi:
+        raise ConfigError(f"the model's vocabulary lacks the title separator {title_sep!r}")
+    if spec.title is None:
+        return None
+    title = spec.title.strip()
+    unknown = sorted({ch for ch in title if ch not in vocab.stoi or ch == title_sep})
+    if not title or "\n" in title:
+        raise ConfigError(f"--title needs a title on one line, got {spec.title!r}")
+    if unknown:
+        raise ConfigError(
+            f"the title has characters the model does not know: {''.join(unknown)}; "
+            "choose other characters"
+        )
+    return title, _context_ids(vocab, title, title_sep)
+
+
+def _context_ids(vocab: Vocab, title: str | None, title_sep: str | None) -> list[int]:
+    """A newline, then ``title`` and the separator for a titled model."""
+    newline = vocab.stoi.get("\n", vocab.unk_id)
+    if title is None or title_sep is None:
+        return [newline]
+    return [newline, *(vocab.stoi[ch] for ch in title), vocab.stoi[title_sep]]
+
+
+def _draw_titles(
+    stepper: Any,
+    vocab: Vocab,
+    title_sep: str,
+    count: int,
+    cfg: SamplingConfig,
+    generator: torch.Generator,
+) -> list[str]:
+    """``count`` titles drawn from a titled model after a newline: Chinese characters until it
+    draws the separator (not first), at most :data:`TITLE_MAX` of them."""
+    device = stepper.device
+    hanzi = torch.tensor([is_hanzi(t) for t in vocab.itos], dtype=torch.bool, device=device)
+    sep = vocab.stoi[title_sep]
+    newline = vocab.stoi.get("\n", vocab.unk_id)
+    with torch.inference_mode():
+        logits, state = stepper.start(torch.tensor([newline], device=device), count)
+        titles: list[list[int]] = [[] for _ in range(count)]
+        done = torch.zeros(count, dtype=torch.bool, device=device)
+        for k in range(TITLE_MAX + 1):
+            allowed = hanzi.expand(count, -1).clone()
+            allowed[:, sep] = k > 0
+            if k == TITLE_MAX:
+                allowed[:] = False
+                allowed[:, sep] = True
+            token = pick(logits, cfg, generator, allowed)
+            for r in torch.nonzero(~done & (token != sep)).flatten().tolist():
+                titles[r].append(int(token[r]))
+            done |= token == sep
+            if bool(done.all()):
+                break
+            logits, state = stepper.step(token, state)
+    return ["".join(vocab.itos[i] for i in ids) for ids in titles]
+
+
+def _poem(
+    vocab: Vocab, spec: PoemSpec, title: str | None, ids: list[list[int]], score: float
+) -> Poem:
+    """The :class:`Poem` of decoded ids, with the independent checks' verdicts."""
+    lines = [
+        "".join(vocab.itos[i] for i in row) + (COMMA if k % 2 == 0 else PERIOD)
+        for k, row in enumerate(ids)
+    ]
+    text = "\n".join(lines)
+    heads = _strip(spec.acrostic) if spec.acrostic else None
+    first = _strip(spec.first_line) if spec.first_line else None
+    group, pattern = shared_rhyme_group(text), match_tone_pattern(text)
+    return Poem(
+        text=text,
+        lines=lines,
+        form=check_form(text, spec.chars, spec.lines, acrostic=heads, first_line=first),
+        rhyme=group is not None,
+        tones=pattern is not None,
+        rhyme_group=group,
+        tone_pattern=pattern,
+        requested={"rhyme": spec.rhyme, "tones": spec.tones},
+        title=title,
+        score=score,
+    )
+
+
+class _Rows:
+    """The decoding state of B poems, every tensor with the rows first, so that a beam can
+    keep and reorder rows (:meth:`select`): the ids so far, the tone patterns and rhyme groups
+    still open to each poem, the characters the repetition penalty counts, and the model's
+    log-probability of each poem so far (punctuation included)."""
+
+    def __init__(
+        self, p: _Plan, batch: int, cfg: SamplingConfig | None, vocab_size: int, device: Any
+    ):
+        spec = p.spec
+        self.out = torch.zeros(batch, spec.lines, spec.chars, dtype=torch.long, device=device)
+        self.patterns = torch.ones(batch, p.slot_masks[0][0].size(0), device=device)  # (B, P)
+        self.groups = p.open_groups.to(device).float().expand(batch, -1).clone()  # (B, G)
+        self.seen = None if cfg is None else cfg.seen_tokens([], batch, vocab_size, device)
+        self.logp = torch.zeros(batch, dtype=torch.float64, device=device)
+
+    def select(self, index: Tensor) -> None:
+        self.out, self.patterns, self.groups = (
+            self.out[index],
+            self.patterns[index],
+            self.groups[index],
+        )
+        self.logp = self.logp[index]
+        if self.seen is not None:
+            self.seen.select(index)
+
+    def allowed(self, p: _Plan, line: int, pos: int) -> Tensor:
+        """(B, V) the characters each poem may take at a free slot."""
+        spec = p.spec
+        masks = p.slot_masks[line][pos].to(self.out.device)
+        allowed = (self.patterns @ masks.float()) > 0
+        last = pos == spec.chars - 1
+        if spec.rhyme and line % 2 == 1 and last:
+            allowed &= (self.groups @ p.groups.to(self.out.device).float()) > 0
+        if last and line > 0:
+            _forbid_repeats(allowed, self.out[:, :line], self.out[:, line, :pos])
+        if not bool(allowed.any(dim=1).all()):  # excluded by _plan(); never retried
+            raise RnnlabError(
+                f"no character fits line {line + 1}, position {pos + 1}; relax the constraints"
+            )
+        return allowed
+
+    def push(self, p: _Plan, line: int, pos: int, token: Tensor, logits: Tensor) -> None:
+        """Write ``token`` (B,) at (line, pos), scored under ``logits`` (B, V)."""
+        spec = p.spec
+        self.logp += _logprob(logits, token)
+        self.out[:, line, pos] = token
+        if self.seen is not None:
+            self.seen.push(token)
+        masks = p.slot_masks[line][pos].to(self.out.device)
+        self.patterns = self.patterns * masks[:, token].t().float()
+        if spec.rhyme and line % 2 == 1 and pos == spec.chars - 1:
+            self.groups = self.groups * p.groups.to(self.out.device).float()[:, token].t()
+
+
+def _logprob(logits: Tensor, token: Tensor) -> Tensor:
+    """(B,) the model's log-probability of ``token`` (B,) under ``logits`` (B, V)."""
+    return torch.log_softmax(logits.double(), dim=-1).gather(1, token.view(-1, 1)).squeeze(1)
 
 
 def _decode(
-    stepper: Any, p: _Plan, batch: int, cfg: SamplingConfig, generator: torch.Generator
-) -> Tensor:
-    """Decode ``batch`` poems along the template; returns ids (B, lines, chars)."""
+    stepper: Any,
+    p: _Plan,
+    context: Tensor,
+    batch: int,
+    cfg: SamplingConfig,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Sample ``batch`` poems along the template after ``context``; returns ids (B, lines,
+    chars) and each poem's log-probability under the model (B,), its punctuation included."""
     spec = p.spec
     device = stepper.device
-    n_lines, n_chars = spec.lines, spec.chars
-    out = torch.empty(batch, n_lines, n_chars, dtype=torch.long, device=device)
     with torch.inference_mode():
-        logits, state = stepper.start(torch.tensor([p.context], device=device), batch)
-        live_patterns = torch.ones(batch, p.slot_masks[0][0].size(0), device=device)  # (B, P)
-        live_groups = p.open_groups.to(device).float().expand(batch, -1).clone()  # (B, G)
-        groups = p.groups.to(device).float()  # (G, V)
-        seen = cfg.seen_tokens([], batch, logits.size(-1), device)  # the poem's characters
-        for line in range(n_lines):
-            rhyme_slot = spec.rhyme and line % 2 == 1
-            for pos in range(n_chars):
-                masks = p.slot_masks[line][pos].to(device)  # (P, V)
+        logits, state = stepper.start(context, batch)
+        rows = _Rows(p, batch, cfg, logits.size(-1), device)
+        for line in range(spec.lines):
+            for pos in range(spec.chars):
                 forced = p.forced.get((line, pos))
-                last = pos == n_chars - 1
                 if forced is not None:
                     token = torch.full((batch,), forced, dtype=torch.long, device=device)
                 else:
-                    allowed = (live_patterns @ masks.float()) > 0  # (B, V)
-                    if rhyme_slot and last:
-                        allowed &= (live_groups @ groups) > 0
-                    if last and line > 0:
-                        _forbid_repeats(allowed, out[:, :line], out[:, line, :pos])
-                    if not bool(allowed.any(dim=1).all()):  # excluded by _plan(); never retried
-                        raise RnnlabError(
-                            f"no character fits line {line + 1}, position {pos + 1}; "
-                            "relax the constraints"
-                        )
-                    repeats = None if seen is None else seen.seen  # (B, V)
-                    token = pick(logits, cfg, generator, allowed, repeats)
-                out[:, line, pos] = token  # token: (B,)
-                if seen is not None:
-                    seen.push(token)
-                live_patterns = live_patterns * masks[:, token].t().float()
-                if rhyme_slot and last:
-                    live_groups = live_groups * groups[:, token].t()
+                    repeats = None if rows.seen is None else rows.seen.seen  # (B, V)
+                    token = pick(logits, cfg, generator, rows.allowed(p, line, pos), repeats)
+                rows.push(p, line, pos, token, logits)
                 logits, state = stepper.step(token, state)
-            punct = p.punct[line % 2]
-            if line + 1 < n_lines:
-                logits, state = stepper.step(torch.full((batch,), punct, device=device), state)
-    return out
+            punct = torch.full((batch,), p.punct[line % 2], dtype=torch.long, device=device)
+            rows.logp += _logprob(logits, punct)
+            if line + 1 < spec.lines:
+                logits, state = stepper.step(punct, state)
+    return rows.out, rows.logp
+
+
+def _beam(stepper: Any, p: _Plan, context: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Beam search of ``width`` over the whole poem under the plan's constraints (the same
+    masks as sampling: every hypothesis keeps the form, rhyme and tones asked for). Returns the
+    final beam's ids (W, lines, chars) and log-probabilities (W,), best first."""
+    spec = p.spec
+    device = stepper.device
+    with torch.inference_mode():
+        logits, state = stepper.start(context, width)
+        rows = _Rows(p, width, None, logits.size(-1), device)
+        rows.logp[1:] = float("-inf")  # the rows start equal: expand the first only
+        for line in range(spec.lines):
+            for pos in range(spec.chars):
+                forced = p.forced.get((line, pos))
+                if forced is not None:
+                    token = torch.full((width,), forced, dtype=torch.long, device=device)
+                else:
+                    logp = torch.log_softmax(logits.double(), dim=-1)
+                    logp = logp.masked_fill(~rows.allowed(p, line, pos), float("-inf"))
+                    total = (rows.logp.unsqueeze(1) + logp).view(-1)
+                    top = total.topk(width).indices  # (W,) over rows x vocabulary
+                    keep, token = top // logits.size(-1), top % logits.size(-1)
+                    rows.select(keep)
+                    state = stepper.select(state, keep)
+                    logits = logits[keep]
+                rows.push(p, line, pos, token, logits)
+                logits, state = stepper.step(token, state)
+            punct = torch.full((width,), p.punct[line % 2], dtype=torch.long, device=device)
+            rows.logp += _logprob(logits, punct)
+            if line + 1 < spec.lines:
+                logits, state = stepper.step(punct, state)
+    order = rows.logp.argsort(descending=True)
+    return rows.out[order], rows.logp[order]
 
 
 def _forbid_repeats(allowed: Tensor, earlier: Tensor, prefix: Tensor) -> None:

@@ -234,6 +234,7 @@ class TextTask(Task):
             level=self.data.level,
             progress=progress,
             label=split,
+            unscored=self.data.unscored.get(split),
         )
         if self.dist is not None and sync:
             loss = distributed.broadcast_float(self.dist, result.loss)
