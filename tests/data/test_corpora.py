@@ -465,6 +465,9 @@ def test_tang_traditional_and_titles(tang_cache: Path, monkeypatch: pytest.Monke
     first = titled.train.split("\n")[0]
     assert first.startswith("帝京篇十首 一:秦川雄帝宅，函谷壮皇居。")
     assert titled.train.count("\n") == trad.train.count("\n")
+    assert titled.title_sep == ":" and trad.title_sep is None
+    for line in titled.train.split("\n")[:-1]:  # exactly one separator: the title's end
+        assert line.count(":") == 1
 
 
 @pytest.mark.corpus

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from rnnlab.errors import DataError
 from rnnlab.evaluation.text import IGNORE, eval_layout, evaluate, score_tokens
 from rnnlab.models.config import LanguageModelConfig
 from rnnlab.models.text import LanguageModel
@@ -67,3 +68,26 @@ def test_score_tokens_matches_direct(model):
     assert [s.token for s in scores] == [str(i) for i in ids]
     for t, s in enumerate(scores):
         assert s.logprob == pytest.approx(float(logp[t, ids[t]]), abs=1e-5)
+
+
+def test_unscored_tokens_are_read_but_not_scored(model):
+    """A titled corpus's titles are context: the mean is over the other targets, and the
+    context still shapes their predictions (the state runs through the unscored tokens)."""
+    torch.manual_seed(3)
+    ids = torch.randint(0, model.config.vocab_size, (40,))
+    unscored = torch.zeros(40, dtype=torch.bool)
+    unscored[5:12] = True
+    unscored[30:33] = True
+    whole = evaluate(model, ids, batch_size=1, bptt=7)
+    with torch.no_grad():
+        logits, _ = model(ids[:-1].unsqueeze(1), model.init_state(1))
+    nll = torch.nn.functional.cross_entropy(logits.squeeze(1), ids[1:], reduction="none")
+    keep = ~unscored[1:]
+    for batch in (1, 3):
+        part = evaluate(model, ids, batch_size=batch, bptt=7, unscored=unscored)
+        assert part.tokens == int(keep.sum()) == 39 - 10
+        if batch == 1:
+            assert part.loss == pytest.approx(float(nll[keep].mean()), rel=1e-5)
+    assert whole.tokens == 39
+    with pytest.raises(DataError, match="no scored tokens"):
+        evaluate(model, ids, unscored=torch.ones(40, dtype=torch.bool))

@@ -304,8 +304,8 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_poem(args: argparse.Namespace) -> int:
-    from rnnlab.generation.fast_step import PRECISIONS
     from rnnlab.data.tang import run_title_sep
+    from rnnlab.generation.fast_step import PRECISIONS
     from rnnlab.generation.poetry import PoemSpec, generate_poems
     from rnnlab.runs.load import load_text_model
 
