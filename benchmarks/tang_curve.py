@@ -104,13 +104,21 @@ def curve(args: argparse.Namespace) -> None:
             "machine": machine_info(),
             "threads_eval": args.threads,
             "vocabulary": len(vocab),
-            "test_unk_fraction": float((test == vocab.unk_id).float().mean()),
+            # <unk> is scored as one token (the characters past the 5,000 most frequent)
+            "test_unk_fraction": _unk_fraction(test, unscored, vocab.unk_id),
             "results": json.loads((run / "results.json").read_text()),
             "points": points,
         }
         out = RESULTS / f"{config.preset or run.name}.json"
         out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
         print("wrote", out)
+
+
+def _unk_fraction(ids: torch.Tensor, unscored: torch.Tensor | None, unk: int) -> float:
+    """The fraction of the scored test targets that are ``<unk>``."""
+    scored = torch.ones_like(ids, dtype=torch.bool) if unscored is None else ~unscored
+    scored[0] = False  # the first token is never a target
+    return float((ids[scored] == unk).float().mean())
 
 
 def main() -> None:
