@@ -72,7 +72,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # the quatrain of the CS224d notes' RNN poetry example, as printed there
 NOTES_QUATRAIN = "两宴书长，一与家天斜。出寒看阶帆，竺却参雴飞。"
 ACROSTICS = ("春夏秋冬", "风花雪月", "山高水长", "明月清风", "江南春色")
-KEYWORDS = ("明月", "春风", "故乡", "秋雨", "江山")
+KEYWORDS = ("月,霜", "春,风", "山,水", "秋,雨", "江,舟")  # one character per keyword
 
 
 def titles_used(run: TangRun, poems: list[HeldOut], seed: int) -> dict[str, Any]:
@@ -171,14 +171,9 @@ def examples(
         jobs += [("title", t, best) for t in titles[:5]]
     else:
         skipped["title"] = "the run was trained without titles"
-    fields = {f.name: f for f in dataclasses.fields(PoemSpec)}
-    if "keywords" in fields:
-        as_text = "str" in str(fields["keywords"].type) and "tuple" not in str(
-            fields["keywords"].type
-        )
+    if "keywords" in {f.name for f in dataclasses.fields(PoemSpec)}:  # "月,霜": one char each
         for kw in KEYWORDS:
-            value: Any = kw if as_text else (kw,)
-            jobs.append(("keywords", None, dataclasses.replace(best, extra={"keywords": value})))
+            jobs.append(("keywords", None, dataclasses.replace(best, extra={"keywords": kw})))
     else:
         skipped["keywords"] = "PoemSpec has no keywords field in this version"
     jobs += [
@@ -199,6 +194,7 @@ def examples(
                 "title": poem.title,
                 "text": poem.text,
                 "satisfies": poem.satisfies,
+                "keywords_found": getattr(poem, "keywords", None),
                 "rhyme_group": poem.rhyme_group,
                 "tone_pattern": poem.tone_pattern,
                 "score": poem.score,
