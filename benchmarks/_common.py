@@ -32,8 +32,10 @@ def machine_info(device: torch.device | None = None) -> dict:
     return info
 
 
-def write_report(path: Path, report: dict) -> None:
-    """Write ``report`` as indented JSON to ``path`` (creating its folder) and say so."""
+def write_report(path: Path, report: dict, *, ascii_only: bool = True) -> None:
+    """Write ``report`` as indented JSON to ``path`` (creating its folder) and say so;
+    ``ascii_only=False`` keeps non-ASCII text (Chinese poems) readable, in UTF-8."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    text = json.dumps(report, indent=2, ensure_ascii=ascii_only) + "\n"
+    path.write_text(text, encoding="utf-8")
     print(f"wrote {path}")
