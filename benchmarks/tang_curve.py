@@ -81,6 +81,8 @@ def curve(args: argparse.Namespace) -> None:
         snaps = sorted(
             (run / "snapshots").glob("step-*.safetensors"), key=lambda p: int(p.stem[5:])
         )
+        if args.steps:
+            snaps = [p for p in snaps if int(p.stem[5:]) in set(args.steps)]
         for snap in snaps:
             model, _, ckpt = load_model(snap)
             progress = ckpt.meta.get("progress", {})
@@ -134,6 +136,11 @@ def main() -> None:
     c = sub.add_parser("curve")
     c.add_argument("runs", nargs="+")
     c.add_argument("--threads", type=int, default=2)
+    c.add_argument(
+        "--steps",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="only the snapshots of these steps (e.g. the epochs' ends), comma-separated",
+    )
     c.set_defaults(func=curve)
     args = ap.parse_args()
     args.func(args)
