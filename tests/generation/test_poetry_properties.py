@@ -2,7 +2,7 @@
 generated poem passes the independent form checker (and the rhyme / tone checkers when asked).
 
 A companion of tests/generation/test_poetry.py (fixed requests, 1,000 poems each): here hypothesis draws the
-requests, acrostics included, and random untrained models.
+requests, acrostics and keywords included, and random untrained models.
 """
 
 import torch
@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError
-from rnnlab.generation.poetry import PoemSpec, check_form, check_rhyme, check_tones, generate_poems
+from rnnlab.generation.poetry import (
+    PoemSpec,
+    _plan,
+    check_form,
+    check_rhyme,
+    check_tones,
+    generate_poems,
+    split_lines,
+)
 from rnnlab.generation.sampling import SamplingConfig
 from rnnlab.models.config import LanguageModelConfig
 from rnnlab.models.text import LanguageModel
@@ -64,3 +72,72 @@ def test_every_poem_has_the_form_asked_for(spec, weights_seed, seed, temperature
         assert p.form
         assert check_rhyme(p.text) or not spec.rhyme, p.text
         assert check_tones(p.text) or not spec.tones, p.text
+
+
+@st.composite
+def keyword_requests(draw):
+    """A request with 1 to ``lines`` keywords, and maybe an acrostic or starting text."""
+    chars = draw(st.sampled_from([5, 7]))
+    lines = draw(st.sampled_from([4, 8]))
+    keywords = draw(st.lists(st.sampled_from(HANZI), min_size=1, max_size=lines, unique=True))
+    given = draw(st.sampled_from(["none", "none", "acrostic", "start"]))
+    acrostic = start = None
+    if given == "acrostic":
+        acrostic = "".join(draw(st.lists(st.sampled_from(HANZI), min_size=lines, max_size=lines)))
+    elif given == "start":
+        size = draw(st.integers(1, chars + 3))
+        start = "".join(draw(st.lists(st.sampled_from(HANZI), min_size=size, max_size=size)))
+    sep = draw(st.sampled_from([",", "，", "、", " "]))
+    return PoemSpec(
+        chars,
+        lines,
+        acrostic=acrostic,
+        start=start,
+        rhyme=draw(st.booleans()),
+        tones=draw(st.booleans()),
+        keywords=sep.join(keywords),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spec=keyword_requests(),
+    weights_seed=st.integers(0, 2**31),
+    seed=st.integers(0, 2**31),
+    mode=st.sampled_from(["sample", "candidates", "beam"]),
+    temperature=st.sampled_from([0.0, 1.0, 5.0]),
+    penalty=st.sampled_from([1.0, 3.0]),
+)
+def test_every_poem_holds_every_keyword_in_its_line(
+    spec, weights_seed, seed, mode, temperature, penalty
+):
+    torch.manual_seed(weights_seed)
+    config = LanguageModelConfig(vocab_size=len(VOCAB), embed_size=8, hidden_size=16, num_layers=1)
+    model = LanguageModel(config)
+    cfg = SamplingConfig(temperature=temperature, repetition_penalty=penalty)
+    options = {"sample": {}, "candidates": {"candidates": 3}, "beam": {"beam": 3}}[mode]
+    count = 3 if mode == "beam" else 5
+    try:
+        placed = _plan(VOCAB, spec).keyword_lines
+        poems = generate_poems(model, VOCAB, spec, count=count, cfg=cfg, seed=seed, **options)
+    except ConfigError as e:  # a request this vocabulary cannot meet: said in one line
+        assert "\n" not in str(e)
+        event(f"refused: {str(e)[:40]}")
+        assume(False)
+    assert len(poems) == count
+    assert list(placed) == list(spec.keyword_chars)
+    event(f"{mode}, {len(placed)} keywords")
+    for p in poems:
+        assert check_form(p.text, spec.chars, spec.lines, acrostic=spec.acrostic), p.text
+        assert (
+            p.text.replace("\n", "")
+            .replace("，", "")
+            .replace("。", "")
+            .startswith(spec.start or "")
+        )
+        assert check_rhyme(p.text) or not spec.rhyme, p.text
+        assert check_tones(p.text) or not spec.tones, p.text
+        lines = split_lines(p.text)
+        for ch, line in placed.items():
+            assert ch in lines[line], (ch, line, p.text)
+        assert p.keywords == spec.keyword_chars and "keywords" in p.satisfies

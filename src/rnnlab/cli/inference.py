@@ -264,6 +264,12 @@ def _add_poem(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--first-line", metavar="TEXT", help="the whole first line")
     p.add_argument("--start", metavar="TEXT", help="characters the poem starts with")
     p.add_argument(
+        "--keywords",
+        metavar="CHARS",
+        help="characters the poem must contain, one per line, e.g. 月,霜 (commas, 、 or spaces "
+        "between them); decoding places each in a line of its own",
+    )
+    p.add_argument(
         "--rhyme", action="store_true", help="lines 2, 4 (6, 8) rhyme (十三辙, modern readings)"
     )
     p.add_argument(
@@ -318,6 +324,7 @@ def cmd_poem(args: argparse.Namespace) -> int:
         rhyme=args.rhyme,
         tones=args.tones,
         title=args.title,
+        keywords=args.keywords,
     )
     cfg = _sampling_config(args)
     if args.count < 1:
@@ -354,6 +361,8 @@ def cmd_poem(args: argparse.Namespace) -> int:
             notes.append(f"rhyme {poem.rhyme_group}")
         if poem.tones:
             notes.append(f"tones {poem.tone_pattern}")
+        if poem.keywords:
+            notes.append(f"keywords {poem.keywords}")
         if poem.score is not None:
             notes.append(f"perplexity {math.exp(-poem.score):.0f} per character")
         print(f"  ({', '.join(notes)})")

@@ -43,6 +43,19 @@ has lines, so a slot can never be left empty; a request that cannot be met (too 
 a given first line that fits no tone pattern) fails before decoding with one
 :class:`~rnnlab.errors.ConfigError` line. Each poem is then checked independently by
 :func:`check_form`, :func:`check_rhyme` and :func:`check_tones`, and reports what it satisfies.
+
+**Keywords** (``keywords="月,霜"``: single Chinese characters the poem must contain) are masks
+too, so every poem holds every keyword. Before decoding, each keyword that no given character
+(acrostic, first line, start) supplies gets a line of its own: in the order given, spread over
+the poem, skipping lines none of whose free slots can take it; all keywords must fit under one
+tone pattern and rhyme group together, or the request fails in one line. The model chooses
+where in its line the keyword goes: at each free slot of the line the keyword may be drawn like
+any character (the repetition penalty spares it until it is placed), while the other characters
+are masked to those that keep it placeable at a later free slot, i.e. that keep open a tone
+pattern (and, at a rhyme slot, a rhyme group) under which a later slot takes it, and that do not
+make the line a copy of an earlier one once the keyword must end it. At the last slot where it
+can still go, it is forced. Every character drawn before also keeps the keywords of later lines
+placeable. :attr:`Poem.keywords` reports the keywords found in the text (:func:`found_keywords`).
 """
 
 from __future__ import annotations
@@ -280,6 +293,8 @@ class PoemSpec:
         rhyme: lines 2, 4 (6, 8) end in one rhyme group.
         tones: the poem follows one of the four standard tone patterns.
         title: the title to write for (a model trained with titles, e.g. ``tang-hour``).
+        keywords: Chinese characters the poem must contain, one per line at most, separated
+            by commas (``,`` ``，``), ``、`` or spaces: ``"月,霜"`` (see the module docstring).
     """
 
     chars: int = 5
@@ -290,6 +305,7 @@ class PoemSpec:
     rhyme: bool = False
     tones: bool = False
     title: str | None = None
+    keywords: str | None = None
 
     def __post_init__(self) -> None:
         if self.chars not in (5, 7):
@@ -319,6 +335,13 @@ class PoemSpec:
             )
         if self.start is not None and not _strip(self.start):
             raise ConfigError("the starting text has no characters")
+        if self.keywords is not None:
+            _check_keywords(_keyword_items(self.keywords), self.lines)
+
+    @property
+    def keyword_chars(self) -> str:
+        """The keywords, one character each, in the order given ("" without keywords)."""
+        return "".join(_keyword_items(self.keywords)) if self.keywords is not None else ""
 
     def forced(self) -> dict[tuple[int, int], str]:
         """(line, position) -> the character the request fixes there."""
@@ -340,10 +363,50 @@ def _strip(text: str) -> str:
     return "".join(ch for ch in text if ch not in LINE_BREAKS and not ch.isspace())
 
 
+KEYWORD_SEPARATORS = ",，、"
+
+
+def _keyword_items(text: str) -> list[str]:
+    """The items of a keyword list: split at commas, 、 and whitespace, empty items dropped."""
+    for sep in KEYWORD_SEPARATORS:
+        text = text.replace(sep, " ")
+    return text.split()
+
+
+def _check_keywords(items: list[str], lines: int) -> None:
+    """One line of ConfigError for a keyword list a poem of ``lines`` lines cannot take."""
+    if not items:
+        raise ConfigError("--keywords needs at least one Chinese character, e.g. --keywords 月,霜")
+    for item in items:
+        if len(item) > 1:
+            raise ConfigError(
+                f"each keyword is one character, got {item!r}; split it: --keywords "
+                + ",".join(dict.fromkeys(item))
+            )
+        if not is_hanzi(item):
+            raise ConfigError(f"the keyword {item!r} is not a Chinese character; choose another")
+    repeated = [ch for i, ch in enumerate(items) if ch in items[:i]]
+    if repeated:
+        raise ConfigError(f"the keyword {repeated[0]!r} is given twice; give each keyword once")
+    if len(items) > lines:
+        raise ConfigError(
+            f"{len(items)} keywords for a poem of {lines} lines; a line takes one keyword: "
+            f"give at most {lines}"
+            + (" or set --lines 8" if lines == 4 and len(items) <= 8 else "")
+        )
+
+
+def found_keywords(text: str, keywords: str) -> str:
+    """The characters of ``keywords`` that occur in the lines of ``text``, in their order."""
+    body = "".join(split_lines(text))
+    return "".join(ch for ch in keywords if ch in body)
+
+
 @dataclass
 class Poem:
     """A generated poem: ``lines`` (each with its punctuation), ``text`` (lines joined by
-    newlines) and what the independent checkers say."""
+    newlines) and what the independent checkers say. ``keywords``: the requested keywords
+    that the text contains (:func:`found_keywords`; None when none were requested)."""
 
     text: str
     lines: list[str]
@@ -355,10 +418,15 @@ class Poem:
     requested: dict[str, bool] = field(default_factory=dict)
     title: str | None = None
     score: float | None = None  # the model's mean log-probability per token, punctuation included
+    keywords: str | None = None
 
     @property
     def satisfies(self) -> list[str]:
-        return [name for name in ("form", "rhyme", "tones") if getattr(self, name)]
+        names = [name for name in ("form", "rhyme", "tones") if getattr(self, name)]
+        wanted = self.requested.get("keywords")
+        if wanted and self.keywords == wanted:
+            names.append("keywords")
+        return names
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -413,6 +481,14 @@ class _Plan:
     open_groups: Tensor  # (G,) groups big enough to rhyme a whole poem
     punct: tuple[int, int]  # ids of "，" and "。"
     context: int  # the id read before the poem
+    # keywords (see _plan_keywords): line -> the id of the keyword decoding places there
+    keywords: dict[int, int] = field(default_factory=dict)
+    keyword_lines: dict[str, int] = field(default_factory=dict)  # keyword -> its line
+    # [line] -> (P, G') the (pattern, group) pairs under which the keyword of every later
+    # line still fits a free slot of its line (G' = G with --rhyme, else 1)
+    keyword_rest: list[Tensor] = field(default_factory=list)
+    # line -> [pos] -> (P, G') the pairs under which the line's keyword fits a slot after pos
+    keyword_after: dict[int, list[Tensor]] = field(default_factory=dict)
 
 
 def _plan(vocab: Vocab, spec: PoemSpec, prosody: VocabProsody | None = None) -> _Plan:
@@ -488,7 +564,7 @@ def _plan(vocab: Vocab, spec: PoemSpec, prosody: VocabProsody | None = None) -> 
                 " (or the given text closes them); drop --rhyme"
             )
     context = vocab.stoi.get("\n", vocab.unk_id)
-    return _Plan(
+    plan = _Plan(
         spec,
         forced,
         slot_masks,
@@ -497,6 +573,141 @@ def _plan(vocab: Vocab, spec: PoemSpec, prosody: VocabProsody | None = None) -> 
         (vocab.stoi[COMMA], vocab.stoi[PERIOD]),
         context,
     )
+    if spec.keyword_chars:
+        _plan_keywords(vocab, plan, open_patterns)
+    return plan
+
+
+def _plan_keywords(vocab: Vocab, plan: _Plan, open_patterns: Tensor) -> None:
+    """Give each keyword that no given character supplies a line of its own, and lay out the
+    masks that keep it placeable there (see the module docstring).
+
+    Lines are assigned in the order the keywords are given, spread over the poem (keyword i
+    of n aims at line i * lines / n), skipping lines where no free slot can take the keyword;
+    all keywords must fit under one tone pattern and rhyme group together. Raises ConfigError
+    (one line) for a keyword outside the vocabulary or one that cannot be placed.
+    """
+    spec = plan.spec
+    chars = spec.keyword_chars
+    for ch in chars:
+        if ch not in vocab.stoi:
+            raise ConfigError(
+                f"the keyword {ch!r} is not in the model's vocabulary; choose another"
+            )
+    given = spec.forced()
+    given_lines = {
+        ch: min(k for (k, _), c in given.items() if c == ch) for ch in set(given.values())
+    }
+    plan.keyword_lines = {ch: given_lines[ch] for ch in chars if ch in given_lines}
+    todo = [ch for ch in chars if ch not in given_lines]
+    n_patterns = open_patterns.size(0)
+    width = plan.groups.size(0) if spec.rhyme else 1
+    open_pairs = open_patterns.unsqueeze(1) & (
+        plan.open_groups.unsqueeze(0) if spec.rhyme else torch.ones(1, 1, dtype=torch.bool)
+    )
+
+    def fits(line: int, word: str) -> list[Tensor]:
+        """[pos] -> (P, G') the pairs under which ``word`` may stand at (line, pos): none at a
+        given slot. (A line given but for its last slot cannot become a copy of an earlier,
+        given line by taking ``word``: ``word`` would then be given, so placed, already.)"""
+        token = vocab.stoi[word]
+        out = []
+        for pos in range(spec.chars):
+            ok = torch.zeros(n_patterns, width, dtype=torch.bool)
+            if (line, pos) not in plan.forced:
+                tones = plan.slot_masks[line][pos][:, token]
+                if spec.rhyme and line % 2 == 1 and pos == spec.chars - 1:
+                    ok = tones.unsqueeze(1) & plan.groups[:, token].unsqueeze(0)
+                else:
+                    ok = tones.unsqueeze(1).expand(-1, width).clone()
+            out.append(ok)
+        return out
+
+    table = {(line, ch): fits(line, ch) for line in range(spec.lines) for ch in todo}
+    anywhere = {key: torch.stack(v).any(0) & open_pairs for key, v in table.items()}
+    for ch in todo:
+        if not any(bool(anywhere[(line, ch)].any()) for line in range(spec.lines)):
+            raise ConfigError(
+                f"the keyword {ch!r} fits no free slot of any line ({_constraints(spec)}); "
+                "choose another keyword or relax the constraints"
+            )
+    lines = _assign_lines(todo, spec.lines, set(plan.keyword_lines.values()), anywhere, open_pairs)
+    if lines is None:
+        raise ConfigError(
+            f"the keywords {''.join(todo)} cannot all be placed, one per line, under one tone "
+            f"pattern and rhyme group ({_constraints(spec)}); drop one or relax the constraints"
+        )
+    plan.keyword_rest = [torch.ones(n_patterns, width) for _ in range(spec.lines)]
+    for line, ch in sorted(zip(lines, todo, strict=True), reverse=True):
+        slots = [slot.float() for slot in table[(line, ch)]]
+        plan.keyword_lines[ch] = line
+        plan.keywords[line] = vocab.stoi[ch]
+        plan.keyword_after[line] = [
+            torch.stack(slots[pos + 1 :]).amax(0) if pos + 1 < spec.chars else slots[0] * 0
+            for pos in range(spec.chars)
+        ]
+        for earlier in range(line):
+            plan.keyword_rest[earlier] = plan.keyword_rest[earlier] * torch.stack(slots).amax(0)
+    plan.keyword_lines = {ch: plan.keyword_lines[ch] for ch in chars}
+
+
+def _constraints(spec: PoemSpec) -> str:
+    """The constraints a keyword must fit, in words, for an error message."""
+    parts = [name for name, on in (("--tones", spec.tones), ("--rhyme", spec.rhyme)) if on]
+    if spec.acrostic or spec.first_line or spec.start:
+        parts.append("the given characters")
+    return "with " + " and ".join(parts) if parts else "every line is given"
+
+
+def _assign_lines(
+    todo: list[str],
+    lines: int,
+    taken: set[int],
+    anywhere: dict[tuple[int, str], Tensor],
+    open_pairs: Tensor,
+) -> list[int] | None:
+    """A distinct line for each keyword of ``todo`` under one (pattern, group) pair, as near
+    as possible to keyword i's aim i * lines / n (lines whose given characters already hold a
+    keyword come last); None if no pair admits one."""
+    if not todo:
+        return []
+    aims = [int(i * lines / len(todo) + 0.5) for i in range(len(todo))]
+
+    def cost(i: int, line: int) -> int:
+        return abs(line - aims[i]) + (2 * lines if line in taken else 0)
+
+    best: tuple[int, tuple[int, ...]] | None = None
+    tried = set()
+    for p, g in open_pairs.nonzero().tolist():
+        options = tuple(
+            tuple(line for line in range(lines) if bool(anywhere[(line, ch)][p, g])) for ch in todo
+        )
+        if options in tried:
+            continue
+        tried.add(options)
+        costs = tuple(tuple(cost(i, line) for line in range(lines)) for i in range(len(todo)))
+        found = _cheapest_matching(options, costs, 0, 0)
+        if found is not None and (best is None or found[0] < best[0]):
+            best = found
+    return None if best is None else list(best[1])
+
+
+@functools.lru_cache(maxsize=4096)
+def _cheapest_matching(
+    options: tuple[tuple[int, ...], ...], costs: tuple[tuple[int, ...], ...], i: int, used: int
+) -> tuple[int, tuple[int, ...]] | None:
+    """(total cost, lines) of the cheapest distinct choice of ``options[j]`` for j >= i, the
+    lines in bit mask ``used`` excluded (the first cheapest on ties); None if there is none."""
+    if i == len(options):
+        return 0, ()
+    found = None
+    for line in options[i]:
+        if used & (1 << line):
+            continue
+        tail = _cheapest_matching(options, costs, i + 1, used | (1 << line))
+        if tail is not None and (found is None or costs[i][line] + tail[0] < found[0]):
+            found = (costs[i][line] + tail[0], (line, *tail[1]))
+    return found
 
 
 def _check_forced_lines(spec: PoemSpec) -> None:
@@ -683,9 +894,10 @@ def _poem(
         tones=pattern is not None,
         rhyme_group=group,
         tone_pattern=pattern,
-        requested={"rhyme": spec.rhyme, "tones": spec.tones},
+        requested={"rhyme": spec.rhyme, "tones": spec.tones, "keywords": spec.keyword_chars},
         title=title,
         score=score,
+        keywords=found_keywords(text, spec.keyword_chars) if spec.keyword_chars else None,
     )
 
 
@@ -719,15 +931,64 @@ class _Rows:
         """(B, V) the characters each poem may take at a free slot."""
         spec = p.spec
         masks = p.slot_masks[line][pos].to(self.out.device)
-        allowed = (self.patterns @ masks.float()) > 0
         last = pos == spec.chars - 1
-        if spec.rhyme and line % 2 == 1 and last:
-            allowed &= (self.groups @ p.groups.to(self.out.device).float()) > 0
+        rhyme_slot = spec.rhyme and line % 2 == 1 and last
+        if p.keywords:
+            allowed = self._keyword_allowed(p, line, pos, masks, rhyme_slot)
+        else:
+            allowed = (self.patterns @ masks.float()) > 0
+            if rhyme_slot:
+                allowed &= (self.groups @ p.groups.to(self.out.device).float()) > 0
         if last and line > 0:
             _forbid_repeats(allowed, self.out[:, :line], self.out[:, line, :pos])
         if not bool(allowed.any(dim=1).all()):  # excluded by _plan(); never retried
             raise RnnlabError(
                 f"no character fits line {line + 1}, position {pos + 1}; relax the constraints"
+            )
+        return allowed
+
+    def pending(self, p: _Plan, line: int, pos: int) -> Tensor:
+        """(B,) bool: the keyword of ``line`` is not yet in the line's first ``pos`` slots."""
+        word = p.keywords[line]
+        return ~(self.out[:, line, :pos] == word).any(dim=1)
+
+    def repeats(self, p: _Plan, line: int, pos: int) -> Tensor | None:
+        """(B, V) the characters the repetition penalty lowers at (line, pos): those in the
+        poem, except the line's keyword while it is still to be placed; None when off."""
+        if self.seen is None:
+            return None
+        seen = self.seen.seen
+        if line not in p.keywords:
+            return seen
+        seen = seen.clone()
+        seen[:, p.keywords[line]] &= ~self.pending(p, line, pos)
+        return seen
+
+    def _keyword_allowed(
+        self, p: _Plan, line: int, pos: int, masks: Tensor, rhyme_slot: bool
+    ) -> Tensor:
+        """(B, V) :meth:`allowed` with keywords: a character is allowed if some (pattern,
+        group) pair still open to the poem takes it here and leaves every keyword placeable
+        (this line's at a later free slot unless the character is the keyword itself)."""
+        device = self.out.device
+        batch = self.out.size(0)
+        groups = self.groups if p.spec.rhyme else self.groups.new_ones(batch, 1)
+        members = p.groups.to(device)
+        pairs = self.patterns.unsqueeze(2) * groups.unsqueeze(1)  # (B, P, G')
+        pairs = pairs * p.keyword_rest[line].to(device)
+        word = p.keywords.get(line)
+        if word is None:
+            return _fitting(pairs, masks, members, rhyme_slot)
+        pending = self.pending(p, line, pos)
+        later = pairs * p.keyword_after[line][pos].to(device)
+        allowed = _fitting(
+            torch.where(pending.view(-1, 1, 1), later, pairs), masks, members, rhyme_slot
+        )
+        here = _fitting(pairs, masks[:, word : word + 1], members[:, word : word + 1], rhyme_slot)
+        allowed[:, word] |= pending & here[:, 0]
+        if pos == p.spec.chars - 2 and line > 0:
+            _forbid_keyword_repeats(
+                allowed, self.out[:, :line], self.out[:, line, :pos], word, pending
             )
         return allowed
 
@@ -742,6 +1003,34 @@ class _Rows:
         self.patterns = self.patterns * masks[:, token].t().float()
         if spec.rhyme and line % 2 == 1 and pos == spec.chars - 1:
             self.groups = self.groups * p.groups.to(self.out.device).float()[:, token].t()
+
+
+def _fitting(pairs: Tensor, masks: Tensor, members: Tensor, rhyme_slot: bool) -> Tensor:
+    """(B, V') the characters that fit a slot under some (pattern, group) pair of ``pairs``
+    (B, P, G'): ``masks`` (P, V') per pattern, ``members`` (G, V') per group (rhyme slots)."""
+    if not rhyme_slot:
+        return (pairs.amax(dim=2) @ masks.float()) > 0
+    out = torch.zeros(pairs.size(0), masks.size(1), dtype=torch.bool, device=pairs.device)
+    for k in range(pairs.size(1)):
+        out |= ((pairs[:, k] @ members.float()) > 0) & masks[k]
+    return out
+
+
+def _forbid_keyword_repeats(
+    allowed: Tensor, earlier: Tensor, prefix: Tensor, word: int, pending: Tensor
+) -> None:
+    """Mask (in place) the next-to-last characters that would force a repeated line.
+
+    A poem still to place ``word`` in this line must put it in the last slot if it draws
+    anything else now; where an earlier line (of ``earlier`` (B, K, C)) starts like ``prefix``
+    (B, C-2) and ends in ``word``, the character it has here would make the line its copy.
+    """
+    same = (earlier[:, :, :-2] == prefix.unsqueeze(1)).all(dim=2)
+    same &= (earlier[:, :, -1] == word) & pending.unsqueeze(1)
+    rows, k = same.nonzero(as_tuple=True)
+    chars = earlier[rows, k, -2]
+    other = chars != word
+    allowed[rows[other], chars[other]] = False
 
 
 def _logprob(logits: Tensor, token: Tensor) -> Tensor:
@@ -770,7 +1059,7 @@ def _decode(
                 if forced is not None:
                     token = torch.full((batch,), forced, dtype=torch.long, device=device)
                 else:
-                    repeats = None if rows.seen is None else rows.seen.seen  # (B, V)
+                    repeats = rows.repeats(p, line, pos)  # (B, V) or None
                     token = pick(logits, cfg, generator, rows.allowed(p, line, pos), repeats)
                 rows.push(p, line, pos, token, logits)
                 logits, state = stepper.step(token, state)
@@ -800,9 +1089,14 @@ def _beam(stepper: Any, p: _Plan, context: Tensor, width: int) -> tuple[Tensor, 
                     logp = torch.log_softmax(logits.double(), dim=-1)
                     logp = logp.masked_fill(~rows.allowed(p, line, pos), float("-inf"))
                     total = (rows.logp.unsqueeze(1) + logp).view(-1)
-                    top = total.topk(width).indices  # (W,) over rows x vocabulary
+                    best = total.topk(width)  # (W,) over rows x vocabulary
+                    # fewer than W allowed continuations (a forced keyword, a narrow slot):
+                    # the rest copy the best one and stay dead, so no row holds a masked token
+                    dead = torch.isinf(best.values)
+                    top = torch.where(dead, best.indices[0], best.indices)
                     keep, token = top // logits.size(-1), top % logits.size(-1)
                     rows.select(keep)
+                    rows.logp[dead] = float("-inf")
                     state = stepper.select(state, keep)
                     logits = logits[keep]
                 rows.push(p, line, pos, token, logits)
