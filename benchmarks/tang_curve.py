@@ -86,9 +86,7 @@ def curve(args: argparse.Namespace) -> None:
         for snap in snaps:
             model, _, ckpt = load_model(snap)
             progress = ckpt.meta.get("progress", {})
-            result = evaluate(
-                model, test, batch_size=32, bptt=100, level="char", unscored=unscored
-            )
+            result = evaluate(model, test, batch_size=32, bptt=100, level="char", unscored=unscored)
             points.append(
                 {
                     "step": progress.get("step"),
