@@ -6,8 +6,9 @@ twenty example poems are printed too):
 
 * **Titles used** (a run trained with titles): the exact per-character perplexity of every poem of
   the run's test split given its own title, and given the title of another test poem (a seeded
-  derangement of the titles); titles are read, not scored (``title_mask`` + ``evaluate``, the
-  run's evaluation batch size).
+  derangement of the titles); titles are read, not scored: as the run's evaluation reads the
+  split (``title_mask`` + ``evaluate``, one stream at the run's evaluation batch size), and from a
+  fresh state per poem (``score_poems``).
 * **Scores**: for each set, the model's mean log-probability per character (punctuation included,
   :func:`rnnlab.generation.poem_score.score_poems`), its perplexity ``exp(-mean)``, and the share
   of poems the checkers find in form (5x4, ，。，。), rhyming and on a tone pattern. Sets: ``count``
@@ -60,7 +61,12 @@ from rnnlab.data.tang import TITLE_SEP  # noqa: E402
 from rnnlab.data.vocab import encode_text, make_tokenizer  # noqa: E402
 from rnnlab.errors import RnnlabError  # noqa: E402
 from rnnlab.evaluation.text import evaluate  # noqa: E402
-from rnnlab.generation.poem_score import count_unknown, poem_lines, score_poems  # noqa: E402
+from rnnlab.generation.poem_score import (  # noqa: E402
+    count_unknown,
+    poem_lines,
+    poem_text,
+    score_poems,
+)
 from rnnlab.generation.poetry import (  # noqa: E402
     PoemSpec,
     match_tone_pattern,
@@ -76,7 +82,9 @@ KEYWORDS = ("月,霜", "春,风", "山,水", "秋,雨", "江,舟")  # one charac
 
 
 def titles_used(run: TangRun, poems: list[HeldOut], seed: int) -> dict[str, Any]:
-    """Test perplexity per poem character given the true titles and given deranged ones."""
+    """Test perplexity per poem character given the true titles and given deranged ones: as the
+    run's evaluation reads the split (one stream, state carried from poem to poem) and from a
+    fresh state per poem (the poem's end, after its last mark, not scored)."""
     if not run.titled:
         return {"skipped": "the run was trained without titles"}
     tokenizer, vocab = make_tokenizer("char"), run.vocab
@@ -103,6 +111,25 @@ def titles_used(run: TangRun, poems: list[HeldOut], seed: int) -> dict[str, Any]
             "scored_tokens": result.tokens,
             "seconds": round(time.perf_counter() - start, 1),
         }
+    # the same from a fresh state per poem (score_poems: no earlier poem read), token-weighted
+    texts = [p.text for p in poems]
+    lengths = [len(poem_text(t)) for t in texts]
+    for name, order in (("true_titles", range(len(poems))), ("other_titles", perm)):
+        start = time.perf_counter()
+        scores = score_poems(
+            run.model, vocab, texts, [poems[j].title for j in order], run.title_sep
+        )
+        loss = -sum(s * n for s, n in zip(scores, lengths, strict=True)) / sum(lengths)
+        out[f"{name}_fresh_state"] = {
+            "loss": loss,
+            "perplexity": math.exp(loss),
+            "scored_tokens": sum(lengths),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    out["relative_change_fresh_state"] = (
+        out["other_titles_fresh_state"]["perplexity"] / out["true_titles_fresh_state"]["perplexity"]
+        - 1
+    )
     out["same_title_text"] = sum(
         poems[j].title == p.title for p, j in zip(poems, perm, strict=True)
     )
@@ -221,10 +248,13 @@ def markdown(report: dict[str, Any]) -> str:
     used = report["titles_used"]
     if "skipped" not in used:
         t, o = used["true_titles"], used["other_titles"]
+        tf, of = used["true_titles_fresh_state"], used["other_titles_fresh_state"]
         out += [
             f"Titles used ({used['poems']} test poems, titles read not scored): perplexity per "
             f"character {t['perplexity']:.2f} with their own titles, {o['perplexity']:.2f} with "
-            f"another poem's title ({used['relative_change']:+.2%}).",
+            f"another poem's title ({used['relative_change']:+.2%}); from a fresh state per "
+            f"poem {tf['perplexity']:.2f} and {of['perplexity']:.2f} "
+            f"({used['relative_change_fresh_state']:+.2%}).",
             "",
         ]
     n = report["notes_quatrain"]

@@ -154,6 +154,9 @@ def test_the_scores_report_covers_every_set(titled_run, tmp_path, capsys):
         results["test"]["perplexity"], rel=1e-6
     )
     assert used["other_titles"]["scored_tokens"] == used["true_titles"]["scored_tokens"]
+    fresh = used["true_titles_fresh_state"]
+    # from a fresh state per poem: every poem character, not the newlines after the poems
+    assert fresh["scored_tokens"] == used["true_titles"]["scored_tokens"] - used["poems"]
     assert set(report["sets"]) == {"real", "notes", "sampled", "candidates", "beam"}
     for name, s in report["sets"].items():
         assert s["poems"] == 4, name
