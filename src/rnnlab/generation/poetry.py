@@ -51,11 +51,12 @@ the poem, skipping lines none of whose free slots can take it; all keywords must
 tone pattern and rhyme group together, or the request fails in one line. The model chooses
 where in its line the keyword goes: at each free slot of the line the keyword may be drawn like
 any character (the repetition penalty spares it until it is placed), while the other characters
-are masked to those that keep it placeable at a later free slot, i.e. that keep open a tone
-pattern (and, at a rhyme slot, a rhyme group) under which a later slot takes it, and that do not
-make the line a copy of an earlier one once the keyword must end it. At the last slot where it
-can still go, it is forced. Every character drawn before also keeps the keywords of later lines
-placeable. :attr:`Poem.keywords` reports the keywords found in the text (:func:`found_keywords`).
+are masked to those that keep it placeable at a later free slot: that keep open a tone pattern
+under which a later free slot takes it (a rhyme slot only if it is in a rhyme group still open),
+and that do not make the line a copy of an earlier one once the keyword must end it. At the last slot where it
+can still go, it is forced. (Earlier lines need no care for it: a line after the given text has
+its third slot free, which takes any character under every pattern.) :attr:`Poem.keywords`
+reports the keywords found in the text (:func:`found_keywords`).
 """
 
 from __future__ import annotations
@@ -484,10 +485,8 @@ class _Plan:
     # keywords (see _plan_keywords): line -> the id of the keyword decoding places there
     keywords: dict[int, int] = field(default_factory=dict)
     keyword_lines: dict[str, int] = field(default_factory=dict)  # keyword -> its line
-    # [line] -> (P, G') the (pattern, group) pairs under which the keyword of every later
-    # line still fits a free slot of its line (G' = G with --rhyme, else 1)
-    keyword_rest: list[Tensor] = field(default_factory=list)
-    # line -> [pos] -> (P, G') the pairs under which the line's keyword fits a slot after pos
+    # line -> [pos] -> (P, G') the (pattern, group) pairs under which the line's keyword fits
+    # a free slot after pos (G' = G with --rhyme, else 1)
     keyword_after: dict[int, list[Tensor]] = field(default_factory=dict)
 
 
@@ -637,8 +636,12 @@ def _plan_keywords(vocab: Vocab, plan: _Plan, open_patterns: Tensor) -> None:
             f"the keywords {''.join(todo)} cannot all be placed, one per line, under one tone "
             f"pattern and rhyme group ({_constraints(spec)}); drop one or relax the constraints"
         )
-    plan.keyword_rest = [torch.ones(n_patterns, width) for _ in range(spec.lines)]
-    for line, ch in sorted(zip(lines, todo, strict=True), reverse=True):
+    # Decoding need not keep the keywords of later lines placeable: the given text is a prefix
+    # (and acrostic heads), so a line after it has its third slot free, which takes any
+    # character in every tone pattern (一三五不论) and is no rhyme slot; the line the given
+    # text ends in has only given characters before its free slots, so the plan's open
+    # patterns and groups, checked here, are what every poem has there.
+    for ch, line in zip(todo, lines, strict=True):
         slots = [slot.float() for slot in table[(line, ch)]]
         plan.keyword_lines[ch] = line
         plan.keywords[line] = vocab.stoi[ch]
@@ -646,8 +649,6 @@ def _plan_keywords(vocab: Vocab, plan: _Plan, open_patterns: Tensor) -> None:
             torch.stack(slots[pos + 1 :]).amax(0) if pos + 1 < spec.chars else slots[0] * 0
             for pos in range(spec.chars)
         ]
-        for earlier in range(line):
-            plan.keyword_rest[earlier] = plan.keyword_rest[earlier] * torch.stack(slots).amax(0)
     plan.keyword_lines = {ch: plan.keyword_lines[ch] for ch in chars}
 
 
@@ -738,9 +739,11 @@ def generate_poems(
     distributions for speed; the form constraints hold either way.
 
     Every poem has the exact form (see the module docstring); ``rhyme`` and ``tones`` are
-    enforced when asked for. Each poem reports the independent checks' verdicts and its
-    :attr:`Poem.score`. ``cfg.repetition_penalty`` > 1 lowers the characters already in the
-    poem (given ones included, punctuation aside) at each free slot.
+    enforced when asked for, and so are ``spec.keywords``: each in the line the plan gives it,
+    at a slot the model chooses (see the module docstring). Each poem reports the independent
+    checks' verdicts and its :attr:`Poem.score`. ``cfg.repetition_penalty`` > 1 lowers the
+    characters already in the poem (given ones included, punctuation aside) at each free slot,
+    except a line's keyword until it is placed there.
 
     Titles: ``title_sep`` is the separator of a model trained on ``title<sep>poem`` lines
     (:data:`rnnlab.data.tang.TITLE_SEP`; None for a model trained without titles). Such a model
@@ -968,14 +971,13 @@ class _Rows:
         self, p: _Plan, line: int, pos: int, masks: Tensor, rhyme_slot: bool
     ) -> Tensor:
         """(B, V) :meth:`allowed` with keywords: a character is allowed if some (pattern,
-        group) pair still open to the poem takes it here and leaves every keyword placeable
-        (this line's at a later free slot unless the character is the keyword itself)."""
+        group) pair still open to the poem takes it here and leaves the line's keyword, while
+        still to be placed, a later free slot (unless the character is the keyword itself)."""
         device = self.out.device
         batch = self.out.size(0)
         groups = self.groups if p.spec.rhyme else self.groups.new_ones(batch, 1)
         members = p.groups.to(device)
         pairs = self.patterns.unsqueeze(2) * groups.unsqueeze(1)  # (B, P, G')
-        pairs = pairs * p.keyword_rest[line].to(device)
         word = p.keywords.get(line)
         if word is None:
             return _fitting(pairs, masks, members, rhyme_slot)
