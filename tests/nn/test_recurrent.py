@@ -371,8 +371,6 @@ def test_lstm_state_must_be_a_pair() -> None:
 
 @pytest.mark.parametrize("cls", [RNN, GRU, LSTM])
 def test_unsupported_and_bad_options(cls: type) -> None:
-    with pytest.raises(NotImplementedError, match="bidirectional"):
-        cls(I, H, bidirectional=True)
     with pytest.raises(ConfigError, match="num_layers must be a positive integer"):
         cls(I, H, num_layers=0)
     with pytest.raises(ConfigError, match="dropout must be in"):
@@ -380,8 +378,14 @@ def test_unsupported_and_bad_options(cls: type) -> None:
     with pytest.raises(ConfigError, match="unknown impl"):
         cls(I, H, impl="cuda")
     if cls is LSTM:
-        with pytest.raises(NotImplementedError, match="proj_size"):
-            LSTM(I, H, proj_size=2)
+        with pytest.raises(ValueError, match="proj_size has to be smaller than hidden_size"):
+            LSTM(I, H, proj_size=H)
+        with pytest.raises(ValueError, match="proj_size should be a positive integer or zero"):
+            LSTM(I, H, proj_size=-1)
+    else:
+        with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM"):
+            cls(I, H, proj_size=2)
+        assert cls(I, H, proj_size=0).proj_size == 0
 
 
 def test_dtype_conversion_after_construction() -> None:

@@ -1,9 +1,12 @@
 """Multi-layer recurrent layers with the signature, parameters and return values of torch.nn.
 
 :class:`RNN`, :class:`GRU` and :class:`LSTM` take the arguments of ``torch.nn.RNN/GRU/LSTM``
-(``bidirectional`` and ``proj_size`` are not implemented), name their parameters
-``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` so a ``state_dict``
-copies across in both directions, and return ``(output, h_n)`` or ``(output, (h_n, c_n))``.
+(``bidirectional`` for all three, ``proj_size`` for the LSTM), name their parameters as torch
+does (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, the LSTM's
+projection ``weight_hr_l{k}``, and each with ``_reverse`` for the backward direction), in
+torch's order, so a ``state_dict`` copies across in both directions. They take a padded tensor
+or a ``PackedSequence`` and return ``(output, h_n)`` or ``(output, (h_n, c_n))``; a packed input
+gives a packed output and each sequence's state at its own last step.
 
 Two implementations compute the same function:
 
@@ -17,12 +20,15 @@ Two implementations compute the same function:
           h = Cell.step(gi, h, W_hh, b_hh)
 
   It runs for ``impl="explicit"`` and for variants torch has no kernel for
-  (``GRU(reset="before")``; ``fused`` in :mod:`rnnlab.nn.registry`).
+  (``GRU(reset="before")``; ``fused`` in :mod:`rnnlab.nn.registry`). Packing and direction
+  are handled around the step by :mod:`rnnlab.nn.scan`: a packed window steps only its active
+  rows, and the backward direction runs the same loop from the last step to the first.
 
 ``impl="auto"`` (default) picks the fused kernel whenever it computes the same equations.
 Dropout is applied to the output of every layer but the last, in training mode, as torch does.
 
-Shapes: T time, B batch, I input size, H hidden size, L layers, G gates.
+Shapes: T time, B batch, I input size, H hidden size, P projection size (H without one),
+L layers, D directions (2 if bidirectional), G gates, N packed rows (sum of the lengths).
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import _VF, Tensor, nn
 from torch.autograd.function import FunctionCtx
+from torch.nn.utils.rnn import PackedSequence
 
 from rnnlab.errors import ConfigError
 from rnnlab.nn.cells import NONLINEARITIES, RESET_MODES, GRUCell, LSTMCell, RNNCell, add_forget_bias
 from rnnlab.nn.registry import CELL_NAMES as CELL_NAMES  # re-exported: the names by cell
 from rnnlab.nn.registry import CellSpec, find_cell, get_cell
+from rnnlab.nn.scan import Step, join_window, scan_direction, split_window
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +60,10 @@ class Recurrent(nn.Module):
     """Shared machinery of :class:`RNN`, :class:`GRU` and :class:`LSTM`.
 
     Subclasses set ``family`` (see :mod:`rnnlab.nn.registry`), ``num_gates`` and ``num_states``
-    (1 for h, 2 for (h, c)) and implement ``_fused`` (the torch kernel) and ``_scan`` (one layer
-    of the explicit loop). Inside, a state is always a tuple of (L, B, H) tensors; ``forward``
-    converts to torch's public structure.
+    (1 for h, 2 for (h, c)) and implement ``_fused`` (the torch kernel) and ``_step`` (one step
+    of the explicit loop). Inside, a state is always a tuple of (L*D, B, P) / (L*D, B, H)
+    tensors, index ``k * D + d`` for layer k, direction d; ``forward`` converts to torch's
+    public structure.
     """
 
     family: str = ""  # "rnn", "gru" or "lstm": rnnlab.nn.registry.FAMILIES
@@ -79,14 +88,6 @@ class Recurrent(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        if bidirectional:
-            raise NotImplementedError(
-                f"rnnlab.{name} is unidirectional; use torch.nn.{name}(bidirectional=True)"
-            )
-        if proj_size:
-            raise NotImplementedError(
-                f"rnnlab.{name} has no projection; use torch.nn.LSTM(proj_size=...) instead"
-            )
         for arg, value in (
             ("input_size", input_size),
             ("hidden_size", hidden_size),
@@ -100,6 +101,12 @@ class Recurrent(nn.Module):
             raise ConfigError(f"{name}: dropout must be in [0, 1], got {dropout}")
         if impl not in IMPLS:
             raise ConfigError(f"{name}: unknown impl {impl!r}; choose one of {', '.join(IMPLS)}")
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+            raise ValueError(
+                f"{name}: proj_size should be a positive integer or zero to disable projections"
+            )
+        if proj_size >= hidden_size:
+            raise ValueError(f"{name}: proj_size has to be smaller than hidden_size")
         if dropout > 0 and num_layers == 1:
             logger.warning(
                 "%s: dropout=%s acts only between layers, so it does nothing with num_layers=1",
@@ -112,27 +119,34 @@ class Recurrent(nn.Module):
         self.bias = bias
         self.batch_first = batch_first
         self.dropout = float(dropout)
-        self.bidirectional = False
-        self.proj_size = 0
+        self.bidirectional = bool(bidirectional)
+        self.proj_size = proj_size
         self.impl = impl
 
         factory = {"device": device, "dtype": dtype}
         gates = self.num_gates * hidden_size
-        names = []
+        out_size = proj_size or hidden_size  # P: the size of h
+        # Parameter names per layer and direction (torch's _all_weights), in the order torch
+        # registers them and its kernels take them: w_ih, w_hh, b_ih, b_hh, w_hr.
+        self._all_weights: list[list[str]] = []
         for k in range(num_layers):
-            layer_input = input_size if k == 0 else hidden_size
-            layer = {
-                f"weight_ih_l{k}": torch.empty(gates, layer_input, **factory),  # (G*H, I)
-                f"weight_hh_l{k}": torch.empty(gates, hidden_size, **factory),  # (G*H, H)
-            }
-            if bias:
-                layer[f"bias_ih_l{k}"] = torch.empty(gates, **factory)  # (G*H,)
-                layer[f"bias_hh_l{k}"] = torch.empty(gates, **factory)  # (G*H,)
-            for param_name, tensor in layer.items():
-                self.register_parameter(param_name, nn.Parameter(tensor))
-                names.append(param_name)
-        # Parameter names in the order torch's kernels take them: per layer w_ih, w_hh, b_ih, b_hh.
-        self._flat_weights_names = names
+            layer_input = input_size if k == 0 else out_size * self.num_directions
+            for suffix in ("", "_reverse")[: self.num_directions]:
+                layer = {
+                    f"weight_ih_l{k}{suffix}": torch.empty(gates, layer_input, **factory),
+                    f"weight_hh_l{k}{suffix}": torch.empty(gates, out_size, **factory),
+                }  # (G*H, I or D*P), (G*H, P)
+                if bias:
+                    layer[f"bias_ih_l{k}{suffix}"] = torch.empty(gates, **factory)  # (G*H,)
+                    layer[f"bias_hh_l{k}{suffix}"] = torch.empty(gates, **factory)  # (G*H,)
+                if proj_size:
+                    layer[f"weight_hr_l{k}{suffix}"] = torch.empty(
+                        proj_size, hidden_size, **factory
+                    )  # (P, H)
+                for param_name, tensor in layer.items():
+                    self.register_parameter(param_name, nn.Parameter(tensor))
+                self._all_weights.append(list(layer))
+        self._flat_weights_names = [n for names in self._all_weights for n in names]
         self.reset_parameters()
         self.flatten_parameters()
 
@@ -144,13 +158,37 @@ class Recurrent(nn.Module):
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
-    def layer_weights(self, k: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """(weight_ih, weight_hh, bias_ih, bias_hh) of layer ``k``; biases None if bias=False."""
-        w_ih = getattr(self, f"weight_ih_l{k}")
-        w_hh = getattr(self, f"weight_hh_l{k}")
+    @property
+    def num_directions(self) -> int:
+        """2 for a bidirectional layer, else 1."""
+        return 2 if self.bidirectional else 1
+
+    def weight_names(self, k: int, reverse: bool = False) -> list[str]:
+        """The parameter names of layer ``k`` in one direction, in torch's order:
+        ``weight_ih``, ``weight_hh``, then ``bias_ih``, ``bias_hh`` and ``weight_hr`` if any."""
+        if not 0 <= k < self.num_layers or (reverse and not self.bidirectional):
+            raise IndexError(f"{type(self).__name__} has no layer {k}{' reverse' * reverse}")
+        return self._all_weights[k * self.num_directions + int(reverse)]
+
+    def layer_weights(
+        self, k: int, reverse: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of layer ``k`` (its backward direction if
+        ``reverse``); biases None if bias=False. The projection: :meth:`projection_weight`."""
+        suffix = "_reverse" if reverse else ""
+        w_ih = getattr(self, f"weight_ih_l{k}{suffix}")
+        w_hh = getattr(self, f"weight_hh_l{k}{suffix}")
         if not self.bias:
             return w_ih, w_hh, None, None
-        return w_ih, w_hh, getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}")
+        b_ih = getattr(self, f"bias_ih_l{k}{suffix}")
+        return w_ih, w_hh, b_ih, getattr(self, f"bias_hh_l{k}{suffix}")
+
+    def projection_weight(self, k: int, reverse: bool = False) -> Tensor | None:
+        """The LSTM's ``weight_hr`` (P, H) of layer ``k`` (``reverse``: backward direction);
+        None without ``proj_size``."""
+        if not self.proj_size:
+            return None
+        return getattr(self, f"weight_hr_l{k}{'_reverse' if reverse else ''}")
 
     def _flat_weights(self) -> list[Tensor]:
         """The parameters as the flat list torch's kernels take (read fresh: no stale cache)."""
@@ -177,14 +215,14 @@ class Recurrent(nn.Module):
         with torch.cuda.device_of(first), torch.no_grad():
             torch._cudnn_rnn_flatten_weight(
                 weights,
-                4 if self.bias else 2,
+                (4 if self.bias else 2) + (1 if self.proj_size else 0),
                 self.input_size,
                 cudnn_rnn.get_cudnn_mode(self.mode),
                 self.hidden_size,
-                0,  # proj_size
+                self.proj_size,
                 self.num_layers,
                 self.batch_first,
-                False,  # bidirectional
+                self.bidirectional,
             )
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Recurrent:
@@ -200,17 +238,21 @@ class Recurrent(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> State:
-        """The zero initial state: (L, B, H) tensor, or an (h, c) tuple of them for the LSTM.
-
-        Device and dtype default to those of the parameters.
+        """The zero initial state: (L*D, B, P) tensor, or an (h, c) tuple for the LSTM (c is
+        (L*D, B, H)). Device and dtype default to those of the parameters.
         """
         ref = self.weight_hh_l0
-        shape = (self.num_layers, batch_size, self.hidden_size)
         zeros = [
             torch.zeros(shape, device=device or ref.device, dtype=dtype or ref.dtype)
-            for _ in range(self.num_states)
+            for shape in self._state_shapes(batch_size)
         ]
         return self._pack(tuple(zeros))
+
+    def _state_shapes(self, batch_size: int) -> list[tuple[int, int, int]]:
+        """The shapes of the internal states: h (L*D, B, P), then c (L*D, B, H) for the LSTM."""
+        layers = self.num_layers * self.num_directions
+        sizes = [self.proj_size or self.hidden_size, self.hidden_size][: self.num_states]
+        return [(layers, batch_size, size) for size in sizes]
 
     def _pack(self, states: tuple[Tensor, ...]) -> State:
         """Internal tuple of states -> the public structure (tensor, or (h, c))."""
@@ -239,35 +281,68 @@ class Recurrent(nn.Module):
         (``CellSpec.fused``)."""
         return self.impl != "explicit" and self.equations().fused
 
-    def forward(self, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
+    def forward(
+        self, input: Tensor | PackedSequence, hx: State | None = None
+    ) -> tuple[Tensor | PackedSequence, State]:
         """Run the stack over a sequence.
 
-        input: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
-        hx: (L, B, H) for RNN/GRU, (h_0, c_0) for LSTM; (L, H) when unbatched; None for zeros.
-        Returns output (T, B, H) (or (B, T, H), or (T, H)) from the last layer, and the final
-        state of every layer in the structure of ``hx``.
+        input: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched, or a
+        ``PackedSequence`` (``batch_first`` does not apply to it).
+        hx: (L*D, B, P) for RNN/GRU, (h_0, c_0) for LSTM with c_0 (L*D, B, H); (L*D, P) when
+        unbatched; None for zeros. For packed input, B is the largest batch and hx's rows
+        follow the order of the sequences as given (before packing sorted them).
+        Returns output (T, B, D*P) (or (B, T, D*P), (T, D*P), or packed like the input) from
+        the last layer, both directions concatenated, and the final state of every layer and
+        direction in the structure of ``hx``.
         """
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
         batched = self._check_input(input)
         batch_dim = 0 if self.batch_first else 1
         if not batched:
             input = input.unsqueeze(batch_dim)
         if hx is None:
-            batch = input.size(batch_dim)
-            shape = (self.num_layers, batch, self.hidden_size)
-            states = tuple(input.new_zeros(shape) for _ in range(self.num_states))
+            shapes = self._state_shapes(input.size(batch_dim))
+            states = tuple(input.new_zeros(shape) for shape in shapes)
         else:
             states = self._check_states(self._unpack(hx), input.size(batch_dim), batched)
         if self.uses_fused():
             output, states = self._fused(input, states)
         else:
             x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
-            output, states = self._explicit(x, states)  # (T, B, H)
+            output, states = self._explicit(x, states)  # (T, B, D*P)
             if self.batch_first:
-                output = output.transpose(0, 1)  # (B, T, H)
+                output = output.transpose(0, 1)  # (B, T, D*P)
         if not batched:
             output = output.squeeze(batch_dim)
             states = tuple(s.squeeze(1) for s in states)
         return output, self._pack(states)
+
+    def _forward_packed(
+        self, input: PackedSequence, hx: State | None
+    ) -> tuple[PackedSequence, State]:
+        """``forward`` on a PackedSequence: its data (N, I) in, packed (N, D*P) out.
+
+        The rows of hx and of the final states follow the caller's order; inside, they are
+        permuted to the packed (longest first) order with ``sorted_indices``, as torch does.
+        """
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        self._check_input(data.unsqueeze(1))  # (N, 1, I): the feature check of a padded input
+        batch = int(batch_sizes[0])
+        if hx is None:
+            states = tuple(data.new_zeros(shape) for shape in self._state_shapes(batch))
+        else:
+            states = self._check_states(self._unpack(hx), batch, True)
+            if sorted_indices is not None:
+                states = tuple(s.index_select(1, sorted_indices) for s in states)
+        if self.uses_fused():
+            output, states = self._fused(data, states, batch_sizes)
+        else:
+            output, states = self._explicit(data, states, batch_sizes.tolist())
+        if unsorted_indices is not None:
+            states = tuple(s.index_select(1, unsorted_indices) for s in states)
+        packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+        return packed, self._pack(states)
 
     def _check_input(self, input: Tensor) -> bool:
         """Validate the input's shape; return whether it has a batch dimension."""
@@ -293,81 +368,103 @@ class Recurrent(nn.Module):
     def _check_states(
         self, states: tuple[Tensor, ...], batch: int, batched: bool
     ) -> tuple[Tensor, ...]:
-        """Validate hx against the input; return it as (L, B, H) tensors."""
-        expected = (self.num_layers, batch, self.hidden_size)
-        if not batched:
-            expected = (self.num_layers, self.hidden_size)
-        for s in states:
+        """Validate hx against the input; return it as (L*D, B, P) (and (L*D, B, H)) tensors."""
+        layers = "num_layers * 2" if self.bidirectional else "num_layers"
+        for s, shape in zip(states, self._state_shapes(batch), strict=True):
+            expected = shape if batched else (shape[0], shape[2])
             if tuple(s.shape) != expected:
                 kind = "batched" if batched else "unbatched"
+                size = "proj_size" if shape[2] != self.hidden_size else "hidden_size"
                 raise ValueError(
                     f"{type(self).__name__}: for {kind} input the state must have shape "
-                    f"{expected} (num_layers, {'batch, ' if batched else ''}hidden_size), "
+                    f"{expected} ({layers}, {'batch, ' if batched else ''}{size}), "
                     f"got {tuple(s.shape)}; pass hx=None for zeros"
                 )
         return states if batched else tuple(s.unsqueeze(1) for s in states)
 
-    def _explicit(self, x: Tensor, states: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """The explicit stack: x (T, B, I) -> output (T, B, H), final states (L, B, H) each."""
-        per_layer = [s.unbind(0) for s in states]  # per state kind, L tensors of (B, H)
+    def _explicit(
+        self, x: Tensor, states: tuple[Tensor, ...], batch_sizes: list[int] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The explicit stack: x (T, B, I) -> output (T, B, D*P), final states (L*D, B, P/H).
+
+        With ``batch_sizes``, x is a PackedSequence's data (N, I) and the output is (N, D*P).
+        """
+        per_layer = [s.unbind(0) for s in states]  # per state kind, L*D tensors of (B, P/H)
         finals = []
         for k in range(self.num_layers):
-            x, final = self._explicit_layer(k, x, tuple(s[k] for s in per_layer))  # (T, B, H)
-            finals.append(final)
+            outputs = []
+            for d in range(self.num_directions):
+                state = tuple(s[k * self.num_directions + d] for s in per_layer)
+                output, final = self._explicit_layer(k, x, state, d == 1, batch_sizes)
+                outputs.append(output)  # (T, B, P) or (N, P)
+                finals.append(final)
+            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)  # (T, B, D*P)
             if self.dropout and self.training and k < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
-        stacked = tuple(torch.stack(kind) for kind in zip(*finals, strict=True))  # (L, B, H)
+        stacked = tuple(torch.stack(kind) for kind in zip(*finals, strict=True))  # (L*D, B, .)
         return x, stacked
 
     def _explicit_layer(
-        self, k: int, x: Tensor, state: tuple[Tensor, ...]
+        self,
+        k: int,
+        x: Tensor,
+        state: tuple[Tensor, ...],
+        reverse: bool = False,
+        batch_sizes: list[int] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Layer ``k`` over the window: one GEMM for the input projection, then the time loop."""
-        w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
+        """One direction of layer ``k`` over the window: one GEMM for the input projection,
+        then the time loop (:func:`rnnlab.nn.scan.scan_direction`, backward if ``reverse``)."""
+        w_ih, w_hh, b_ih, b_hh = self.layer_weights(k, reverse)
+        w_hr = self.projection_weight(k, reverse)
         if self.fold_hh_bias and b_hh is not None:
             b_ih, b_hh = b_ih + b_hh, None  # both just add to the pre-activation
-        proj = F.linear(x, w_ih, b_ih)  # (T, B, G*H): the whole window in one GEMM
+        proj = F.linear(x, w_ih, b_ih)  # (T, B, G*H) or (N, G*H): the whole window in one GEMM
+        packed = batch_sizes is not None
         if not (self._batches_hh_grad() and torch.is_grad_enabled() and w_hh.requires_grad):
-            return self._scan(proj, state, w_hh, b_hh)
+            inputs = [(gi,) for gi in split_window(proj, batch_sizes)]
+            step = self._step(w_hh, b_hh, w_hr)
+            outputs, final = scan_direction(step, inputs, state, reverse)
+            return join_window(outputs, packed), final
         # Same function, but W_hh's gradient comes from one GEMM over all steps (see
         # _BatchedHiddenWeightGrad): route the per-step pre-activation term through it.
         h_prev_box: list[Tensor] = []
         if self.fold_hh_bias:
             proj = _BatchedHiddenWeightGrad.apply(proj, w_hh, h_prev_box)
+            inputs = [(gi,) for gi in split_window(proj, batch_sizes)]
         else:  # b_hh sits inside the cell (GRU): route it, per step, instead of proj
             b_hh = proj.new_zeros(proj.shape) if b_hh is None else b_hh.expand(proj.shape)
-            b_hh = _BatchedHiddenWeightGrad.apply(b_hh, w_hh, h_prev_box)  # (T, B, G*H)
-        output, final = self._scan(proj, state, w_hh.detach(), b_hh)  # (T, B, H)
-        h_prev_box.append(torch.cat((state[0].unsqueeze(0), output[:-1])).detach())  # h_{t-1}
-        return output, final
+            b_hh = _BatchedHiddenWeightGrad.apply(b_hh, w_hh, h_prev_box)  # like proj
+            gis, biases = split_window(proj, batch_sizes), split_window(b_hh, batch_sizes)
+            inputs = list(zip(gis, biases, strict=True))  # (gi, b_hh) per step
+        prev_h: list[Tensor] = []
+        step = self._step(w_hh.detach(), None, w_hr)  # b_hh: folded, or per step in inputs
+        outputs, final = scan_direction(step, inputs, state, reverse, prev_h)
+        h_prev_box.append(join_window(prev_h, packed))  # h_{t-1} of every step, detached
+        return join_window(outputs, packed), final
 
     def _batches_hh_grad(self) -> bool:
         """Whether every step adds h W_hh^T (+ b_hh) to its pre-activation as one term, so the
         gradient of W_hh can be batched over time by :class:`_BatchedHiddenWeightGrad`."""
         return True
 
-    def _scan(
-        self, proj: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """One layer's time loop: proj (T, B, G*H) -> outputs (T, B, H), final state."""
+    def _step(self, w_hh: Tensor, b_hh: Tensor | None, w_hr: Tensor | None) -> Step:
+        """One step of this layer's cell with the given weights, for
+        :func:`rnnlab.nn.scan.scan_direction`: ``step(state, gi[, b_hh_t]) -> state``; ``gi``
+        is the step's input projection (n, G*H), ``b_hh_t`` a per-step b_hh (GRU)."""
         raise NotImplementedError
 
     def _fused(
-        self, input: Tensor, states: tuple[Tensor, ...]
+        self, input: Tensor, states: tuple[Tensor, ...], batch_sizes: Tensor | None = None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """torch's fused kernel on the (batched) input; same layout in, same layout out."""
+        """torch's fused kernel on the (batched) input; same layout in, same layout out.
+        With ``batch_sizes``, ``input`` is packed data (N, I) and torch's packed kernel runs."""
         raise NotImplementedError
 
-    def _kernel_args(self) -> tuple:
-        """The trailing arguments torch's kernels share, after the flat weight list."""
-        return (
-            self.bias,
-            self.num_layers,
-            self.dropout,
-            self.training,
-            False,  # bidirectional
-            self.batch_first,
-        )
+    def _kernel_args(self, packed: bool = False) -> tuple:
+        """The trailing arguments torch's kernels share, after the flat weight list (the
+        packed kernels take no ``batch_first``)."""
+        args = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        return args if packed else (*args, self.batch_first)
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
@@ -379,9 +476,19 @@ class Recurrent(nn.Module):
             text += ", batch_first=True"
         if self.dropout:
             text += f", dropout={self.dropout}"
+        if self.bidirectional:
+            text += ", bidirectional=True"
+        if self.proj_size:
+            text += f", proj_size={self.proj_size}"
         if self.impl != "auto":
             text += f", impl={self.impl!r}"
         return text
+
+
+def _refuse_projection(proj_size: int) -> None:
+    """RNN and GRU take ``proj_size`` (torch's signature) but, as torch, only the LSTM has one."""
+    if proj_size:
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
 
 
 class RNN(Recurrent):
@@ -404,10 +511,12 @@ class RNN(Recurrent):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         impl: str = "auto",
     ) -> None:
+        _refuse_projection(proj_size)
         if nonlinearity not in NONLINEARITIES:
             raise ConfigError(
                 f"RNN: unknown nonlinearity {nonlinearity!r}; choose one of "
@@ -423,7 +532,7 @@ class RNN(Recurrent):
             batch_first,
             dropout,
             bidirectional,
-            0,
+            0,  # proj_size: the LSTM's only
             device,
             dtype,
             impl,
@@ -432,21 +541,21 @@ class RNN(Recurrent):
     def equations(self) -> CellSpec:
         return find_cell(self.family, nonlinearity=self.nonlinearity)
 
-    def _scan(
-        self, proj: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        (h,) = state
-        outputs = []
-        for gi in proj.unbind(0):  # (B, H)
-            h = RNNCell.step(gi, h, w_hh, b_hh, self.nonlinearity)
-            outputs.append(h)
-        return torch.stack(outputs), (h,)
+    def _step(self, w_hh: Tensor, b_hh: Tensor | None, w_hr: Tensor | None) -> Step:
+        nonlinearity = self.nonlinearity
+
+        def step(state: tuple[Tensor, ...], gi: Tensor) -> tuple[Tensor, ...]:
+            return (RNNCell.step(gi, state[0], w_hh, b_hh, nonlinearity),)  # (n, H)
+
+        return step
 
     def _fused(
-        self, input: Tensor, states: tuple[Tensor, ...]
+        self, input: Tensor, states: tuple[Tensor, ...], batch_sizes: Tensor | None = None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         kernel = _VF.rnn_tanh if self.nonlinearity == "tanh" else _VF.rnn_relu
-        output, h_n = kernel(input, states[0], self._flat_weights(), *self._kernel_args())
+        weights, packed = self._flat_weights(), batch_sizes is not None
+        args = (input, batch_sizes) if packed else (input,)
+        output, h_n = kernel(*args, states[0], weights, *self._kernel_args(packed))
         return output, (h_n,)
 
     def extra_repr(self) -> str:
@@ -477,11 +586,13 @@ class GRU(Recurrent):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         reset: str = "after",
         impl: str = "auto",
     ) -> None:
+        _refuse_projection(proj_size)
         if reset not in RESET_MODES:
             raise ConfigError(f"GRU: unknown reset {reset!r}; choose 'after' or 'before'")
         if impl == "fused" and not find_cell(self.family, reset=reset).fused:
@@ -497,7 +608,7 @@ class GRU(Recurrent):
             batch_first,
             dropout,
             bidirectional,
-            0,
+            0,  # proj_size: the LSTM's only
             device,
             dtype,
             impl,
@@ -509,22 +620,23 @@ class GRU(Recurrent):
     def _batches_hh_grad(self) -> bool:
         return self.reset == "after"  # "before" multiplies U_n by r∘h, not by h
 
-    def _scan(
-        self, proj: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        (h,) = state
-        per_step = b_hh is not None and b_hh.dim() == 3  # (T, B, 3H) from the batched gradient
-        biases = b_hh.unbind(0) if per_step else [b_hh] * proj.size(0)
-        outputs = []
-        for gi, b in zip(proj.unbind(0), biases, strict=True):  # (B, 3H) each
-            h = GRUCell.step(gi, h, w_hh, b, self.reset)
-            outputs.append(h)
-        return torch.stack(outputs), (h,)
+    def _step(self, w_hh: Tensor, b_hh: Tensor | None, w_hr: Tensor | None) -> Step:
+        reset = self.reset
+
+        def step(
+            state: tuple[Tensor, ...], gi: Tensor, b_step: Tensor | None = b_hh
+        ) -> tuple[Tensor, ...]:
+            # b_step: b_hh (3H,), or this step's (n, 3H) slice from the batched gradient
+            return (GRUCell.step(gi, state[0], w_hh, b_step, reset),)  # (n, H)
+
+        return step
 
     def _fused(
-        self, input: Tensor, states: tuple[Tensor, ...]
+        self, input: Tensor, states: tuple[Tensor, ...], batch_sizes: Tensor | None = None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        output, h_n = _VF.gru(input, states[0], self._flat_weights(), *self._kernel_args())
+        weights, packed = self._flat_weights(), batch_sizes is not None
+        args = (input, batch_sizes) if packed else (input,)
+        output, h_n = _VF.gru(*args, states[0], weights, *self._kernel_args(packed))
         return output, (h_n,)
 
     def extra_repr(self) -> str:
@@ -578,21 +690,25 @@ class LSTM(Recurrent):
         """Uniform init as torch.nn, then ``forget_bias`` added to each layer's bias_ih[H:2H]."""
         super().reset_parameters()
         for k in range(self.num_layers):
-            add_forget_bias(self.layer_weights(k)[2], self.hidden_size, self.forget_bias)
+            for reverse in (False, True)[: self.num_directions]:
+                bias_ih = self.layer_weights(k, reverse)[2]
+                add_forget_bias(bias_ih, self.hidden_size, self.forget_bias)
 
-    def _scan(
-        self, proj: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        outputs = []
-        for gi in proj.unbind(0):  # (B, 4H)
-            state = LSTMCell.step(gi, state, w_hh, b_hh)
-            outputs.append(state[0])
-        return torch.stack(outputs), state
+    def _step(self, w_hh: Tensor, b_hh: Tensor | None, w_hr: Tensor | None) -> Step:
+        def step(state: tuple[Tensor, ...], gi: Tensor) -> tuple[Tensor, ...]:
+            h, c = LSTMCell.step(gi, (state[0], state[1]), w_hh, b_hh)  # (n, H) each
+            if w_hr is not None:  # LSTMP (Sak et al. 2014): h_t = W_hr (o ∘ tanh(c_t))
+                h = h.mm(w_hr.t())  # (n, P)
+            return h, c
+
+        return step
 
     def _fused(
-        self, input: Tensor, states: tuple[Tensor, ...]
+        self, input: Tensor, states: tuple[Tensor, ...], batch_sizes: Tensor | None = None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        output, h_n, c_n = _VF.lstm(input, states, self._flat_weights(), *self._kernel_args())
+        weights, packed = self._flat_weights(), batch_sizes is not None
+        args = (input, batch_sizes) if packed else (input,)
+        output, h_n, c_n = _VF.lstm(*args, states, weights, *self._kernel_args(packed))
         return output, (h_n, c_n)
 
     def extra_repr(self) -> str:
@@ -612,7 +728,8 @@ class _BatchedHiddenWeightGrad(torch.autograd.Function):
                = \delta_{(TB, GH)}^\top H^{prev}_{(TB, H)}
 
     is one large GEMM, as fused RNN kernels do it. ``h_prev_box`` is a list the caller fills
-    with the detached (T, B, H) tensor of previous states once the loop has produced them.
+    with the detached (T, B, P) tensor of previous states (packed: (N, P), the rows each step
+    started from) once the loop has produced them.
     First-order gradients only: double backward raises (the cells in :mod:`rnnlab.nn.cells` are
     plain autograd and support it).
     """
@@ -631,8 +748,9 @@ class _BatchedHiddenWeightGrad(torch.autograd.Function):
             )
         grad_w = None
         if ctx.needs_input_grad[1]:
-            (h_prev,) = ctx.h_prev_box  # (T, B, H)
-            grad_w = grad.flatten(0, 1).t().mm(h_prev.flatten(0, 1))  # (G*H, H)
+            (h_prev,) = ctx.h_prev_box  # (T, B, P), or (N, P) for a packed window
+            grad_2d = grad.reshape(-1, grad.size(-1))  # (T*B or N, G*H)
+            grad_w = grad_2d.t().mm(h_prev.reshape(-1, h_prev.size(-1)))  # (G*H, P)
         return grad, grad_w, None
 
 
