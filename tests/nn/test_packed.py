@@ -144,6 +144,27 @@ def test_packed_gru_reset_before_runs_each_sequence_alone(bidirectional: bool) -
         torch.testing.assert_close(h_n[:, i], h_i, **TOL)
 
 
+@pytest.mark.parametrize("kind", ["gru", "lstm-proj"])
+@pytest.mark.parametrize("impl", ["fused", "explicit"])
+def test_packed_dropout_in_training_matches_torch_with_same_seed(kind: str, impl: str) -> None:
+    """Dropout on the packed output of every layer but the last; on the CPU the explicit path
+    draws the very mask torch's kernel draws."""
+    torch.manual_seed(0)
+    ours, reference = _pair(kind, impl, num_layers=3, dropout=0.5, bidirectional=True)
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    packed = pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False)
+    torch.manual_seed(42)
+    want_out, want_state = reference(packed)
+    torch.manual_seed(42)
+    got_out, got_state = ours(packed)
+    torch.testing.assert_close(got_out.data, want_out.data, **TOL)
+    for a, b in zip(_flat(got_state), _flat(want_state), strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+    torch.manual_seed(43)
+    assert not torch.allclose(ours(packed)[0].data, got_out.data)
+    torch.testing.assert_close(ours.eval()(packed)[0].data, reference.eval()(packed)[0].data)
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_explicit_full_length_packed_equals_padded(kind: str) -> None:
     torch.manual_seed(4)
