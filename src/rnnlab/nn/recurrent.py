@@ -105,7 +105,7 @@ class Recurrent(nn.Module):
             raise ValueError(
                 f"{name}: proj_size should be a positive integer or zero to disable projections"
             )
-        if proj_size >= hidden_size:
+        if proj_size and proj_size >= hidden_size:
             raise ValueError(f"{name}: proj_size has to be smaller than hidden_size")
         if dropout > 0 and num_layers == 1:
             logger.warning(
