@@ -25,6 +25,7 @@ from rnnlab.cli.inference import (
     cmd_sample,
     cmd_score,
 )
+from rnnlab.cli.export import _add_export, cmd_export
 from rnnlab.cli.lab import _add_compare, _add_gradflow, build_grid_config, compare_settings
 from rnnlab.cli.train import _add_config, _add_train, build_run_config, cmd_config, cmd_train
 from rnnlab.errors import RnnlabError
@@ -44,6 +45,7 @@ __all__ = [
     "cmd_poem",
     "cmd_score",
     "cmd_corpora",
+    "cmd_export",
 ]
 
 
@@ -70,6 +72,7 @@ def make_parser() -> argparse.ArgumentParser:
         _add_poem,
         _add_score,
         _add_corpora,
+        _add_export,
         _add_compare,
         _add_gradflow,
         _add_config,
