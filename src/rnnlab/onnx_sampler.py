@@ -357,7 +357,9 @@ def _onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise ConfigError(f"onnxruntime is not installed; {EXTRA_HINT} (or pip install onnxruntime)") from None
+        raise ConfigError(
+            f"onnxruntime is not installed; {EXTRA_HINT} (or pip install onnxruntime)"
+        ) from None
     return onnxruntime
 
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from rnnlab.cli.export import _add_export, cmd_export
 from rnnlab.cli.inference import (
     _add_corpora,
     _add_eval,
@@ -25,7 +26,6 @@ from rnnlab.cli.inference import (
     cmd_sample,
     cmd_score,
 )
-from rnnlab.cli.export import _add_export, cmd_export
 from rnnlab.cli.lab import _add_compare, _add_gradflow, build_grid_config, compare_settings
 from rnnlab.cli.train import _add_config, _add_train, build_run_config, cmd_config, cmd_train
 from rnnlab.errors import RnnlabError

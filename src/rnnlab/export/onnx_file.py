@@ -182,9 +182,7 @@ def export_onnx(run_dir: str | Path, path: str | Path) -> ExportResult:
 def metadata_for(config: LanguageModelConfig, vocab: Vocab, level: str) -> dict[str, str]:
     """The metadata strings an exported file carries (:data:`rnnlab.onnx_sampler.REQUIRED_KEYS`)."""
     spec = get_cell(config.cell)
-    names = [
-        f"{kind}_{k}" for k in range(config.num_layers) for kind in ("h", "c")[: spec.states]
-    ]
+    names = [f"{kind}_{k}" for k in range(config.num_layers) for kind in ("h", "c")[: spec.states]]
     return {
         "format": FORMAT,
         "rnnlab_version": _version(),
