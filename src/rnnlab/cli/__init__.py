@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from rnnlab.cli.export import _add_export, cmd_export
 from rnnlab.cli.inference import (
     _add_corpora,
     _add_eval,
@@ -44,6 +45,7 @@ __all__ = [
     "cmd_poem",
     "cmd_score",
     "cmd_corpora",
+    "cmd_export",
 ]
 
 
@@ -70,6 +72,7 @@ def make_parser() -> argparse.ArgumentParser:
         _add_poem,
         _add_score,
         _add_corpora,
+        _add_export,
         _add_compare,
         _add_gradflow,
         _add_config,

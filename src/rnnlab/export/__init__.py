@@ -1,0 +1,1 @@
+"""Exporting trained runs for use outside rnnlab (ONNX, for a sampler without PyTorch)."""
