@@ -22,6 +22,14 @@ Two implementations compute the same function:
 ``impl="auto"`` (default) picks the fused kernel whenever it computes the same equations.
 Dropout is applied to the output of every layer but the last, in training mode, as torch does.
 
+torch.nn's contract holds too: a misuse raises the built-in exception torch.nn raises
+(TypeError, ValueError or RuntimeError; ``rnnlab.errors.Layer*Error``, each also an
+``RnnlabError`` with a one-line message); ``dropout`` with one layer is a ``UserWarning``;
+``all_weights`` lists each layer's parameters; ``torch.save(model)`` loads back with
+``torch.load``'s default ``weights_only=True`` (the classes are registered as safe globals on
+import); ``torch.jit.script`` compiles the fused path as the equivalent ``torch.nn`` layer
+sharing these Parameters (``__prepare_scriptable__``), and refuses the explicit loop.
+
 Shapes: T time, B batch, I input size, H hidden size, L layers, G gates.
 """
 
