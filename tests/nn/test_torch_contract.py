@@ -12,6 +12,7 @@ import io
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -46,6 +47,8 @@ CONSTRUCTION: dict[str, Callable[[type], object]] = {
     "dropout='0.1'": lambda c: c(I, H, num_layers=2, dropout="0.1"),
     "dropout=True": lambda c: c(I, H, num_layers=2, dropout=True),
     "dropout=1 (int)": lambda c: c(I, H, num_layers=2, dropout=1),
+    "dropout=numpy float32": lambda c: c(I, H, num_layers=2, dropout=np.float32(0.25)),
+    "hidden_size=numpy int64": lambda c: c(I, np.int64(5)),
     "bias=1": lambda c: c(I, H, bias=1),
     "bias='True'": lambda c: c(I, H, bias="True"),
     "bias=None": lambda c: c(I, H, bias=None),

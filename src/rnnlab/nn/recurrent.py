@@ -36,6 +36,7 @@ Shapes: T time, B batch, I input size, H hidden size, L layers, G gates.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 
@@ -87,7 +88,7 @@ def _check_arguments(
             raise LayerArgumentTypeError(
                 f"{name}: {arg} must be True or False, got {type(value).__name__} {value!r}"
             )
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):  # NumPy too
         raise LayerArgumentError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
     if not 0.0 <= dropout <= 1.0:
         raise LayerArgumentError(f"{name}: dropout must be in [0, 1], got {dropout}")
