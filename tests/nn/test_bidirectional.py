@@ -232,11 +232,11 @@ def test_zero_state_and_state_shape_errors(impl: str) -> None:
     assert h.shape == (4, B, 2) and c.shape == (4, B, H) and not h.any() and not c.any()
     x = torch.randn(T, B, I)
     torch.testing.assert_close(layer(x, (h, c))[0], layer(x)[0], rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"state must have shape \(4, 2, 2\)"):
+    with pytest.raises(RuntimeError, match=r"state must have shape \(4, 2, 2\)"):
         layer(x, (torch.zeros(2, B, 2), c))  # num_layers, not num_layers * 2
-    with pytest.raises(ValueError, match=r"state must have shape \(4, 2, 2\).*proj_size"):
+    with pytest.raises(RuntimeError, match=r"state must have shape \(4, 2, 2\).*proj_size"):
         layer(x, (torch.zeros(4, B, H), c))  # h has proj_size features, not hidden_size
-    with pytest.raises(ValueError, match=r"state must have shape \(4, 2, 4\)"):
+    with pytest.raises(RuntimeError, match=r"state must have shape \(4, 2, 4\)"):
         layer(x, (h, torch.zeros(4, B, 2)))  # c keeps hidden_size
     assert GRU(I, H, bidirectional=True).zero_state(B).shape == (2, B, H)
 

@@ -239,9 +239,9 @@ def test_packed_input_errors_are_clear(cls: type) -> None:
     packed = pack_padded_sequence(
         torch.randn(T, B, I + 1), torch.tensor(LENGTHS), enforce_sorted=False
     )
-    with pytest.raises(ValueError, match="input_size is 3"):
+    with pytest.raises(RuntimeError, match="input_size is 3"):
         layer(packed)
     packed = pack_padded_sequence(torch.randn(T, B, I), torch.tensor(LENGTHS), enforce_sorted=False)
     bad = torch.zeros(2, B - 1, H)
-    with pytest.raises(ValueError, match=r"state must have shape \(2, 5, 4\)"):
+    with pytest.raises(RuntimeError, match=r"state must have shape \(2, 5, 4\)"):
         layer(packed, (bad, bad) if cls is LSTM else bad)

@@ -22,7 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.errors import ConfigError
+from rnnlab.errors import (
+    LayerArgumentError,
+    LayerArgumentTypeError,
+    LayerInputError,
+    LayerShapeError,
+)
 
 NONLINEARITIES = ("tanh", "relu")
 RESET_MODES = ("after", "before")
@@ -59,8 +64,8 @@ class _CellBase(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as torch.nn does."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
+        """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as torch.nn does (0 when H=0)."""
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
@@ -71,13 +76,13 @@ class _CellBase(nn.Module):
     def _batched_input(self, input: Tensor) -> tuple[Tensor, bool]:
         """Return ``input`` as (B, I) and whether it came without a batch dimension."""
         if input.dim() not in (1, 2):
-            raise ValueError(
+            raise LayerInputError(
                 f"{type(self).__name__}: expected input of shape (batch, {self.input_size}) or "
                 f"({self.input_size},), got {tuple(input.shape)}; feed one time step at a time "
                 "or use rnnlab.nn.recurrent for sequences"
             )
         if input.size(-1) != self.input_size:
-            raise ValueError(
+            raise LayerShapeError(
                 f"{type(self).__name__}: input has {input.size(-1)} features but input_size is "
                 f"{self.input_size}; reshape the input or build the cell with "
                 f"input_size={input.size(-1)}"
@@ -91,7 +96,7 @@ class _CellBase(nn.Module):
             return x.new_zeros(x.size(0), self.hidden_size)
         expected = (x.size(0), self.hidden_size) if batched else (self.hidden_size,)
         if tuple(hx.shape) != expected:
-            raise ValueError(
+            raise LayerShapeError(
                 f"{type(self).__name__}: expected a state of shape {expected}, got "
                 f"{tuple(hx.shape)}; pass hx=None for zeros"
             )
@@ -124,7 +129,7 @@ class RNNCell(_CellBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         if nonlinearity not in NONLINEARITIES:
-            raise ConfigError(
+            raise LayerArgumentError(
                 f"unknown nonlinearity {nonlinearity!r}; choose one of {', '.join(NONLINEARITIES)}"
             )
         self.nonlinearity = nonlinearity
@@ -194,7 +199,7 @@ class GRUCell(_CellBase):
         reset: str = "after",
     ) -> None:
         if reset not in RESET_MODES:
-            raise ConfigError(f"unknown GRU reset {reset!r}; choose 'after' or 'before'")
+            raise LayerArgumentError(f"unknown GRU reset {reset!r}; choose 'after' or 'before'")
         self.reset = reset
         super().__init__(input_size, hidden_size, bias, device, dtype)
 
@@ -334,7 +339,12 @@ def add_forget_bias(bias_ih: Tensor | None, hidden_size: int, value: float) -> N
 
 
 def _check_sizes(input_size: int, hidden_size: int) -> None:
-    """Raise ConfigError unless both sizes are positive integers."""
+    """Refuse sizes that are not integers (TypeError) or negative (ValueError); zero is
+    accepted, as torch.nn's cells accept it."""
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise LayerArgumentTypeError(
+                f"{name} must be a non-negative integer, got {type(value).__name__} {value!r}"
+            )
+        if value < 0:
+            raise LayerArgumentError(f"{name} must be a non-negative integer, got {value!r}")

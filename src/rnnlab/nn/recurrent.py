@@ -27,14 +27,23 @@ Two implementations compute the same function:
 ``impl="auto"`` (default) picks the fused kernel whenever it computes the same equations.
 Dropout is applied to the output of every layer but the last, in training mode, as torch does.
 
+torch.nn's contract holds too: a misuse raises the built-in exception torch.nn raises
+(TypeError, ValueError or RuntimeError; ``rnnlab.errors.Layer*Error``, each also an
+``RnnlabError`` with a one-line message); ``dropout`` with one layer is a ``UserWarning``;
+``all_weights`` lists each layer's parameters; ``torch.save(model)`` loads back with
+``torch.load``'s default ``weights_only=True`` (the classes are registered as safe globals on
+import); ``torch.jit.script`` compiles the fused path as the equivalent ``torch.nn`` layer
+sharing these Parameters (``__prepare_scriptable__``), and refuses the explicit loop.
+
 Shapes: T time, B batch, I input size, H hidden size, P projection size (H without one),
 L layers, D directions (2 if bidirectional), G gates, N packed rows (sum of the lengths).
 """
 
 from __future__ import annotations
 
-import logging
 import math
+import numbers
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -43,17 +52,54 @@ from torch import _VF, Tensor, nn
 from torch.autograd.function import FunctionCtx
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnlab.errors import ConfigError
+from rnnlab.errors import (
+    LayerArgumentError,
+    LayerArgumentTypeError,
+    LayerInputError,
+    LayerShapeError,
+    LayerUnsupportedError,
+)
 from rnnlab.nn.cells import NONLINEARITIES, RESET_MODES, GRUCell, LSTMCell, RNNCell, add_forget_bias
 from rnnlab.nn.registry import CELL_NAMES as CELL_NAMES  # re-exported: the names by cell
 from rnnlab.nn.registry import CellSpec, find_cell, get_cell
 from rnnlab.nn.scan import Step, join_window, scan_direction, split_window
 
-logger = logging.getLogger(__name__)
-
 IMPLS = ("auto", "fused", "explicit")
 
 State = Tensor | tuple[Tensor, Tensor]
+
+
+def _check_arguments(
+    name: str,
+    input_size: object,
+    hidden_size: object,
+    num_layers: object,
+    bias: object,
+    batch_first: object,
+    dropout: object,
+) -> None:
+    """Refuse constructor arguments torch.nn refuses, with the exception type it raises:
+    TypeError for a wrong type, ValueError for an impossible value (one-line messages)."""
+    for arg, value in (
+        ("input_size", input_size),
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise LayerArgumentTypeError(
+                f"{name}: {arg} must be a positive integer, got {type(value).__name__} {value!r}"
+            )
+        if value <= 0:
+            raise LayerArgumentError(f"{name}: {arg} must be a positive integer, got {value!r}")
+    for arg, value in (("bias", bias), ("batch_first", batch_first)):
+        if not isinstance(value, bool):
+            raise LayerArgumentTypeError(
+                f"{name}: {arg} must be True or False, got {type(value).__name__} {value!r}"
+            )
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):  # NumPy too
+        raise LayerArgumentError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
+    if not 0.0 <= dropout <= 1.0:
+        raise LayerArgumentError(f"{name}: dropout must be in [0, 1], got {dropout}")
 
 
 class Recurrent(nn.Module):
@@ -88,30 +134,23 @@ class Recurrent(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        for arg, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name}: {arg} must be a positive integer, got {value!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float):
-            raise ConfigError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ConfigError(f"{name}: dropout must be in [0, 1], got {dropout}")
+        _check_arguments(name, input_size, hidden_size, num_layers, bias, batch_first, dropout)
         if impl not in IMPLS:
-            raise ConfigError(f"{name}: unknown impl {impl!r}; choose one of {', '.join(IMPLS)}")
+            raise LayerArgumentError(
+                f"{name}: unknown impl {impl!r}; choose one of {', '.join(IMPLS)}"
+            )
         if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
-            raise ValueError(
+            raise LayerArgumentError(
                 f"{name}: proj_size should be a positive integer or zero to disable projections"
             )
         if proj_size and proj_size >= hidden_size:
-            raise ValueError(f"{name}: proj_size has to be smaller than hidden_size")
+            raise LayerArgumentError(f"{name}: proj_size has to be smaller than hidden_size")
         if dropout > 0 and num_layers == 1:
-            logger.warning(
-                "%s: dropout=%s acts only between layers, so it does nothing with num_layers=1",
-                name,
-                dropout,
+            warnings.warn(  # as torch.nn: a UserWarning through the warnings module
+                f"{name}: dropout={dropout} acts only between layers, so it does nothing with "
+                "num_layers=1",
+                UserWarning,
+                stacklevel=3,  # the line that built the layer
             )
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -194,6 +233,54 @@ class Recurrent(nn.Module):
         """The parameters as the flat list torch's kernels take (read fresh: no stale cache)."""
         return [getattr(self, name) for name in self._flat_weights_names]
 
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters as torch.nn's ``all_weights``: one list per layer (and direction), each
+        in torch's order (w_ih, w_hh, b_ih, b_hh, then w_hr if any), as
+        named by ``_all_weights``."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles in place of this layer: the equivalent
+        ``torch.nn`` layer, sharing this layer's Parameters (so training either one trains
+        both). Only the fused path has one; the explicit loop refuses in one line."""
+        name = type(self).__name__
+        if not self.uses_fused():
+            raise LayerUnsupportedError(
+                f"{name}(impl={self.impl!r}{self._scripting_variant()}) runs rnnlab's explicit loop, "
+                "which torch.jit.script cannot compile; use torch.compile(layer) instead, or "
+                "impl='auto' with torch's equations"
+            )
+        with warnings.catch_warnings():  # the dropout warning was given when this was built
+            warnings.simplefilter("ignore")
+            twin = self._torch_twin()
+        for param_name in self._flat_weights_names:
+            setattr(twin, param_name, getattr(self, param_name))
+        twin.train(self.training)
+        return twin
+
+    def _scripting_variant(self) -> str:
+        """Extra constructor text naming a variant in the scripting error (GRU's reset)."""
+        return ""
+
+    def _torch_twin(self) -> nn.Module:
+        """A torch.nn layer of the same configuration (fresh parameters, on the meta device)."""
+        options: dict = {
+            "num_layers": self.num_layers,
+            "bias": self.bias,
+            "batch_first": self.batch_first,
+            "dropout": self.dropout,
+            "bidirectional": self.bidirectional,
+            "device": "meta",
+            "dtype": self.weight_ih_l0.dtype,
+        }
+        if self.family == "lstm":
+            return nn.LSTM(self.input_size, self.hidden_size, proj_size=self.proj_size, **options)
+        if self.family == "gru":
+            return nn.GRU(self.input_size, self.hidden_size, **options)
+        nonlinearity = getattr(self, "nonlinearity", "tanh")
+        return nn.RNN(self.input_size, self.hidden_size, nonlinearity=nonlinearity, **options)
+
     def flatten_parameters(self) -> None:
         """On a GPU with cuDNN, put all weights in one contiguous buffer (as torch.nn does).
 
@@ -259,14 +346,24 @@ class Recurrent(nn.Module):
         return states[0] if self.num_states == 1 else (states[0], states[1])
 
     def _unpack(self, hx: State) -> tuple[Tensor, ...]:
-        """Public state structure -> internal tuple, with a helpful error on a wrong structure."""
+        """Public state structure -> internal tuple, with a helpful error on a wrong structure:
+        TypeError for a non-tensor, RuntimeError (as torch) for an LSTM state that is not a pair."""
+        name = type(self).__name__
         if self.num_states == 1:
             if not isinstance(hx, Tensor):
-                raise ValueError(f"{type(self).__name__}: hx must be a tensor, got {type(hx)}")
+                raise LayerArgumentTypeError(
+                    f"{name}: hx must be a tensor (num_layers, batch, hidden_size), "
+                    f"got {type(hx).__name__}"
+                )
             return (hx,)
-        if not isinstance(hx, tuple | list) or len(hx) != 2:
-            raise ValueError(f"{type(self).__name__}: hx must be a tuple (h_0, c_0) of tensors")
-        return (hx[0], hx[1])
+        if isinstance(hx, tuple | list) and len(hx) == 2:
+            if all(isinstance(s, Tensor) for s in hx):
+                return (hx[0], hx[1])
+        elif isinstance(hx, Tensor | tuple | list):  # torch: "lstm expects two hidden states"
+            raise LayerShapeError(f"{name}: hx must be a tuple (h_0, c_0) of two tensors")
+        raise LayerArgumentTypeError(
+            f"{name}: hx must be a tuple (h_0, c_0) of tensors, got {type(hx).__name__}"
+        )
 
     # ----------------------------------------------------------------- forward
 
@@ -345,40 +442,57 @@ class Recurrent(nn.Module):
         return packed, self._pack(states)
 
     def _check_input(self, input: Tensor) -> bool:
-        """Validate the input's shape; return whether it has a batch dimension."""
+        """Validate the input's type, rank, dtype and size; return whether it has a batch
+        dimension. Exception types as torch.nn: ValueError for the rank and dtype,
+        RuntimeError for the feature size and an empty sequence."""
         name = type(self).__name__
         if not isinstance(input, Tensor):
-            raise TypeError(f"{name}: input must be a tensor, got {type(input).__name__}")
+            raise LayerArgumentTypeError(
+                f"{name}: input must be a tensor, got {type(input).__name__}"
+            )
         if input.dim() not in (2, 3):
             layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
-            raise ValueError(
+            raise LayerInputError(
                 f"{name}: expected a 3-D input {layout} or a 2-D unbatched (time, features), "
                 f"got shape {tuple(input.shape)}"
             )
+        weight_dtype = self.weight_ih_l0.dtype
+        if input.dtype != weight_dtype and not torch.is_autocast_enabled(input.device.type):
+            raise LayerInputError(
+                f"{name}: input dtype {input.dtype} does not match the weights' dtype "
+                f"{weight_dtype}; convert the input with input.to({weight_dtype}) or the "
+                f"layer with .to({input.dtype})"
+            )
         if input.size(-1) != self.input_size:
-            raise ValueError(
+            raise LayerShapeError(
                 f"{name}: input has {input.size(-1)} features in its last dimension but "
                 f"input_size is {self.input_size}; check the layout (batch_first="
                 f"{self.batch_first}) or build the layer with input_size={input.size(-1)}"
             )
         if input.size(1 if self.batch_first and input.dim() == 3 else 0) == 0:
-            raise ValueError(f"{name}: the input sequence is empty (0 time steps)")
+            raise LayerShapeError(f"{name}: the input sequence is empty (0 time steps)")
         return input.dim() == 3
 
     def _check_states(
         self, states: tuple[Tensor, ...], batch: int, batched: bool
     ) -> tuple[Tensor, ...]:
         """Validate hx against the input; return it as (L*D, B, P) (and (L*D, B, H)) tensors."""
+        name = type(self).__name__
         layers = "num_layers * 2" if self.bidirectional else "num_layers"
         for s, shape in zip(states, self._state_shapes(batch), strict=True):
             expected = shape if batched else (shape[0], shape[2])
             if tuple(s.shape) != expected:
                 kind = "batched" if batched else "unbatched"
                 size = "proj_size" if shape[2] != self.hidden_size else "hidden_size"
-                raise ValueError(
-                    f"{type(self).__name__}: for {kind} input the state must have shape "
+                raise LayerShapeError(
+                    f"{name}: for {kind} input the state must have shape "
                     f"{expected} ({layers}, {'batch, ' if batched else ''}{size}), "
                     f"got {tuple(s.shape)}; pass hx=None for zeros"
+                )
+            if s.dtype != self.weight_hh_l0.dtype and not torch.is_autocast_enabled(s.device.type):
+                raise LayerShapeError(
+                    f"{name}: the state's dtype {s.dtype} does not match the weights' dtype "
+                    f"{self.weight_hh_l0.dtype}; convert it with .to({self.weight_hh_l0.dtype})"
                 )
         return states if batched else tuple(s.unsqueeze(1) for s in states)
 
@@ -488,7 +602,7 @@ class Recurrent(nn.Module):
 def _refuse_projection(proj_size: int) -> None:
     """RNN and GRU take ``proj_size`` (torch's signature) but, as torch, only the LSTM has one."""
     if proj_size:
-        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        raise LayerArgumentError("proj_size argument is only supported for LSTM, not RNN or GRU")
 
 
 class RNN(Recurrent):
@@ -518,7 +632,7 @@ class RNN(Recurrent):
     ) -> None:
         _refuse_projection(proj_size)
         if nonlinearity not in NONLINEARITIES:
-            raise ConfigError(
+            raise LayerArgumentError(
                 f"RNN: unknown nonlinearity {nonlinearity!r}; choose one of "
                 f"{', '.join(NONLINEARITIES)}"
             )
@@ -594,9 +708,9 @@ class GRU(Recurrent):
     ) -> None:
         _refuse_projection(proj_size)
         if reset not in RESET_MODES:
-            raise ConfigError(f"GRU: unknown reset {reset!r}; choose 'after' or 'before'")
+            raise LayerArgumentError(f"GRU: unknown reset {reset!r}; choose 'after' or 'before'")
         if impl == "fused" and not find_cell(self.family, reset=reset).fused:
-            raise ConfigError(
+            raise LayerArgumentError(
                 f"GRU: torch has no fused kernel for reset={reset!r}; use impl='auto' or 'explicit'"
             )
         self.reset = reset
@@ -616,6 +730,9 @@ class GRU(Recurrent):
 
     def equations(self) -> CellSpec:
         return find_cell(self.family, reset=self.reset)
+
+    def _scripting_variant(self) -> str:
+        return "" if self.reset == "after" else f", reset={self.reset!r}"
 
     def _batches_hh_grad(self) -> bool:
         return self.reset == "after"  # "before" multiplies U_n by r∘h, not by h
@@ -778,3 +895,8 @@ def make_recurrent(
         impl=impl,
         **spec.layer_options(),
     )
+
+
+# torch.save(model) of a module holding these layers pickles their classes; torch.load's default
+# weights_only=True unpickles only registered classes, so register ours (torch.nn's are already).
+torch.serialization.add_safe_globals([RNN, GRU, LSTM])
