@@ -53,8 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from rnnlab.serve.server import exposure_warning, serve
     except ImportError as e:
         raise ConfigError(
-            f"rnnlab serve needs the serve extra ({e.name} is missing): "
-            "pip install -e '.[serve]'"
+            f"rnnlab serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'"
         ) from None
 
     for flag, value in (
