@@ -203,7 +203,7 @@ function poemCard(p, body) {
   for (const c of p.checks) {
     const cls = (c.ok ? "ok" : "no") + (c.asked ? "" : " unasked");
     const item = el("li", { class: cls, "data-check": c.name, "data-ok": String(c.ok) },
-      el("span", { class: "mark", text: c.ok ? "✓" : "✗" }),
+      el("span", { class: "mark", text: c.ok ? "✓" : c.asked ? "✗" : "○" }),
       `${c.name}${c.asked ? "" : " (not asked)"} `,
       el("span", { class: "detail", text: `· ${c.detail}` }));
     list.append(item);
@@ -302,7 +302,8 @@ function drawStrip(tokens, scale, spans) {
   ctx.setLineDash([]);
   ctx.fillStyle = "#8a8378";
   ctx.font = "11px system-ui, sans-serif";
-  ctx.fillText("uniform guess", 4, y0 - 3);
+  ctx.textAlign = "right";
+  ctx.fillText("uniform guess", width - 6, y0 + 12);
   canvas.onmousemove = (ev) => {
     const i = Math.min(tokens.length - 1, Math.floor(ev.offsetX / w));
     for (const s of spans) s.classList.remove("lit");
