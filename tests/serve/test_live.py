@@ -93,3 +93,29 @@ def test_fifty_concurrent_requests_each_succeed_or_are_refused(make_app):
             assert (
                 client.post("/api/score", json={"model": "fox", "text": "the"}).status_code == 200
             )
+
+
+def test_the_load_benchmark_runs(served_runs, tmp_path):
+    """``benchmarks/serve_load.py`` starts ``rnnlab serve`` in a child process, fires its mix
+    and writes a report of status counts and latencies."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_load.py"
+    spec = importlib.util.spec_from_file_location("serve_load", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "results.json"
+    args = [str(served_runs["zh"]), "--requests", "8", "--length", "10", "--acrostic", "明月春花"]
+    assert bench.main([*args, "--threads", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    every = report["kinds"]["all"]
+    assert every["count"] == 8 and set(report["kinds"]) == {
+        "generate",
+        "stream",
+        "score",
+        "poem",
+        "all",
+    }
+    assert sum(every["status"].values()) == 8 and set(every["status"]) <= {"200", "429", "503"}
+    assert every["status"].get("200", 0) >= 1 and every["p50_s"] > 0
