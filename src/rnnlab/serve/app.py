@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import secrets
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -164,7 +165,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
 
     @app.exception_handler(RnnlabError)
     async def _rnnlab_error(request: Request, exc: RnnlabError) -> JSONResponse:
-        return error_response(422, str(exc))
+        return error_response(422, api_words(str(exc)))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -426,6 +427,12 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
 
     app.add_middleware(RequestGuard, limits=limits)
     return app
+
+
+def api_words(message: str) -> str:
+    """A library message in the API's words: the command-line flags it names (``--first-line``)
+    become the request's fields (``first_line``)."""
+    return re.sub(r"--([a-z][a-z-]*[a-z])", lambda m: m.group(1).replace("-", "_"), message)
 
 
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
