@@ -278,3 +278,21 @@ def test_sampling_settings_the_library_refuses_are_422(client):
     # top_k 0 passes neither the schema nor SamplingConfig: one line either way
     assert_error(client.post("/api/generate", json={"model": "fox", "top_k": 0}), 422, "top_k")
     assert SamplingConfig(top_k=1).top_k == 1
+
+
+def test_a_word_model_streams_words_and_scores_unknown_words_as_unk(word_run):
+    from fastapi.testclient import TestClient
+
+    from rnnlab.serve.app import create_app
+    from rnnlab.serve.registry import load_registry
+
+    client = TestClient(create_app(load_registry([word_run])), raise_server_exceptions=False)
+    req = {"model": "words", "prime": "the quick", "length": 12, "seed": 4}
+    whole = client.post("/api/generate", json=req).json()["texts"][0]
+    events = sse_events(client.post("/api/generate", json=dict(req, stream=True)).text)
+    assert "".join(d["text"] for k, d in events if k == "piece") == whole
+    assert whole.startswith("the quick")
+    body = client.post("/api/score", json={"model": "words", "text": "the zebra jumps"}).json()
+    assert [t["text"] for t in body["tokens"]] == ["the", "zebra", "jumps", "<eos>"]
+    assert [t["unknown"] for t in body["tokens"]] == [False, True, False, False]
+    assert body["tokens"][1]["token"] == "<unk>"
