@@ -27,6 +27,7 @@ from rnnlab.cli.inference import (
     cmd_score,
 )
 from rnnlab.cli.lab import _add_compare, _add_gradflow, build_grid_config, compare_settings
+from rnnlab.cli.serve import _add_serve
 from rnnlab.cli.train import _add_config, _add_train, build_run_config, cmd_config, cmd_train
 from rnnlab.errors import RnnlabError
 
@@ -76,6 +77,7 @@ def make_parser() -> argparse.ArgumentParser:
         _add_compare,
         _add_gradflow,
         _add_config,
+        _add_serve,
     ):
         add(sub)
     for command in sub.choices.values():

@@ -175,3 +175,73 @@ def score_tokens(
     logp = torch.log_softmax(logits.float().squeeze(1), dim=-1)  # (N, V)
     picked = logp.gather(1, seq[1:]).squeeze(1).tolist()
     return [TokenScore(itos[i], lp) for i, lp in zip(ids, picked, strict=True)]
+
+
+@dataclass
+class TokenSurprisal:
+    """One token of a scored text, as the playground shows it: ``logprob`` is
+    :math:`\\log p(\\text{token} \\mid \\text{history})` (nats; the surprisal is its negative),
+    ``alternatives`` the model's ``top`` likeliest tokens at that position with their
+    probabilities, likeliest first (the token itself among them when it ranks there)."""
+
+    token: str
+    logprob: float
+    alternatives: list[tuple[str, float]]
+
+    @property
+    def surprisal(self) -> float:
+        """:math:`-\\log p` in nats."""
+        return -self.logprob
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "logprob": self.logprob,
+            "surprisal": self.surprisal,
+            "p": math.exp(self.logprob),
+            "alternatives": [{"token": t, "p": p} for t, p in self.alternatives],
+        }
+
+
+@torch.no_grad()
+def score_surprisal(
+    model: TextModel,
+    context_id: int,
+    ids: list[int],
+    itos: list[str],
+    *,
+    top: int = 5,
+    chunk: int = 256,
+) -> list[TokenSurprisal]:
+    """Each id's log-probability given all before it (after the one-token ``context_id``, as
+    :func:`score_tokens`), with the ``top`` likeliest tokens at its position.
+
+    The text is read in windows of ``chunk`` tokens with the state carried, so a long text never
+    builds more than a (chunk, V) distribution; the sum of the log-probabilities is exactly the
+    negative of what :func:`evaluate` totals over the same stream at ``batch_size=1``.
+    """
+    if not ids:
+        raise DataError("the text to score has no tokens")
+    if top < 0 or chunk < 1:
+        raise ConfigError(f"top must be >= 0 and chunk >= 1, got {top} and {chunk}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    seq = torch.tensor([context_id, *ids], dtype=torch.long, device=device)  # (N+1,)
+    state = model.init_state(1)
+    out: list[TokenSurprisal] = []
+    k = min(top, len(itos))
+    for start in range(0, len(ids), chunk):
+        stop = min(start + chunk, len(ids))
+        x = seq[start:stop].unsqueeze(1)  # (L, 1): the inputs
+        y = seq[start + 1 : stop + 1]  # (L,): the tokens they predict
+        logits, state = model(x, state)  # (L, 1, V)
+        logp = torch.log_softmax(logits.float().squeeze(1), dim=-1)  # (L, V)
+        picked = logp.gather(1, y.unsqueeze(1)).squeeze(1).tolist()
+        best_lp, best_ids = logp.topk(k, dim=-1) if k else (logp[:, :0], logp[:, :0].long())
+        best = zip(best_lp.exp().tolist(), best_ids.tolist(), strict=True)
+        for token, lp, (ps, js) in zip(y.tolist(), picked, best, strict=True):
+            alts = [(itos[j], p) for p, j in zip(ps, js, strict=True)]
+            out.append(TokenSurprisal(itos[token], lp, alts))
+    model.train(was_training)
+    return out

@@ -517,6 +517,62 @@ def generate(
     return texts
 
 
+def stream_sample(
+    model: object,
+    vocab: Vocab,
+    level: str,
+    *,
+    prime: str = "",
+    length: int = 200,
+    cfg: SamplingConfig | None = None,
+    seed: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> Iterator[str]:
+    """One sample as :func:`generate` draws it, yielded piece by piece as it is drawn: first the
+    prime's text, then the text each new token adds (a token may add nothing yet, e.g. a word
+    level ``<eos>`` closing a line is its newline). ``"".join`` of the pieces is exactly
+    ``generate(model, vocab, level, prime=prime, length=length, cfg=cfg, seed=seed,
+    dtype=dtype)[0]``: the same steps, picks and random draws, one row.
+
+    Nothing is computed before the first ``next``; a consumer that stops iterating (closes the
+    generator) stops the decoding at the next token.
+    """
+    cfg = cfg or SamplingConfig()
+    if length < 1:
+        raise ConfigError(f"length must be positive, got {length}")
+    if hasattr(model, "eval"):
+        model.eval()
+    tokenizer = make_tokenizer(level)
+    start = prime_tokens(prime, level)
+    context = [boundary_token(vocab, level)] + vocab.encode(start)
+    stepper = make_stepper(model, dtype=dtype)
+    device = stepper.device
+    generator = make_generator(seed, device)
+    allowed = None
+    if level == "char" and len(vocab) > 1:  # as generate: a character model never writes <unk>
+        allowed = torch.ones(len(vocab), dtype=torch.bool, device=device)
+        allowed[vocab.unk_id] = False
+    shown = tokenizer.detokenize(start)
+    yield shown
+    words = list(start)
+    with torch.inference_mode():  # entered per step: never held across a yield
+        logits, state = stepper.start(torch.tensor(context, device=device), 1)
+        seen = cfg.seen_tokens(context[1:], 1, logits.size(-1), device)
+    for t in range(length):
+        with torch.inference_mode():
+            repeats = None if seen is None else seen.seen
+            nxt = pick(logits, cfg, generator, allowed, repeats)  # (1,)
+            if seen is not None:
+                seen.push(nxt)
+        words.append(vocab.itos[int(nxt[0])])
+        full = tokenizer.detokenize(words)
+        piece, shown = full[len(shown) :], full
+        yield piece
+        if t + 1 < length:
+            with torch.inference_mode():
+                logits, state = stepper.step(nxt, state)
+
+
 def find_degenerate_samples(
     texts: Sequence[str], prime: str, level: str
 ) -> list[Degeneration | None]:

@@ -1,0 +1,1 @@
+"""``rnnlab serve``: a local web playground and JSON API over trained runs."""
