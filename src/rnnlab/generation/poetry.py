@@ -316,9 +316,10 @@ class PoemSpec:
         if self.acrostic is not None:
             heads = _strip(self.acrostic)
             if len(heads) != self.lines:
+                other = f" or set --lines {len(heads)}" if len(heads) in (4, 8) else ""
                 raise ConfigError(
                     f"the acrostic needs one character per line: {self.lines} characters, got "
-                    f"{len(heads)} ({heads!r}); give {self.lines} or set --lines {len(heads)}"
+                    f"{len(heads)} ({heads!r}); give {self.lines}{other}"
                 )
         if self.first_line is not None:
             line = _strip(self.first_line)
