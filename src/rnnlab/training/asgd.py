@@ -9,9 +9,11 @@ default), AWD-LSTM's rule::
 
 From then on the SGD steps go on unchanged (constant rate) and the iterates are averaged::
 
-    after update m since the switch:  avg <- avg + (w_m - avg) / m      (avg = w_1 after the first)
+    after update m since the switch:  avg <- avg + (w_m - avg) / max(1, m - 1)
 
-which is ``torch.optim.ASGD`` with ``lambd = 0`` and ``t0 = 0``, as AWD-LSTM uses it. Validation,
+that is, avg = w_1 after the first update and the mean of w_2 .. w_m after the m-th: exactly
+``torch.optim.ASGD`` with ``lambd = 0`` and ``t0 = 0``, as AWD-LSTM uses it (torch's weight
+``mu`` for step m is 1 / max(1, m - 1 - t0), so its first iterate is overwritten). Validation,
 the best checkpoint and every checkpoint's ``model.*`` tensors hold the *average*; the iterate SGD
 continues from is stored beside it (``asgd.raw.*``) with the switch step in the progress, so a
 resumed run continues bit for bit. ``finetune`` mode (AWD-LSTM's ``finetune.py``) averages from
@@ -59,7 +61,7 @@ class Averager:
             return
         self.count += 1
         for a, (_, p) in zip(self.avg, self.named, strict=True):
-            a.add_(p.detach() - a, alpha=1.0 / self.count)
+            a.add_(p.detach() - a, alpha=1.0 / max(1, self.count - 1))
 
     @contextmanager
     def averaged(self) -> Iterator[None]:
