@@ -34,7 +34,9 @@ def test_config_checks_the_rates():
     assert LanguageModelConfig.from_dict(old).awd_options() == {}
 
 
-@pytest.mark.parametrize("model_cls,head", [(LanguageModel, "softmax"), (AdaptiveLanguageModel, "adaptive")])
+@pytest.mark.parametrize(
+    "model_cls,head", [(LanguageModel, "softmax"), (AdaptiveLanguageModel, "adaptive")]
+)
 def test_eval_is_the_plain_model_and_training_draws_masks(model_cls, head):
     torch.manual_seed(0)
     awd = model_cls(cfg(head=head, **AWD))

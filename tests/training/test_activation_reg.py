@@ -32,8 +32,9 @@ def config(text_file, **optim) -> RunConfig:
             embed_size=8, hidden_size=8, num_layers=2, dropout_output=0.3, tie_weights=True
         ),
         optim=OptimConfig(optimizer="sgd", lr=1.0, clip=1.0, schedule="constant", **optim),
-        train=TrainConfig(bptt=6, batch_size=3, eval_batch_size=2, epochs=1, log_every=1, seed=3,
-                          threads=1),
+        train=TrainConfig(
+            bptt=6, batch_size=3, eval_batch_size=2, epochs=1, log_every=1, seed=3, threads=1
+        ),
     )
 
 

@@ -115,9 +115,7 @@ def tensors(run_dir, which="last"):
     return ck.load_checkpoint(run_dir / f"{which}.safetensors").tensors
 
 
-def test_switch_at_the_trigger_and_the_average_is_what_is_validated_and_saved(
-    fox_file, tmp_path
-):
+def test_switch_at_the_trigger_and_the_average_is_what_is_validated_and_saved(fox_file, tmp_path):
     seen = []
     trainer = scripted(Trainer(config(fox_file), tmp_path / "run"), seen)
     windows = trainer.task.num_windows(0)
