@@ -222,6 +222,7 @@ class Trainer:
             torch.set_num_threads(config.train.threads)
         self._stop_requested = False
         self._stop_time = 0.0
+        self._last_lr: float | None = None  # the rate of the last step (applied_lr)
         self._finetune_done = False  # asgd finetune: the non-monotone test fired at this epoch end
         self.history: list[dict[str, Any]] = []
         # (step, result) of the last validation, and of the one the best checkpoint was saved
@@ -585,7 +586,9 @@ class Trainer:
         norm = 0.0
         if cfg.optim.clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip))
-        scale = self.task.lr_scale(w) * self._schedule_factor()
+        factor = self._schedule_factor()
+        self._last_lr = self.progress.lr * factor
+        scale = self.task.lr_scale(w) * factor
         for group in self.optimizer.param_groups:
             group["lr"] = self.progress.lr * scale
         self.optimizer.step()
@@ -593,9 +596,12 @@ class Trainer:
         return loss.item(), norm
 
     def applied_lr(self) -> float:
-        """The learning rate the optimizer applies at this point of the run: the base rate
-        (after decay and plateau cuts) times the cosine schedule's factor (what metrics rows
-        log; a variable-length window further scales its own step by its length / bptt)."""
+        """The learning rate of the last optimizer step, what metrics rows log: the base rate
+        (after decay and plateau cuts) times the cosine schedule's factor at that step (a
+        variable-length window further scales its own step by its length / bptt). Before the
+        first step of a session, the rate the next step would get."""
+        if self._last_lr is not None:
+            return self._last_lr
         return self.progress.lr * self._schedule_factor()
 
     def _schedule_factor(self) -> float:
