@@ -162,3 +162,19 @@ def test_finetune_averages_from_the_start_and_stops_when_the_trigger_fires(fox_f
     result = trainer.fit()
     assert result.progress.epoch == 3 and result.progress.done  # fired at epoch 3's end
     assert trainer.averager.count == result.progress.step
+
+
+def test_finetune_restarts_averaging_from_the_saved_average(fox_file, tmp_path):
+    """AWD-LSTM's finetune: a run started (--init-from) from an NT-ASGD run's best checkpoint,
+    which holds the averaged weights, averages again from its first step."""
+    source = tmp_path / "source"
+    scripted(Trainer(config(fox_file), source)).fit()
+    best = ck.load_checkpoint(source / "best.safetensors")
+    assert best.meta["progress"]["asgd_step"] is not None  # saved after the switch: averaged
+    cfg = config(fox_file, mode="finetune", epochs=1, init_from={"run": str(source)})
+    trainer = Trainer(cfg, tmp_path / "finetune")
+    assert trainer.progress.asgd_step == 0 and trainer.averager.count == 0
+    for name, p in trainer.model.state_dict().items():
+        assert torch.equal(p, best.group("model")[name]), name  # the average, not the iterate
+    trainer.fit()
+    assert trainer.averager.count == trainer.progress.step > 0
