@@ -16,6 +16,12 @@ picks one from ``LanguageModelConfig.head``.
 :class:`TiedAdaptiveSoftmax`, which scores every word by its embedding row; its logits are
 log-probabilities.)
 
+With AWD-LSTM's regularisers (Merity et al. 2018; ``LanguageModelConfig.awd_options``) the same
+picture holds with embedding dropout on the embedding matrix, locked dropout in place of the
+plain dropout (on the embeddings, between layers, run one at a time, and on the output) and weight
+drop on the recurrent matrices; all of them act in training mode only, so evaluation, sampling and
+the stepper see the plain model with the same weights.
+
 The model is a pure function of its inputs: ``forward(tokens, state) -> (logits, state)``. It never
 stores the hidden state; the caller carries it from one window to the next and cuts the graph with
 :func:`detach_state` at every window boundary (truncated BPTT). It does no I/O and prints nothing.
