@@ -21,11 +21,13 @@
 #                 checkpoint read on the CPU, resume on CUDA)
 #   3 bench       benchmarks/bench_train.py --device cuda --shapes medium: rnnlab's Trainer loop vs
 #                 a plain torch.nn loop, tokens/s (-> OUT_DIR/bench_train_cuda.json)
-#   4 ptb-medium  rnnlab train --preset ptb-medium --device cuda --max-minutes M: time and test
+#   4 awd-ptb     rnnlab train --preset awd-ptb --device cuda --max-steps 300 (AWD-LSTM's
+#                 regularisers on CUDA; results.json, metrics.jsonl, run.json -> OUT_DIR/awd-ptb/)
+#   5 ptb-medium  rnnlab train --preset ptb-medium --device cuda --max-minutes M: time and test
 #                 perplexity (results.json, metrics.jsonl, run.json -> OUT_DIR/ptb-medium/)
 # Budget: the whole script keeps within GPU_CHECK_BUDGET_S seconds (default 540, under the device
 # tool's 600 s per command): the training gets min(GPU_CHECK_TRAIN_MINUTES (default 8), what is
-# left after steps 1-3 less 90 s for its final evaluation) minutes.
+# left after steps 1-4 less 90 s for its final evaluation) minutes.
 set -u
 
 if [ "${1:-}" = "--prepare-vendor" ]; then  # on the CPU machine, from the repository root
@@ -84,6 +86,17 @@ step tests 240 "$PY" -m pytest -q -p no:cacheprovider -rs tests/training/test_cu
 
 step bench 240 "$PY" benchmarks/bench_train.py --device cuda --shapes medium --steps 100 \
     --reps 5 --out "$OUT_DIR/bench_train_cuda.json"
+
+# AWD-LSTM (issue 16): a short bounded awd-ptb run, weight drop on cuDNN, locked dropout layer by
+# layer, AR/TAR; 300 steps is far from NT-ASGD's switch (epoch ends only), so it checks speed and
+# that the run trains and evaluates on CUDA, not the paper's perplexity
+rm -rf "$RUN_DIR-awd"
+step awd-ptb 180 "$PY" -m rnnlab train --preset awd-ptb --device cuda --max-steps 300 \
+    --log-every 50 --out "$RUN_DIR-awd" --no-progress --no-sample --json
+mkdir -p "$OUT_DIR/awd-ptb"
+for f in results.json metrics.jsonl run.json; do
+    [ -f "$RUN_DIR-awd/$f" ] && cp "$RUN_DIR-awd/$f" "$OUT_DIR/awd-ptb/"
+done
 
 left=$((BUDGET_S - ($(date +%s) - START) - 90))
 minutes=$(awk -v left="$left" -v cap="$TRAIN_MINUTES" 'BEGIN { m = left / 60; if (m > cap) m = cap; printf "%.1f", m }')

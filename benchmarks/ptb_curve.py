@@ -113,7 +113,7 @@ def run_rnnlab(train_argv: list[str]) -> list[dict]:
                     self._seconds_spent(),
                     result.loss,
                     test.loss,
-                    self.progress.lr,
+                    self.applied_lr(),
                     step=self.progress.step,
                 )
             )

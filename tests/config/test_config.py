@@ -88,11 +88,26 @@ def test_integers_are_taken_where_numbers_are_declared():
     assert config.model.cutoffs == (5, 9)
 
 
+def with_new_defaults(saved: dict) -> dict:
+    """A run.json of run-v0 with the keys added since at their defaults: init_from, and
+    AWD-LSTM's regularisers and NT-ASGD (all off)."""
+    awd_model = dict.fromkeys(
+        ("dropout_input", "dropout_hidden", "dropout_output", "dropout_embed", "weight_drop"), 0.0
+    )
+    awd_optim = {"ar": 0.0, "tar": 0.0, "asgd": "off", "nonmono": 5}
+    return dict(
+        saved,
+        train=dict(saved["train"], init_from=None),
+        model=dict(saved["model"], **awd_model),
+        optim=dict(saved["optim"], **awd_optim),
+    )
+
+
 def test_a_run_json_written_before_today_still_loads():
     saved = json.loads((FIXTURES / "run-v0" / "run.json").read_text())
     config = RunConfig.from_dict(saved)
-    # the keys added after it was written (init_from) take their defaults
-    assert config.to_dict() == dict(saved, train=dict(saved["train"], init_from=None))
+    # the keys added after it was written take their defaults
+    assert config.to_dict() == with_new_defaults(saved)
     # no key was ever removed from the config classes; keys added since (the adaptive head,
     # weight noise, eval_every, threads) may be missing from an older run.json
     for section, key in [
@@ -339,8 +354,8 @@ def test_run_json_round_trip(tmp_path, run_cli):
     run = FIXTURES / "run-v0"
     as_json = config_output(run_cli, "--config", run / "run.json", "--json")
     saved = json.loads((run / "run.json").read_text())
-    # keys added after it was written (init_from) take their defaults
-    assert json.loads(as_json) == dict(saved, train=dict(saved["train"], init_from=None))
+    # keys added after it was written take their defaults
+    assert json.loads(as_json) == with_new_defaults(saved)
     assert config_output(run_cli, "--config", run, "--json") == as_json  # a run directory
     # its TOML form gives the same config again
     write(tmp_path / "again.toml", config_output(run_cli, "--config", run))

@@ -41,3 +41,36 @@ def test_flags_override_the_preset_and_unknown_presets_are_refused():
     assert config_of("--preset", "ptb-small", "--hidden", "64").model.hidden_size == 64
     with pytest.raises(ConfigError, match="unknown preset"):
         config_of("--preset", "no-such-preset")
+
+
+def test_awd_presets_carry_the_papers_settings():
+    ptb = config_of("--preset", "awd-ptb")
+    m, o, t = ptb.model, ptb.optim, ptb.train
+    assert ptb.data.corpus == "ptb" and ptb.data.level == "word"
+    assert (m.cell, m.num_layers, m.hidden_size, m.tie_weights) == ("lstm", 3, 1150, True)
+    assert m.dropout == 0.0
+    assert (m.dropout_input, m.dropout_hidden, m.dropout_output) == (0.4, 0.3, 0.4)
+    assert (m.dropout_embed, m.weight_drop) == (0.1, 0.5)
+    assert (o.optimizer, o.lr, o.clip, o.weight_decay) == ("sgd", 30.0, 0.25, 1.2e-6)
+    assert (o.schedule, o.ar, o.tar, o.asgd, o.nonmono) == ("constant", 2.0, 1.0, "nt", 5)
+    assert (t.bptt, t.variable_bptt, t.batch_size, t.epochs) == (70, True, 40, 500)
+    wt2 = config_of("--preset", "awd-wt2")
+    assert wt2.data.corpus == "wikitext2" and wt2.model.dropout_input == 0.65
+    assert (wt2.train.batch_size, wt2.train.epochs) == (80, 750)
+    assert wt2.model.dropout_hidden == 0.3 and wt2.optim.asgd == "nt"
+
+
+def test_awd_flags_reach_the_config():
+    config = config_of(
+        "--preset", "awd-ptb", "--weight-drop", "0.2", "--dropout-input", "0.1",
+        "--dropout-hidden", "0", "--dropout-output", "0.05", "--dropout-embed", "0",
+        "--ar", "0.5", "--tar", "0", "--asgd", "off", "--nonmono", "3",
+    )  # fmt: skip
+    m, o = config.model, config.optim
+    assert (m.weight_drop, m.dropout_input, m.dropout_hidden) == (0.2, 0.1, 0.0)
+    assert (m.dropout_output, m.dropout_embed) == (0.05, 0.0)
+    assert (o.ar, o.tar, o.asgd, o.nonmono) == (0.5, 0.0, "off", 3)
+    with pytest.raises(ConfigError, match="--asgd nt averages SGD"):
+        config_of("--preset", "awd-ptb", "--optimizer", "adam")
+    with pytest.raises(ConfigError, match="--weight-drop must be in"):
+        config_of("--preset", "awd-ptb", "--weight-drop", "1.5")

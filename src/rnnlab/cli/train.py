@@ -14,7 +14,7 @@ from typing import Any
 
 from rnnlab.config.config_file import parse_toml, to_toml
 from rnnlab.config.resolve import resolve_config, resume_config
-from rnnlab.config.run import OPTIMIZERS, SCHEDULES, RunConfig
+from rnnlab.config.run import ASGD_MODES, OPTIMIZERS, SCHEDULES, RunConfig
 from rnnlab.errors import ConfigError
 from rnnlab.nn.registry import cell_help
 
@@ -40,12 +40,21 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "head": ("model", "head"),
     "cutoffs": ("model", "cutoffs"),
     "div_value": ("model", "div_value"),
+    "dropout_input": ("model", "dropout_input"),
+    "dropout_hidden": ("model", "dropout_hidden"),
+    "dropout_output": ("model", "dropout_output"),
+    "dropout_embed": ("model", "dropout_embed"),
+    "weight_drop": ("model", "weight_drop"),
     "optimizer": ("optim", "optimizer"),
     "lr": ("optim", "lr"),
     "momentum": ("optim", "momentum"),
     "weight_decay": ("optim", "weight_decay"),
     "clip": ("optim", "clip"),
     "weight_noise": ("optim", "weight_noise"),
+    "ar": ("optim", "ar"),
+    "tar": ("optim", "tar"),
+    "asgd": ("optim", "asgd"),
+    "nonmono": ("optim", "nonmono"),
     "schedule": ("optim", "schedule"),
     "decay_start": ("optim", "decay_start"),
     "decay_factor": ("optim", "decay_factor"),
@@ -254,6 +263,59 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="X",
         help="adaptive softmax: tail cluster i projects to hidden / X^i dimensions (default 4)",
+    )
+    a = p.add_argument_group("AWD-LSTM regularisers (Merity et al. 2018; text models, 0: off)")
+    a.add_argument(
+        "--dropout-input",
+        type=float,
+        metavar="P",
+        help="locked dropout on the embeddings: one mask per sequence, the same at every step",
+    )
+    a.add_argument(
+        "--dropout-hidden",
+        type=float,
+        metavar="P",
+        help="locked dropout between layers (the stack then runs one layer at a time)",
+    )
+    a.add_argument(
+        "--dropout-output",
+        type=float,
+        metavar="P",
+        help="locked dropout on the last layer's output",
+    )
+    a.add_argument(
+        "--dropout-embed",
+        type=float,
+        metavar="P",
+        help="embedding dropout: whole words (rows of the embedding) dropped, the rest rescaled",
+    )
+    a.add_argument(
+        "--weight-drop",
+        type=float,
+        metavar="P",
+        help="DropConnect on the hidden-to-hidden weights, one mask per window (fused kernel kept)",
+    )
+    a.add_argument(
+        "--ar", type=float, metavar="ALPHA", help="activation regularisation: ALPHA * mean(h^2)"
+    )
+    a.add_argument(
+        "--tar",
+        type=float,
+        metavar="BETA",
+        help="temporal activation regularisation: BETA * mean((h_t - h_{t-1})^2)",
+    )
+    a.add_argument(
+        "--asgd",
+        choices=list(ASGD_MODES),
+        help="averaged SGD: nt = NT-ASGD (switch to averaging when validation stalls), "
+        "finetune = average from the start and stop when it stalls (with --init-from)",
+    )
+    a.add_argument(
+        "--nonmono",
+        type=int,
+        metavar="N",
+        help="NT-ASGD's trigger: validation worse than the best before the last N checks "
+        "(default 5)",
     )
     o = p.add_argument_group("optimization")
     o.add_argument("--optimizer", choices=list(OPTIMIZERS))

@@ -218,6 +218,62 @@ def _chung2014() -> dict:
     }
 
 
+def _awd(corpus: str, dropout_input: float, batch_size: int, epochs: int) -> dict:
+    """AWD-LSTM (Merity, Keskar & Socher 2018, "Regularizing and Optimizing LSTM Language
+    Models", section 5) for a GPU, in rnnlab's terms.
+
+    What the paper states: a 3-layer LSTM of 1150 units; embedding 400 tied to the decoder;
+    locked dropout 0.4 on the word vectors (0.65 on WikiText-2, for its larger vocabulary), 0.3
+    between layers, 0.4 on the last layer's output; embedding dropout 0.1; weight drop 0.5 on
+    the hidden-to-hidden matrices; AR alpha 2, TAR beta 1; weight decay 1.2e-6; SGD at lr 30,
+    gradient norm clipped at 0.25; NT-ASGD with n = 5 and one check per epoch; windows of
+    variable length around 70 (rnnlab's ``variable_bptt``: 70 w.p. 0.95 else 35, then normal,
+    the rate scaled by length / 70); batches of 40 (PTB) and 80 (WikiText-2); 500 and 750
+    epochs. Evaluation here is the exact full pass with the state carried (theirs: windows of
+    70, batch 10 for validation and 1 for test). The loss is the mean cross-entropy per token
+    in both, so the rate and clipping carry over unchanged.
+
+    What differs: rnnlab's stack has one width for all layers, so AWD's last layer of 400 units
+    (which makes tying with a 400-wide embedding possible) cannot be expressed; the embedding
+    is 1150 wide and tied (about 43M parameters on PTB, the paper's 24M).
+    """
+    return {
+        "data": {"corpus": corpus, "level": "word"},
+        "model": {
+            "cell": "lstm",
+            "num_layers": 3,
+            "embed_size": 1150,
+            "hidden_size": 1150,
+            "tie_weights": True,
+            "dropout": 0.0,
+            "dropout_input": dropout_input,
+            "dropout_hidden": 0.3,
+            "dropout_output": 0.4,
+            "dropout_embed": 0.1,
+            "weight_drop": 0.5,
+        },
+        "optim": {
+            "optimizer": "sgd",
+            "lr": 30.0,
+            "clip": 0.25,
+            "weight_decay": 1.2e-6,
+            "schedule": "constant",
+            "ar": 2.0,
+            "tar": 1.0,
+            "asgd": "nt",
+            "nonmono": 5,
+        },
+        "train": {
+            "bptt": 70,
+            "variable_bptt": True,
+            "batch_size": batch_size,
+            "eval_batch_size": 10,
+            "epochs": epochs,
+            "log_every": 50,
+        },
+    }
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
@@ -270,6 +326,24 @@ PRESETS: dict[str, Preset] = {
             "batch 20",
             "rnnlab's CPU recipe (issue 8), as ptb-fast with a larger, tied, more regularised model",
             _ptb_budget(400, 0.4, 60.0, tie=True),
+        ),
+        Preset(
+            "awd-ptb",
+            "AWD-LSTM on PTB words, for a GPU: 3x1150 LSTM tied to a 1150-d embedding (the "
+            "paper's last layer and embedding are 400), locked dropout 0.4 input / 0.3 between "
+            "layers / 0.4 output, embedding dropout 0.1, weight drop 0.5, AR 2, TAR 1, SGD lr 30 "
+            "then NT-ASGD (n 5), clip 0.25, weight decay 1.2e-6, variable bptt ~70, batch 40, "
+            "500 epochs",
+            "Merity, Keskar & Socher 2018, 'Regularizing and Optimizing LSTM Language Models' "
+            "(test ppl 58.8 before fine-tuning, 57.3 after)",
+            _awd("ptb", 0.4, 40, 500),
+        ),
+        Preset(
+            "awd-wt2",
+            "AWD-LSTM on WikiText-2 words, for a GPU: awd-ptb with input dropout 0.65, batch 80, "
+            "750 epochs",
+            "Merity et al. 2018 (WikiText-2 test ppl 66.0 before fine-tuning, 65.8 after)",
+            _awd("wikitext2", 0.65, 80, 750),
         ),
         Preset(
             "char-shakespeare",

@@ -22,6 +22,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "decay", "plateau", "cosine")
 
 
+ASGD_MODES = ("off", "nt", "finetune")  # averaged SGD (AWD-LSTM's NT-ASGD and its fine-tuning)
+
+
 @dataclass
 class OptimConfig:
     """Optimizer and learning-rate schedule.
@@ -39,6 +42,15 @@ class OptimConfig:
     Tieleman & Hinton 2012), as Chung et al. (2014) trained. ``weight_noise`` is the standard
     deviation of the Gaussian noise added to every weight for each training step (0: off; see
     :mod:`rnnlab.training.weight_noise`).
+
+    AWD-LSTM (Merity et al. 2018): ``ar`` and ``tar`` are the coefficients alpha and beta of
+    activation and temporal activation regularisation (0: off; see
+    :mod:`rnnlab.training.activation_reg`). ``asgd`` averages the weights
+    (:mod:`rnnlab.training.asgd`): ``nt`` is NT-ASGD, plain SGD until an epoch-end validation
+    loss is worse than the best of those before the last ``nonmono`` ones, then SGD whose
+    iterates are averaged, validation and checkpoints using the average; ``finetune`` averages
+    from the first step (AWD-LSTM's fine-tuning of a run started with ``--init-from``) and ends
+    the run when the same test fires. Both need ``optimizer`` sgd.
     """
 
     optimizer: str = "sgd"
@@ -51,6 +63,10 @@ class OptimConfig:
     decay_factor: float = 0.5
     plateau_factor: float = 0.25
     weight_noise: float = 0.0
+    ar: float = 0.0
+    tar: float = 0.0
+    asgd: str = "off"
+    nonmono: int = 5
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -63,7 +79,16 @@ class OptimConfig:
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
         if not self.clip >= 0:  # NaN too
             raise ConfigError(f"clip must be >= 0 (0 turns clipping off), got {self.clip}")
-        for name in ("momentum", "weight_decay", "weight_noise"):
+        if self.asgd not in ASGD_MODES:
+            raise ConfigError(f"unknown asgd mode {self.asgd!r}; choose {', '.join(ASGD_MODES)}")
+        if self.asgd != "off" and self.optimizer != "sgd":
+            raise ConfigError(
+                f"--asgd {self.asgd} averages SGD's iterates; use --optimizer sgd "
+                f"(got {self.optimizer}) or --asgd off"
+            )
+        if isinstance(self.nonmono, bool) or not isinstance(self.nonmono, int) or self.nonmono < 1:
+            raise ConfigError(f"nonmono must be a positive integer, got {self.nonmono!r}")
+        for name in ("momentum", "weight_decay", "weight_noise", "ar", "tar"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(
                     f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"

@@ -15,6 +15,10 @@ from rnnlab.strict import from_fields
 HEADS = ("softmax", "adaptive", "sigmoid")
 
 
+# AWD-LSTM's regularisers (Merity et al. 2018) as LanguageModelConfig fields, all rates in [0, 1)
+AWD_OPTIONS = ("dropout_input", "dropout_hidden", "dropout_output", "dropout_embed", "weight_drop")
+
+
 IGNORE = -100  # a target that is not scored (padding); its nll is 0
 
 
@@ -52,6 +56,13 @@ class LanguageModelConfig:
             checkpoint records the cutoffs it was built with).
         div_value: adaptive head only: tail cluster i (from 1) projects h to
             ``floor(H / div_value**i)`` dimensions before its softmax; at least 1.
+        dropout_input, dropout_hidden, dropout_output: AWD-LSTM's locked (variational)
+            dropout, one mask per sequence shared by all steps (:mod:`rnnlab.nn.variational`):
+            on the embeddings, between layers (the stack then runs one layer at a time; not
+            with ``dropout``, which also acts there) and on the last layer's output.
+        dropout_embed: whole words dropped from the embedding matrix (rows, rescaled).
+        weight_drop: DropConnect on the hidden-to-hidden matrices, one mask per window
+            (:mod:`rnnlab.nn.weight_drop`). All five: text heads only, 0 (default) is off.
     """
 
     vocab_size: int = 0
@@ -66,6 +77,11 @@ class LanguageModelConfig:
     head: str = "softmax"
     cutoffs: tuple[int, ...] = ()
     div_value: float = DIV_VALUE
+    dropout_input: float = 0.0
+    dropout_hidden: float = 0.0
+    dropout_output: float = 0.0
+    dropout_embed: float = 0.0
+    weight_drop: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
@@ -87,6 +103,7 @@ class LanguageModelConfig:
         get_cell(self.cell)  # ConfigError for an unknown cell, listing the known ones
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        self._check_awd()
         if self.tie_weights and self.embed_size != self.hidden_size:
             raise ConfigError(
                 f"weight tying needs embed size == hidden size (got {self.embed_size} and "
@@ -95,6 +112,29 @@ class LanguageModelConfig:
         if self.init_range is not None and not self.init_range > 0:
             raise ConfigError(f"init_range must be positive, got {self.init_range}")
         self._check_adaptive()
+
+    def awd_options(self) -> dict[str, float]:
+        """The AWD-LSTM regularisers that are on (name -> rate); empty for a plain model."""
+        return {name: getattr(self, name) for name in AWD_OPTIONS if getattr(self, name)}
+
+    def _check_awd(self) -> None:
+        """The AWD-LSTM rates: numbers in [0, 1), text heads only, no two dropouts in one place."""
+        for name in AWD_OPTIONS:
+            value = getattr(self, name)
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{flag} must be a number in [0, 1), got {value!r}")
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{flag} must be in [0, 1), got {value}")
+        on = self.awd_options()
+        if on and self.head == "sigmoid":
+            raise ConfigError(
+                f"--{next(iter(on)).replace('_', '-')} is for text models; drop it for piano rolls"
+            )
+        if self.dropout and self.dropout_hidden:
+            raise ConfigError(
+                "--dropout and --dropout-hidden both act between layers; use one (set --dropout 0)"
+            )
 
     def _check_adaptive(self) -> None:
         """Validate (and, once the vocabulary is known, resolve) the adaptive head's cutoffs."""

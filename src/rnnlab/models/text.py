@@ -16,6 +16,12 @@ picks one from ``LanguageModelConfig.head``.
 :class:`TiedAdaptiveSoftmax`, which scores every word by its embedding row; its logits are
 log-probabilities.)
 
+With AWD-LSTM's regularisers (Merity et al. 2018; ``LanguageModelConfig.awd_options``) the same
+picture holds with embedding dropout on the embedding matrix, locked dropout in place of the
+plain dropout (on the embeddings, between layers, run one at a time, and on the output) and weight
+drop on the recurrent matrices; all of them act in training mode only, so evaluation, sampling and
+the stepper see the plain model with the same weights.
+
 The model is a pure function of its inputs: ``forward(tokens, state) -> (logits, state)``. It never
 stores the hidden state; the caller carries it from one window to the next and cuts the graph with
 :func:`detach_state` at every window boundary (truncated BPTT). It does no I/O and prints nothing.
@@ -38,6 +44,8 @@ from rnnlab.models.base import RecurrentModel, State, init_uniform
 from rnnlab.models.config import IGNORE, LanguageModelConfig
 from rnnlab.models.heads import TiedAdaptiveSoftmax
 from rnnlab.nn.recurrent import make_recurrent
+from rnnlab.nn.variational import embedding_dropout, forward_layerwise, locked_dropout
+from rnnlab.nn.weight_drop import weight_drop
 
 
 class _TextModel(RecurrentModel):
@@ -71,13 +79,45 @@ class _TextModel(RecurrentModel):
         )
 
     def forward(
-        self, tokens: Tensor, state: State | None = None, targets: Tensor | None = None
-    ) -> tuple[Tensor, State]:
+        self,
+        tokens: Tensor,
+        state: State | None = None,
+        targets: Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> tuple[Tensor, State] | tuple[Tensor, State, tuple[Tensor, Tensor]]:
         """``(logits (T, B, V), state)``; with ``targets`` (T, B) the next token ids,
-        ``(nll (T, B), state)``: -log p(targets_t | tokens_<=t), 0 where a target is IGNORE."""
-        emb = self.drop(self.embedding(tokens))  # (T, B, D)
-        out, state = self.rnn(emb, state)  # (T, B, H)
-        return self.readout(self.drop(out), targets), state
+        ``(nll (T, B), state)``: -log p(targets_t | tokens_<=t), 0 where a target is IGNORE.
+
+        ``return_hidden`` adds a third element, the last layer's outputs (T, B, H) before and
+        after the output dropout (what activation regularisation reads)."""
+        out, dropped, state = self._hidden(tokens, state)
+        result = self.readout(dropped, targets)
+        if return_hidden:
+            return result, state, (out, dropped)
+        return result, state
+
+    def _hidden(self, tokens: Tensor, state: State | None) -> tuple[Tensor, Tensor, State]:
+        """The last layer's outputs (T, B, H), undropped and dropped, and the final state.
+
+        Plain: dropout on the embedding, the stack (its own dropout between layers), dropout.
+        With AWD-LSTM's regularisers (:meth:`LanguageModelConfig.awd_options`): embedding
+        dropout, locked dropout on the embedding, the stack with weight drop (one layer at a
+        time with locked dropout between layers), locked dropout on the output; the plain
+        ``dropout`` still applies where it does."""
+        c = self.config
+        if not c.awd_options():
+            emb = self.drop(self.embedding(tokens))  # (T, B, D)
+            out, state = self.rnn(emb, state)  # (T, B, H)
+            return out, self.drop(out), state
+        train = self.training
+        emb = embedding_dropout(self.embedding.weight, tokens, c.dropout_embed, train)
+        emb = self.drop(locked_dropout(emb, c.dropout_input, train))  # (T, B, D)
+        with weight_drop(self.rnn, c.weight_drop, train):
+            if c.dropout_hidden:
+                out, state = forward_layerwise(self.rnn, emb, state, c.dropout_hidden, train)
+            else:
+                out, state = self.rnn(emb, state)  # (T, B, H)
+        return out, self.drop(locked_dropout(out, c.dropout_output, train)), state
 
     def readout(self, h: Tensor, targets: Tensor | None = None) -> Tensor:
         """Hidden states (..., H) to logits (..., V), or with ``targets`` (...) to the nll (...)."""

@@ -215,23 +215,32 @@ class Recurrent(nn.Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) of layer ``k`` (its backward direction if
         ``reverse``); biases None if bias=False. The projection: :meth:`projection_weight`."""
         suffix = "_reverse" if reverse else ""
-        w_ih = getattr(self, f"weight_ih_l{k}{suffix}")
-        w_hh = getattr(self, f"weight_hh_l{k}{suffix}")
+        w_ih = self.weight(f"weight_ih_l{k}{suffix}")
+        w_hh = self.weight(f"weight_hh_l{k}{suffix}")
         if not self.bias:
             return w_ih, w_hh, None, None
-        b_ih = getattr(self, f"bias_ih_l{k}{suffix}")
-        return w_ih, w_hh, b_ih, getattr(self, f"bias_hh_l{k}{suffix}")
+        b_ih = self.weight(f"bias_ih_l{k}{suffix}")
+        return w_ih, w_hh, b_ih, self.weight(f"bias_hh_l{k}{suffix}")
 
     def projection_weight(self, k: int, reverse: bool = False) -> Tensor | None:
         """The LSTM's ``weight_hr`` (P, H) of layer ``k`` (``reverse``: backward direction);
         None without ``proj_size``."""
         if not self.proj_size:
             return None
-        return getattr(self, f"weight_hr_l{k}{'_reverse' if reverse else ''}")
+        return self.weight(f"weight_hr_l{k}{'_reverse' if reverse else ''}")
+
+    def weight(self, name: str) -> Tensor:
+        """The tensor a forward pass uses for parameter ``name``: the parameter itself, or the
+        substitute a regulariser put in ``weight_overrides`` for this pass (weight drop,
+        :mod:`rnnlab.nn.weight_drop`). Both the fused and the explicit path read weights here."""
+        overrides = self.__dict__.get("weight_overrides")
+        if overrides and name in overrides:
+            return overrides[name]
+        return getattr(self, name)
 
     def _flat_weights(self) -> list[Tensor]:
-        """The parameters as the flat list torch's kernels take (read fresh: no stale cache)."""
-        return [getattr(self, name) for name in self._flat_weights_names]
+        """The weights as the flat list torch's kernels take (read fresh: no stale cache)."""
+        return [self.weight(name) for name in self._flat_weights_names]
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:

@@ -50,6 +50,7 @@ from rnnlab.models.base import State, perplexity
 from rnnlab.models.build import SequenceModel
 from rnnlab.models.config import LanguageModelConfig
 from rnnlab.training import distributed
+from rnnlab.training.activation_reg import penalties
 
 
 class Batch(NamedTuple):
@@ -94,6 +95,14 @@ class Task:
         """
         outputs, state = net(batch.inputs, state)
         return self.loss(outputs, batch), state
+
+    def forward_objective(
+        self, net: nn.Module, batch: Batch, state: State | None
+    ) -> tuple[Tensor, Tensor, State]:
+        """``(objective, loss, state)``: what training minimises (the loss plus any activation
+        penalties) and the plain mean loss (what is logged and checked for divergence)."""
+        loss, state = self.forward_loss(net, batch, state)
+        return loss, loss, state
 
     def lr_scale(self, batch: Batch) -> float:
         return 1.0
@@ -217,6 +226,21 @@ class TextTask(Task):
         nll, state = net(batch.inputs, state, targets=batch.targets)  # (L, B)
         return nll.mean(), state
 
+    def forward_objective(
+        self, net: nn.Module, batch: Batch, state: State | None
+    ) -> tuple[Tensor, Tensor, State]:
+        """The mean nll plus AR and TAR (``optim.ar``, ``optim.tar``) on the last layer's
+        outputs of the window, computed inside ``net``'s forward graph; without them, as
+        :meth:`forward_loss`."""
+        o = self.config.optim
+        if not (o.ar or o.tar):
+            return super().forward_objective(net, batch, state)
+        nll, state, (hidden, dropped) = net(
+            batch.inputs, state, targets=batch.targets, return_hidden=True
+        )
+        loss = nll.mean()
+        return loss + penalties(hidden, dropped, o.ar, o.tar), loss, state
+
     def lr_scale(self, batch: Batch) -> float:
         t = self.config.train
         return batch.length / t.bptt if t.variable_bptt else 1.0
@@ -301,6 +325,8 @@ class RollTask(Task):
         t = config.train
         if t.variable_bptt:
             raise ConfigError("--variable-bptt is for text streams; drop it for piano rolls")
+        if config.optim.ar or config.optim.tar:
+            raise ConfigError("--ar and --tar are for text models; drop them for piano rolls")
         self.data = data
         self.config = config
         self.device = device

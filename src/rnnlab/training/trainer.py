@@ -40,7 +40,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from rnnlab.runs import checkpoint as ck
 from rnnlab.runs.files import METRICS, remove_stale_temp_files, trim_metrics
 from rnnlab.runs.load import load_model_weights, pick_device
 from rnnlab.training import distributed, init_from
+from rnnlab.training.asgd import Averager, nonmono_trigger
 from rnnlab.training.memory_estimate import check_memory
 from rnnlab.training.strategies import Batch, Task, make_task
 from rnnlab.training.weight_noise import WeightNoise
@@ -83,6 +84,8 @@ class Progress:
     bad_epochs: int = 0
     validated_step: int = -1  # the step last validated (not again after a resume)
     done: bool = False
+    asgd_step: int | None = None  # NT-ASGD: the step averaging started at (None: not yet)
+    valid_losses: list[float] = field(default_factory=list)  # epoch-end checks, for NT-ASGD
 
 
 @dataclass
@@ -219,6 +222,8 @@ class Trainer:
             torch.set_num_threads(config.train.threads)
         self._stop_requested = False
         self._stop_time = 0.0
+        self._last_lr: float | None = None  # the rate of the last step (applied_lr)
+        self._finetune_done = False  # asgd finetune: the non-monotone test fired at this epoch end
         self.history: list[dict[str, Any]] = []
         # (step, result) of the last validation, and of the one the best checkpoint was saved
         # after: the final evaluation does not score the same weights on valid again
@@ -260,6 +265,7 @@ class Trainer:
         self.model.to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), config.optim)
         self.weight_noise = WeightNoise(self.model, config.optim.weight_noise)
+        self.averager = Averager(self.model)
         if self.dist is not None and self.dist.rank > 0:
             # Each rank draws its own dropout masks; rank 0 keeps the single-process stream.
             torch.manual_seed(_rank_seed(config.train.seed, self.dist.rank))
@@ -267,8 +273,12 @@ class Trainer:
         self.state: State | None = None
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
-        elif self.is_main:
-            ck.write_json_atomic(self.run_dir / ck.RUN_CONFIG, config.to_dict())
+        else:
+            if config.optim.asgd == "finetune":  # averaging from the first step
+                self.progress.asgd_step = 0
+                self.averager.start()
+            if self.is_main:
+                ck.write_json_atomic(self.run_dir / ck.RUN_CONFIG, config.to_dict())
         if self.dist is not None:
             where = f"checkpoint of {self.run_dir} (use a directory all machines share)"
             distributed.check_same(self.dist, self.progress.step, where)
@@ -283,7 +293,7 @@ class Trainer:
     def _checkpoint(self) -> ck.Checkpoint:
         """The checkpoint of this moment; every rank takes part (states are gathered)."""
         optim_meta, optim_tensors = ck.optimizer_to_checkpoint(self.optimizer.state_dict())
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors = self._model_tensors()
         tensors.update(optim_tensors)
         tensors.update(ck.rng_to_checkpoint())
         tensors.update(self._rank_rng_states())
@@ -302,6 +312,18 @@ class Trainer:
             "saved_at": time.time(),
         }
         return ck.Checkpoint(meta=meta, tensors=tensors)
+
+    def _model_tensors(self) -> dict[str, Tensor]:
+        """``model.*``: the weights, or while NT-ASGD averages, the averaged weights (what
+        evaluation and inference use) and the iterates training continues from (``asgd.raw.*``)."""
+        if not self.averager.active:
+            return {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors = {f"asgd.raw.{k}": v for k, v in self.averager.raw_weights().items()}
+        copies: dict[int, Tensor] = {}  # tied weights stay one tensor
+        with self.averager.averaged():
+            for k, v in self.model.state_dict().items():
+                tensors[f"model.{k}"] = copies.setdefault(v.data_ptr(), v.detach().clone())
+        return tensors
 
     def _rank_rng_states(self) -> dict[str, Tensor]:
         """RNG states of ranks 1.. (``rng.rank<r>.cpu`` / ``.cuda``); rank 0's are ``rng.cpu``."""
@@ -339,6 +361,9 @@ class Trainer:
         load_model_weights(self.model, ckpt)
         self.optimizer.load_state_dict(ck.optimizer_from_checkpoint(ckpt))
         self.progress = Progress(**ckpt.meta["progress"])
+        if self.progress.asgd_step is not None:  # model.* is the average: the iterates beside it
+            raw = ckpt.group("asgd.raw")
+            self.averager.restore(self.progress.step - self.progress.asgd_step, raw)
         ck.rng_from_checkpoint(ckpt)
         if self.dist is not None and self.dist.rank > 0:
             rng = ckpt.group("rng")
@@ -524,7 +549,7 @@ class Trainer:
             **self.task.train_metrics(mean),
             "tokens_per_s": meter.tokens / max(now - meter.mark, 1e-9),
             "grad_norm": meter.norm,
-            "lr": p.lr * self._schedule_factor(),
+            "lr": self.applied_lr(),
             "tokens": p.tokens,
             "wall_time": p.elapsed,
         }
@@ -554,18 +579,30 @@ class Trainer:
         cfg = self.config
         self.state = None if w.reset else detach_state(self.state)
         self.weight_noise.add()
-        loss, self.state = self.task.forward_loss(self.net, w, self.state)
+        objective, loss, self.state = self.task.forward_objective(self.net, w, self.state)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         self.weight_noise.remove()
         norm = 0.0
         if cfg.optim.clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip))
-        scale = self.task.lr_scale(w) * self._schedule_factor()
+        factor = self._schedule_factor()
+        self._last_lr = self.progress.lr * factor
+        scale = self.task.lr_scale(w) * factor
         for group in self.optimizer.param_groups:
             group["lr"] = self.progress.lr * scale
         self.optimizer.step()
+        self.averager.update()
         return loss.item(), norm
+
+    def applied_lr(self) -> float:
+        """The learning rate of the last optimizer step, what metrics rows log: the base rate
+        (after decay and plateau cuts) times the cosine schedule's factor at that step (a
+        variable-length window further scales its own step by its length / bptt). Before the
+        first step of a session, the rate the next step would get."""
+        if self._last_lr is not None:
+            return self._last_lr
+        return self.progress.lr * self._schedule_factor()
 
     def _schedule_factor(self) -> float:
         """The cosine schedule's factor at the fraction of the budget spent (else 1)."""
@@ -599,7 +636,8 @@ class Trainer:
 
     def _validate(self) -> EvalResult:
         """Exact validation loss; under DDP every rank evaluates and rank 0's figure counts."""
-        result = self.task.evaluate(self.model, "valid", progress=self.show_progress)
+        with self.averager.averaged():  # NT-ASGD: the averaged weights are the model
+            result = self.task.evaluate(self.model, "valid", progress=self.show_progress)
         self._last_validation = (self.progress.step, result)
         return result
 
@@ -617,6 +655,7 @@ class Trainer:
         p.window = 0
         self.state = None
         stop = cfg.train.patience is not None and p.bad_epochs >= cfg.train.patience
+        stop = stop or self._finetune_done
         if stop:
             p.done = True
         self.save(best=improved)
@@ -639,6 +678,7 @@ class Trainer:
                 p.bad_epochs = 0
             else:
                 p.bad_epochs += 1
+            self._nt_asgd_check(result.loss)
         improved = result.loss < p.best_saved
         if improved:
             p.best_saved = result.loss
@@ -649,7 +689,7 @@ class Trainer:
             "epoch": p.epoch + 1,
             "epochs": p.epoch + min(p.window, n_windows) / max(n_windows, 1),  # fractional
             **self.task.eval_metrics("valid", result),
-            "lr": p.lr,
+            "lr": self.applied_lr(),
             "tokens": p.tokens,
             "wall_time": p.elapsed,
         }
@@ -657,6 +697,24 @@ class Trainer:
         if self.is_main:
             log.info("epoch %d: valid %s", p.epoch + 1, self.task.describe_eval(result))
         return improved
+
+    def _nt_asgd_check(self, loss: float) -> None:
+        """At an epoch-end check: NT-ASGD's switch to averaging (``asgd`` nt), or the end of
+        an averaged fine-tuning run (``asgd`` finetune), when :func:`nonmono_trigger` fires."""
+        o, p = self.config.optim, self.progress
+        if o.asgd == "off":
+            return
+        fired = nonmono_trigger(p.valid_losses, loss, o.nonmono)
+        p.valid_losses.append(loss)
+        if fired and o.asgd == "nt" and p.asgd_step is None:
+            p.asgd_step = p.step
+            self.averager.start()
+            if self.is_main:
+                log.info("NT-ASGD: averaging the weights from step %d on", p.step)
+        elif fired and o.asgd == "finetune":
+            self._finetune_done = True
+            if self.is_main:
+                log.info("fine-tuning done: no improvement over the last %d checks", o.nonmono)
 
     def _final_evaluation(self) -> TrainResult:
         """Evaluate the best checkpoint on valid and test; write ``results.json`` (rank 0)."""
