@@ -318,7 +318,7 @@ class PoemSpec:
             if len(heads) != self.lines:
                 other = f" or set --lines {len(heads)}" if len(heads) in (4, 8) else ""
                 raise ConfigError(
-                    f"the acrostic needs one character per line: {self.lines} characters, got "
+                    f"the acrostic needs one character per line: {self.lines} characters for {self.lines} lines, got "
                     f"{len(heads)} ({heads!r}); give {self.lines}{other}"
                 )
         if self.first_line is not None:
