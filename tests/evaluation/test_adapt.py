@@ -95,7 +95,9 @@ def hand_cache_logprobs(model, ids: torch.Tensor, size: int, theta: float, lam: 
             result.append(math.log(p_model[t, y]))
             continue
         weights = [math.exp(theta * float(h[t] @ h[i])) for i in past]
-        p_cache = sum(w for w, i in zip(weights, past) if int(ids[i + 1]) == y) / sum(weights)
+        p_cache = sum(w for w, i in zip(weights, past, strict=True) if int(ids[i + 1]) == y) / sum(
+            weights
+        )
         result.append(math.log((1 - lam) * float(p_model[t, y]) + lam * p_cache))
     return torch.tensor(result, dtype=torch.float64)
 
