@@ -30,7 +30,7 @@ from _common import machine_info, write_report  # noqa: E402
 
 from rnnlab.evaluation.adapt import AdaptationRequest  # noqa: E402
 from rnnlab.evaluation.run import evaluate_run  # noqa: E402
-from rnnlab.evaluation.tuning import describe, tune_run  # noqa: E402
+from rnnlab.evaluation.tuning import describe, read_settings, tune_run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "adaptation"
 
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         report["tuning"] = dict(tuned.to_dict(), seconds=time.perf_counter() - t0)
         print("\n".join(tuned.lines()), flush=True)
+    else:
+        report["tuning"] = {"settings_file": read_settings(args.run_dir), "seconds": None}
     report["test"] = {}
     for name in args.variants:
         request = VARIANTS[name]

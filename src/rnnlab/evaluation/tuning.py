@@ -42,6 +42,7 @@ from rnnlab.evaluation.adapt import (
 )
 from rnnlab.evaluation.run import recorded_text_data, run_text_data
 from rnnlab.models.base import perplexity
+from rnnlab.runs.checkpoint import checkpoint_step
 from rnnlab.runs.load import load_text_model
 
 SETTINGS_FILE = "adaptation.json"
@@ -52,6 +53,10 @@ CACHE_LAMBDAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 DYNAMIC_LRS = {"rms": (3e-5, 1e-4, 3e-4, 1e-3), "sgd": (0.01, 0.03, 0.1, 0.3)}
 DYNAMIC_DECAY_START = 0.02
 DYNAMIC_DECAYS = (0.0, 0.02, 0.1)
+
+# the gradient statistics of the last run asked for, so one process (a benchmark evaluating a
+# run several ways) collects them once; keyed by run, checkpoint step, layout and device
+_RMS_MEMO: dict[tuple[Any, ...], list[Tensor]] = {}
 
 
 def settings_path(run_dir: str | Path) -> Path:
@@ -162,6 +167,10 @@ def training_rms(
     its record unless ``train_ids`` are given); None for the sgd update."""
     if settings.method != "rms":
         return None
+    key = (str(Path(run_dir).resolve()), checkpoint_step(ckpt), batch_size, bptt)
+    key += (settings.stat_windows, str(next(model.parameters()).device))
+    if key in _RMS_MEMO:
+        return _RMS_MEMO[key]
     if train_ids is None:
         try:
             train_ids = recorded_text_data(run_dir, ckpt, vocab).train
@@ -172,9 +181,12 @@ def training_rms(
             ) from None
     if train_ids.numel() < 2:
         raise DataError("the run's training split is too short for gradient statistics")
-    return gradient_rms(
+    rms = gradient_rms(
         model, train_ids, batch_size=batch_size, bptt=bptt, windows=settings.stat_windows
     )
+    _RMS_MEMO.clear()  # one run's statistics kept at a time
+    _RMS_MEMO[key] = rms
+    return rms
 
 
 def adapted_evaluation(
