@@ -228,3 +228,19 @@ def test_score_with_adaptation(run, tmp_path, run_cli):
     code, out, _ = run_cli("score", run, "--text", text, *args)
     assert code == 0
     assert out.strip().splitlines()[-1].endswith("decay 0.02 [defaults, not tuned]")
+
+
+def test_rms_dynamic_needs_the_training_data_and_says_so(tmp_path, make_fox_file, run_cli):
+    text = make_fox_file(tmp_path, "gone.txt")
+    out = tmp_path / "run"
+    args = ["train", "--text", text, "--max-steps", "4", *SMALL, *QUIET, "--out", out]
+    assert run_cli(*args)[0] == 0
+    doc = tmp_path / "doc.txt"
+    doc.write_text("the quick brown fox", encoding="utf-8")
+    text.unlink()
+    code, _, err = run_cli("score", out, "--text", doc, "--dynamic")
+    assert_one_line_error(code, err, "training data", "--dynamic-method sgd")
+    code, _, err = run_cli("eval", out, *FAST, "--text", doc, "--dynamic")
+    assert_one_line_error(code, err, "training data", "--dynamic-method sgd")
+    code, _, err = run_cli("score", out, "--text", doc, "--dynamic", "--dynamic-method", "sgd")
+    assert code == 0, err

@@ -172,8 +172,14 @@ def run_text_data(
     return data
 
 
-def recorded_text_data(run_dir: str | Path, ckpt: Any, vocab: Any) -> Any:
-    """The run's own recorded data in its vocabulary (one-line errors when it cannot be read)."""
+def recorded_text_data(
+    run_dir: str | Path,
+    ckpt: Any,
+    vocab: Any,
+    advice: str = "or evaluate other text with --text FILE or --corpus NAME",
+) -> Any:
+    """The run's own recorded data in its vocabulary (one-line errors when it cannot be read,
+    ending with ``advice``)."""
     try:
         return load_data(
             _recorded_data(run_dir, ckpt, "--text FILE or --corpus NAME"),
@@ -181,9 +187,7 @@ def recorded_text_data(run_dir: str | Path, ckpt: Any, vocab: Any) -> Any:
             policy="recorded",
         )
     except DataError as e:
-        raise DataError(
-            f"{e} (the run's own data); or evaluate other text with --text FILE or --corpus NAME"
-        ) from None
+        raise DataError(f"{e} (the run's own data); {advice}") from None
 
 
 def _evaluate_rolls_run(

@@ -172,13 +172,13 @@ def training_rms(
     if key in _RMS_MEMO:
         return _RMS_MEMO[key]
     if train_ids is None:
+        need = "the rms update of --dynamic needs the run's training data for its statistics"
         try:
-            train_ids = recorded_text_data(run_dir, ckpt, vocab).train
-        except (DataError, ConfigError) as e:
-            raise DataError(
-                f"the rms update of --dynamic needs the run's training data for its gradient "
-                f"statistics: {e}; or use --dynamic-method sgd"
-            ) from None
+            train_ids = recorded_text_data(
+                run_dir, ckpt, vocab, advice=f"{need}; or use --dynamic-method sgd"
+            ).train
+        except ConfigError as e:
+            raise ConfigError(f"{e}; {need}; or use --dynamic-method sgd") from None
     if train_ids.numel() < 2:
         raise DataError("the run's training split is too short for gradient statistics")
     rms = gradient_rms(
