@@ -49,8 +49,8 @@ SETTINGS_FILE = "adaptation.json"
 FORMAT = 1
 CACHE_THETAS = (0.1, 0.3, 1.0)
 CACHE_SIZES = (100, 500, 2000)
-CACHE_LAMBDAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
-DYNAMIC_LRS = {"rms": (3e-5, 1e-4, 3e-4, 1e-3), "sgd": (0.01, 0.03, 0.1, 0.3)}
+CACHE_LAMBDAS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
+DYNAMIC_LRS = {"rms": (1e-4, 3e-4, 1e-3, 3e-3), "sgd": (0.01, 0.03, 0.1, 0.3)}
 DYNAMIC_DECAY_START = 0.02
 DYNAMIC_DECAYS = (0.0, 0.02, 0.1)
 
