@@ -84,7 +84,10 @@ def _add_adaptation(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--cache-size", type=int, metavar="N", help="hidden states kept (default 500)")
     g.add_argument(
-        "--cache-theta", type=float, metavar="X", help="flatness of the pointer (default 0.3)"
+        "--cache-theta",
+        type=float,
+        metavar="X",
+        help="sharpness of the pointer, exp(theta h_t.h_i) (default 0.3)",
     )
     g.add_argument(
         "--cache-lambda",

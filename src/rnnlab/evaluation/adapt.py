@@ -58,7 +58,7 @@ def _finite(name: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """The neural cache: ``size`` hidden states kept per column, the flatness ``theta`` of its
+    """The neural cache: ``size`` hidden states kept per column, the sharpness ``theta`` of its
     pointer distribution and the mixture weight ``lam`` (lambda) of the cache."""
 
     size: int = 500
