@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from rnnlab.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from rnnlab.evaluation.adapt import AdaptationRequest
     from rnnlab.generation.repetition import Degeneration
     from rnnlab.generation.sampling import SamplingConfig
 
@@ -53,15 +54,94 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no progress bar (one appears on stderr when the evaluation takes a few seconds)",
     )
+    _add_adaptation(p)
+    p.add_argument(
+        "--tune-adaptation",
+        action="store_true",
+        help="search the cache and dynamic settings on the validation split (only the one "
+        "named, with --cache or --dynamic) and write them to RUN/adaptation.json, which "
+        "--cache/--dynamic then use",
+    )
+    p.add_argument(
+        "--tune-tokens",
+        type=int,
+        metavar="N",
+        help="tune on the first N tokens of the validation split only (default: all of it)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+
+def _add_adaptation(p: argparse.ArgumentParser) -> None:
+    """The flags of the neural cache and of dynamic evaluation (``eval`` and ``score``)."""
+    g = p.add_argument_group(
+        "adapting to the text (values not given: the run's tuned adaptation.json, else defaults)"
+    )
+    g.add_argument(
+        "--cache",
+        action="store_true",
+        help="neural cache (Grave et al. 2017): mix in a pointer over recent hidden states",
+    )
+    g.add_argument("--cache-size", type=int, metavar="N", help="hidden states kept (default 500)")
+    g.add_argument(
+        "--cache-theta",
+        type=float,
+        metavar="X",
+        help="sharpness of the pointer, exp(theta h_t.h_i) (default 0.3)",
+    )
+    g.add_argument(
+        "--cache-lambda",
+        type=float,
+        metavar="L",
+        help="weight of the cache in the mixture, 0..1 (default 0.1)",
+    )
+    g.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="dynamic evaluation (Krause et al. 2018): after scoring each window, learn from it",
+    )
+    g.add_argument(
+        "--dynamic-method",
+        choices=["rms", "sgd"],
+        help="rms: Krause et al.'s update, normalised by gradient RMS from the training data "
+        "(default); sgd: plain gradient steps (Mikolov)",
+    )
+    g.add_argument(
+        "--dynamic-lr", type=float, metavar="LR", help="learning rate (default rms 1e-4, sgd 0.1)"
+    )
+    g.add_argument(
+        "--dynamic-decay",
+        type=float,
+        metavar="D",
+        help="pull toward the trained weights per step, 0..1 (default 0.02)",
+    )
+
+
+def _adaptation_request(args: argparse.Namespace) -> AdaptationRequest:
+    from rnnlab.evaluation.adapt import AdaptationRequest
+
+    return AdaptationRequest(
+        cache=args.cache,
+        cache_size=args.cache_size,
+        cache_theta=args.cache_theta,
+        cache_lambda=args.cache_lambda,
+        dynamic=args.dynamic,
+        dynamic_method=args.dynamic_method,
+        dynamic_lr=args.dynamic_lr,
+        dynamic_decay=args.dynamic_decay,
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rnnlab.evaluation.run import evaluate_run
     from rnnlab.runs.load import set_threads
 
+    request = _adaptation_request(args)
+    if args.tune_tokens is not None and not args.tune_adaptation:
+        raise ConfigError("--tune-tokens is a setting of --tune-adaptation; add it to tune")
     set_threads(args.threads)
+    if args.tune_adaptation:
+        return _tune(args, request)
     e = evaluate_run(
         args.run_dir,
         args.split,
@@ -73,6 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         allow_unk=args.allow_unk,
         progress=not args.no_progress,
+        adaptation=request,
     )
     r = e.result
     if args.json:
@@ -80,11 +161,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif r.unit == "step":
         print(f"{e.corpus} {e.split}: NLL {r.loss:.4f} nats per time step ({r.tokens:,} steps)")
     else:
+        from rnnlab.evaluation.tuning import describe
+
         bpc = f", {r.bpc:.4f} bits/char" if r.bpc is not None else ""
+        adapted = f" with {describe(e.adaptation)}" if e.adaptation else ""
         print(
             f"{e.corpus} {e.split}: loss {r.loss:.4f}, "
-            f"perplexity {r.perplexity:.2f}{bpc} ({r.tokens:,} tokens)"
+            f"perplexity {r.perplexity:.2f}{bpc} ({r.tokens:,} tokens){adapted}"
         )
+    return 0
+
+
+def _tune(args: argparse.Namespace, request: AdaptationRequest) -> int:
+    """``eval --tune-adaptation``: tune on the validation split, write the settings, print them."""
+    from rnnlab.evaluation.tuning import tune_run
+
+    given = request.cache_given() + request.dynamic_given()
+    if given:
+        raise ConfigError(
+            "--tune-adaptation chooses the settings itself; drop the explicit "
+            "--cache-*/--dynamic-* values (give --cache or --dynamic alone to tune only that)"
+        )
+    if args.split != "test":
+        raise ConfigError("--tune-adaptation always tunes on the validation split; drop --split")
+    both = not request.active
+    report = tune_run(
+        args.run_dir,
+        cache=request.cache or both,
+        dynamic=request.dynamic or both,
+        method=request.dynamic_method or "rms",
+        corpus=args.corpus,
+        text=args.text,
+        encoding=args.encoding,
+        batch_size=args.batch_size,
+        bptt=args.bptt,
+        device=args.device,
+        tokens=args.tune_tokens,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print("\n".join(report.lines()))
     return 0
 
 
@@ -376,6 +494,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", help="a file to score ('-' for standard input)")
     p.add_argument("--encoding", help=ENCODING_HELP)
     p.add_argument("--device", default="cpu")
+    _add_adaptation(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)
 
@@ -385,6 +504,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from rnnlab.data.text_files import read_file_bytes
     from rnnlab.evaluation.run import score_run
 
+    request = _adaptation_request(args)
     if args.text is None and args.stdin is None:
         raise ConfigError("give the text to score: --text FILE, or - to read standard input")
     if args.encoding is not None:
@@ -395,16 +515,28 @@ def cmd_score(args: argparse.Namespace) -> int:
         source, raw = args.text, read_file_bytes(args.text)
         if not raw:
             raise DataError(f"{source} is empty; give a file that contains text")
-    scored = score_run(args.run_dir, raw, device=args.device, encoding=args.encoding, source=source)
+    scored = score_run(
+        args.run_dir,
+        raw,
+        device=args.device,
+        encoding=args.encoding,
+        source=source,
+        adaptation=request,
+    )
     if args.json:
         print(json.dumps(scored.to_dict(), ensure_ascii=False))
         return 0
     for t, s in zip(scored.tokens, scored.scores, strict=True):
         shown = t if s.token == t else f"{t} ({s.token})"
         print(f"{s.logprob:10.4f}\t{json.dumps(shown, ensure_ascii=False)[1:-1]}")
+    adapted = ""
+    if scored.adaptation:
+        from rnnlab.evaluation.tuning import describe
+
+        adapted = f" with {describe(scored.adaptation)}"
     print(
         f"total log-probability {scored.total:.4f} nats over {len(scored.scores)} tokens; "
-        f"perplexity {scored.perplexity:.2f}"
+        f"perplexity {scored.perplexity:.2f}{adapted}"
     )
     return 0
 

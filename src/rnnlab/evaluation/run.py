@@ -11,17 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnlab.data.dataset import DataConfig, load_data
+import torch
+
+from rnnlab.data.dataset import DataConfig, LMData, load_data
 from rnnlab.data.encodings import AUTO
 from rnnlab.data.registry import is_pianoroll
 from rnnlab.data.rolls import RollData
 from rnnlab.data.text_files import decode_bytes
 from rnnlab.data.vocab import boundary_token, make_tokenizer
 from rnnlab.errors import CheckpointError, ConfigError, DataError
+from rnnlab.evaluation.adapt import AdaptationRequest
 from rnnlab.evaluation.rolls import evaluate_rolls
 from rnnlab.evaluation.text import EvalResult, TokenScore, evaluate, score_tokens
 from rnnlab.runs.load import load_model, load_text_model
 
+# the window of an adapted score: the cache and the dynamic update act between windows
+SCORE_BPTT = 100
 # more unknown tokens than this means the text is not what the model was trained on
 UNK_LIMIT = 0.10
 
@@ -33,9 +38,13 @@ class RunEvaluation:
     result: EvalResult
     split: str
     corpus: str
+    adaptation: dict[str, Any] | None = None  # the cache / dynamic settings used, if any
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.result.to_dict(), split=self.split, corpus=self.corpus)
+        d = dict(self.result.to_dict(), split=self.split, corpus=self.corpus)
+        if self.adaptation is not None:
+            d["adaptation"] = self.adaptation
+        return d
 
 
 def _recorded_data(run_dir: str | Path, ckpt: Any, what: str) -> DataConfig:
@@ -66,6 +75,7 @@ def evaluate_run(
     device: str = "cpu",
     allow_unk: bool = False,
     progress: bool = False,
+    adaptation: AdaptationRequest | None = None,
 ) -> RunEvaluation:
     """Exact perplexity (text) or NLL per time step (piano rolls) of the run in ``run_dir`` on
     ``split`` of its own data, or of ``corpus`` / the ``text`` file.
@@ -74,11 +84,70 @@ def evaluate_run(
     (unless ``allow_unk``); a piano-roll run refuses text. ``encoding`` (of ``text``) is honoured
     exactly; None reads the file as UTF-8, else in the encoding the run recorded, else as
     detected (see :mod:`rnnlab.data.encodings`).
-    With ``progress``, a long pass shows a bar on stderr.
+    With ``progress``, a long pass shows a bar on stderr. ``adaptation`` asks for the neural
+    cache and/or dynamic evaluation (:mod:`rnnlab.evaluation.adapt`), its settings resolved by
+    :func:`rnnlab.evaluation.tuning.resolve_adaptation`; the result then names them.
     """
     model, vocab, ckpt = load_model(run_dir, device=device)
     if vocab is None:
+        if adaptation is not None and adaptation.active:
+            raise ConfigError(
+                f"{run_dir} is a piano-roll model; --cache and --dynamic work on text models"
+            )
         return _evaluate_rolls_run(run_dir, model, ckpt, split, corpus, text, batch_size, progress)
+    data = run_text_data(run_dir, ckpt, vocab, corpus=corpus, text=text, encoding=encoding)
+    ids = data.split(split)
+    level = ckpt.meta["level"]
+    unk = float((ids == vocab.unk_id).float().mean()) if len(ids) else 0.0
+    if unk > UNK_LIMIT and not allow_unk:
+        raise DataError(
+            f"{unk:.0%} of the {split} tokens are outside the model's vocabulary "
+            "(it was trained on "
+            f"{ckpt.meta.get('corpus')}); evaluate on matching text or pass --allow-unk"
+        )
+    if adaptation is not None and adaptation.active:
+        from rnnlab.evaluation.tuning import adapted_evaluation
+
+        result, settings = adapted_evaluation(
+            run_dir,
+            model,
+            ckpt,
+            ids,
+            adaptation,
+            train_ids=data.train if not (corpus or text) else None,
+            vocab=vocab,
+            batch_size=batch_size,
+            bptt=bptt,
+            level=level,
+            progress=progress,
+            label=split,
+            unscored=data.unscored.get(split),
+        )
+        return RunEvaluation(result.result, split, data.name, settings)
+    result = evaluate(
+        model,
+        ids,
+        batch_size=batch_size,
+        bptt=bptt,
+        level=level,
+        progress=progress,
+        label=split,
+        unscored=data.unscored.get(split),
+    )
+    return RunEvaluation(result, split, data.name)
+
+
+def run_text_data(
+    run_dir: str | Path,
+    ckpt: Any,
+    vocab: Any,
+    *,
+    corpus: str | None = None,
+    text: str | None = None,
+    encoding: str | None = None,
+) -> LMData:
+    """The text a text run is evaluated on: ``corpus`` or the ``text`` file (read as
+    :func:`evaluate_run` says) in the run's vocabulary, else the run's own recorded data."""
     if corpus and is_pianoroll(corpus):
         raise ConfigError(
             f"{run_dir} is a text model and {corpus} holds piano rolls; evaluate it on "
@@ -94,41 +163,31 @@ def evaluate_run(
             policy="given" if given else "hint",
         )
     else:
-        try:
-            data = load_data(
-                _recorded_data(run_dir, ckpt, "--text FILE or --corpus NAME"),
-                vocab=vocab,
-                policy="recorded",
-            )
-        except DataError as e:
-            raise DataError(
-                f"{e} (the run's own data); or evaluate other text with --text FILE "
-                "or --corpus NAME"
-            ) from None
+        data = recorded_text_data(run_dir, ckpt, vocab)
     if isinstance(data, RollData):
         raise ConfigError(
             f"{run_dir} is a text model and {data.name} holds piano rolls; evaluate it on "
             "text (--text FILE or a text --corpus)"
         )
-    ids = data.split(split)
-    unk = float((ids == vocab.unk_id).float().mean()) if len(ids) else 0.0
-    if unk > UNK_LIMIT and not allow_unk:
-        raise DataError(
-            f"{unk:.0%} of the {split} tokens are outside the model's vocabulary "
-            "(it was trained on "
-            f"{ckpt.meta.get('corpus')}); evaluate on matching text or pass --allow-unk"
+    return data
+
+
+def recorded_text_data(
+    run_dir: str | Path,
+    ckpt: Any,
+    vocab: Any,
+    advice: str = "or evaluate other text with --text FILE or --corpus NAME",
+) -> Any:
+    """The run's own recorded data in its vocabulary (one-line errors when it cannot be read,
+    ending with ``advice``)."""
+    try:
+        return load_data(
+            _recorded_data(run_dir, ckpt, "--text FILE or --corpus NAME"),
+            vocab=vocab,
+            policy="recorded",
         )
-    result = evaluate(
-        model,
-        ids,
-        batch_size=batch_size,
-        bptt=bptt,
-        level=level,
-        progress=progress,
-        label=split,
-        unscored=data.unscored.get(split),
-    )
-    return RunEvaluation(result, split, data.name)
+    except DataError as e:
+        raise DataError(f"{e} (the run's own data); {advice}") from None
 
 
 def _evaluate_rolls_run(
@@ -164,6 +223,7 @@ class TextScore:
 
     tokens: list[str]
     scores: list[TokenScore]
+    adaptation: dict[str, Any] | None = None  # the cache / dynamic settings used, if any
 
     @property
     def total(self) -> float:
@@ -182,6 +242,7 @@ class TextScore:
             "total_logprob": self.total,
             "count": len(self.scores),
             "perplexity": self.perplexity,
+            **({"adaptation": self.adaptation} if self.adaptation is not None else {}),
         }
 
 
@@ -192,6 +253,7 @@ def score_run(
     device: str = "cpu",
     encoding: str | None = None,
     source: str = "the text",
+    adaptation: AdaptationRequest | None = None,
 ) -> TextScore:
     """Log-probability of every token of ``text`` under the text model in ``run_dir``, each given
     all before it (the first after the boundary symbol of training lines).
@@ -199,6 +261,10 @@ def score_run(
     ``text`` may be the bytes of a file (named ``source`` in messages): they are read in
     ``encoding``, exactly, or with None as UTF-8, else in the encoding the run recorded, else as
     detected (see :mod:`rnnlab.data.encodings`).
+
+    With ``adaptation`` (the neural cache and/or dynamic evaluation), the text is read as one
+    stream in windows of :data:`SCORE_BPTT` tokens, each token scored before the model adapts
+    to it; the result names the settings used.
     """
     model, vocab, ckpt = load_text_model(run_dir, device, "score")
     if isinstance(text, bytes):
@@ -208,5 +274,28 @@ def score_run(
         text = decode_bytes(text, source, encoding=read_as, policy=policy).text if text else ""
     level = ckpt.meta["level"]
     tokens = make_tokenizer(level).tokenize(text)
-    scores = score_tokens(model, boundary_token(vocab, level), vocab.encode(tokens), vocab.itos)
-    return TextScore(tokens, scores)
+    ids = vocab.encode(tokens)
+    context = boundary_token(vocab, level)
+    if adaptation is None or not adaptation.active:
+        return TextScore(tokens, score_tokens(model, context, ids, vocab.itos))
+    if not ids:
+        raise DataError("the text to score has no tokens")
+    from rnnlab.evaluation.tuning import adapted_evaluation
+
+    result, settings = adapted_evaluation(
+        run_dir,
+        model,
+        ckpt,
+        torch.tensor([context, *ids], dtype=torch.long),
+        adaptation,
+        train_ids=None,
+        vocab=vocab,
+        batch_size=1,
+        bptt=SCORE_BPTT,
+        level=level,
+        keep_scores=True,
+    )
+    assert result.logprobs is not None
+    logprobs = result.logprobs.tolist()
+    scores = [TokenScore(vocab.itos[i], lp) for i, lp in zip(ids, logprobs, strict=True)]
+    return TextScore(tokens, scores, settings)

@@ -1,0 +1,370 @@
+"""Choosing the adaptation settings on the validation split, and the run's settings file.
+
+``rnnlab eval RUN --tune-adaptation`` searches a small grid on the **validation** split and
+writes the chosen values into ``RUN/adaptation.json`` (atomically; nothing else in the run
+directory is touched). ``--cache`` / ``--dynamic`` without explicit values then use them; with
+no file, the defaults of :class:`~rnnlab.evaluation.adapt.CacheSettings` and
+:class:`~rnnlab.evaluation.adapt.DynamicSettings`. Every result names the settings it used and
+where they came from.
+
+The grids (coarse on purpose):
+
+* cache: theta in :data:`CACHE_THETAS` x size in :data:`CACHE_SIZES` x lambda in
+  :data:`CACHE_LAMBDAS`, all from one pass of the static model (the cache does not change the
+  hidden states, so every combination is scored from the same pass);
+* dynamic: the learning rate over :data:`DYNAMIC_LRS` (of the method asked, ``rms`` by
+  default) at decay :data:`DYNAMIC_DECAY_START`, then the decay over :data:`DYNAMIC_DECAYS` at
+  the best rate: one adapted pass per point.
+
+The two are tuned separately (the cache on the static model, the dynamic rates without the
+cache) and used together as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from rnnlab.atomic import write_atomic
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.evaluation.adapt import (
+    AdaptationRequest,
+    AdaptiveResult,
+    CacheSettings,
+    DynamicSettings,
+    cache_grid_losses,
+    evaluate_adaptive,
+    gradient_rms,
+)
+from rnnlab.evaluation.run import recorded_text_data, run_text_data
+from rnnlab.models.base import perplexity
+from rnnlab.runs.checkpoint import checkpoint_step
+from rnnlab.runs.load import load_text_model
+
+SETTINGS_FILE = "adaptation.json"
+FORMAT = 1
+CACHE_THETAS = (0.1, 0.3, 1.0)
+CACHE_SIZES = (100, 500, 2000)
+CACHE_LAMBDAS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
+DYNAMIC_LRS = {"rms": (1e-4, 3e-4, 1e-3, 3e-3), "sgd": (0.01, 0.03, 0.1, 0.3)}
+DYNAMIC_DECAY_START = 0.02
+DYNAMIC_DECAYS = (0.0, 0.02, 0.1)
+
+# the gradient statistics of the last run asked for, so one process (a benchmark evaluating a
+# run several ways) collects them once; keyed by run, checkpoint step, layout and device
+_RMS_MEMO: dict[tuple[Any, ...], list[Tensor]] = {}
+
+
+def settings_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / SETTINGS_FILE
+
+
+def read_settings(run_dir: str | Path) -> dict[str, Any]:
+    """The run's settings file as a dict ({} when there is none); a damaged one is a one-line
+    error saying to tune again or remove it."""
+    path = settings_path(run_dir)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        if "cache" in data:
+            _cache_from(data["cache"])
+        if "dynamic" in data:
+            _dynamic_from(data["dynamic"])
+    except (OSError, ValueError, TypeError, KeyError, ConfigError) as e:
+        raise ConfigError(
+            f"{path} is damaged ({e}); run rnnlab eval {run_dir} --tune-adaptation again "
+            "or remove the file"
+        ) from None
+    return data
+
+
+def _cache_from(part: dict[str, Any]) -> CacheSettings:
+    s = part["settings"]
+    return CacheSettings(size=s["size"], theta=float(s["theta"]), lam=float(s["lambda"]))
+
+
+def _dynamic_from(part: dict[str, Any]) -> DynamicSettings:
+    s = part["settings"]
+    return DynamicSettings(
+        method=s["method"],
+        lr=float(s["lr"]),
+        decay=float(s["decay"]),
+        stat_windows=int(s.get("stat_windows", DynamicSettings.stat_windows)),
+    )
+
+
+def _source(tuned: dict[str, Any] | None, given: list[str], every: int) -> str:
+    if len(given) == every:
+        return "given"
+    base = f"tuned on {tuned['split']} ({SETTINGS_FILE})" if tuned else "defaults, not tuned"
+    return f"{base}; given: {', '.join(given)}" if given else base
+
+
+def resolve_adaptation(
+    run_dir: str | Path, request: AdaptationRequest
+) -> tuple[CacheSettings | None, DynamicSettings | None, dict[str, Any]]:
+    """The settings a request uses: explicit values, else the run's tuned ones, else defaults;
+    and a description of them (values and source) for output and JSON."""
+    stored = read_settings(run_dir) if request.active else {}
+    cache = dynamic = None
+    described: dict[str, Any] = {}
+    if request.cache:
+        part = stored.get("cache")
+        base = _cache_from(part) if part else CacheSettings()
+        cache = request.cache_settings(base)
+        given = request.cache_given()
+        described["cache"] = dict(
+            cache.to_dict(), source=_source(part and part["tuned_on"], given, 3)
+        )
+    if request.dynamic:
+        part = stored.get("dynamic")
+        base = _dynamic_from(part) if part else DynamicSettings()
+        if part and request.dynamic_method and request.dynamic_method != base.method:
+            part = None  # tuned for the other method: its rate does not carry over
+            base = DynamicSettings(method=request.dynamic_method)
+        dynamic = request.dynamic_settings(base)
+        given = request.dynamic_given()
+        described["dynamic"] = dict(
+            dynamic.to_dict(), source=_source(part and part["tuned_on"], given, 2)
+        )
+    return cache, dynamic, described
+
+
+def describe(adaptation: dict[str, Any]) -> str:
+    """One line naming the settings of a result, e.g. ``cache size 500, theta 0.3, lambda 0.1
+    [tuned on valid (adaptation.json)]``."""
+    parts = []
+    if "cache" in adaptation:
+        c = adaptation["cache"]
+        parts.append(
+            f"cache size {c['size']}, theta {c['theta']:g}, lambda {c['lambda']:g} [{c['source']}]"
+        )
+    if "dynamic" in adaptation:
+        d = adaptation["dynamic"]
+        parts.append(f"dynamic {d['method']} lr {d['lr']:g}, decay {d['decay']:g} [{d['source']}]")
+    return "; ".join(parts)
+
+
+def training_rms(
+    run_dir: str | Path,
+    model: Any,
+    ckpt: Any,
+    vocab: Any,
+    train_ids: Tensor | None,
+    settings: DynamicSettings,
+    *,
+    batch_size: int,
+    bptt: int,
+) -> list[Tensor] | None:
+    """The gradient statistics of the rms update, from the run's own training data (read from
+    its record unless ``train_ids`` are given); None for the sgd update."""
+    if settings.method != "rms":
+        return None
+    key = (str(Path(run_dir).resolve()), checkpoint_step(ckpt), batch_size, bptt)
+    key += (settings.stat_windows, str(next(model.parameters()).device))
+    if key in _RMS_MEMO:
+        return _RMS_MEMO[key]
+    if train_ids is None:
+        need = "the rms update of --dynamic needs the run's training data for its statistics"
+        try:
+            train_ids = recorded_text_data(
+                run_dir, ckpt, vocab, advice=f"{need}; or use --dynamic-method sgd"
+            ).train
+        except ConfigError as e:
+            raise ConfigError(f"{e}; {need}; or use --dynamic-method sgd") from None
+    if train_ids.numel() < 2:
+        raise DataError("the run's training split is too short for gradient statistics")
+    rms = gradient_rms(
+        model, train_ids, batch_size=batch_size, bptt=bptt, windows=settings.stat_windows
+    )
+    _RMS_MEMO.clear()  # one run's statistics kept at a time
+    _RMS_MEMO[key] = rms
+    return rms
+
+
+def adapted_evaluation(
+    run_dir: str | Path,
+    model: Any,
+    ckpt: Any,
+    ids: Tensor,
+    request: AdaptationRequest,
+    *,
+    train_ids: Tensor | None,
+    vocab: Any,
+    batch_size: int,
+    bptt: int,
+    level: str | None,
+    progress: bool = False,
+    label: str = "eval",
+    unscored: Tensor | None = None,
+    keep_scores: bool = False,
+) -> tuple[AdaptiveResult, dict[str, Any]]:
+    """Evaluate ``ids`` with the adaptation ``request`` asks for (settings resolved by
+    :func:`resolve_adaptation`); the result and the description of its settings."""
+    cache, dynamic, described = resolve_adaptation(run_dir, request)
+    rms = None
+    if dynamic is not None:
+        rms = training_rms(
+            run_dir, model, ckpt, vocab, train_ids, dynamic, batch_size=batch_size, bptt=bptt
+        )
+    result = evaluate_adaptive(
+        model,
+        ids,
+        cache=cache,
+        dynamic=dynamic,
+        rms=rms,
+        batch_size=batch_size,
+        bptt=bptt,
+        level=level,
+        progress=progress,
+        label=label,
+        unscored=unscored,
+        keep_scores=keep_scores,
+    )
+    return result, described
+
+
+@dataclass
+class TuneReport:
+    """What ``--tune-adaptation`` found: the settings file's content as written, and its path."""
+
+    path: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    tuned: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings_file": str(self.path), **{k: self.settings[k] for k in self.tuned}}
+
+    def lines(self) -> list[str]:
+        """A human summary, one line per tuned part."""
+        out = []
+        for part in self.tuned:
+            p = self.settings[part]
+            s = p["settings"]
+            v = p["valid"]
+            what = (
+                f"cache size {s['size']}, theta {s['theta']:g}, lambda {s['lambda']:g}"
+                if part == "cache"
+                else f"dynamic {s['method']} lr {s['lr']:g}, decay {s['decay']:g}"
+            )
+            out.append(
+                f"{part}: {what}; {p['tuned_on']['split']} perplexity "
+                f"{v['static_perplexity']:.2f} -> {v['perplexity']:.2f} "
+                f"({p['tuned_on']['tokens']:,} tokens, {len(p['grid'])} settings tried)"
+            )
+        out.append(f"settings written to {self.path}")
+        return out
+
+
+def tune_run(
+    run_dir: str | Path,
+    *,
+    cache: bool = True,
+    dynamic: bool = True,
+    method: str = "rms",
+    corpus: str | None = None,
+    text: str | None = None,
+    encoding: str | None = None,
+    batch_size: int = 10,
+    bptt: int = 100,
+    device: str = "cpu",
+    tokens: int | None = None,
+    progress: bool = False,
+) -> TuneReport:
+    """Search the cache and/or dynamic settings on the validation split (its first ``tokens``
+    tokens, if given) of the run's data (or ``corpus`` / ``text``) and write the best into
+    ``run_dir/adaptation.json``, keeping a part not tuned now. Checkpoints and results are
+    never touched."""
+    DynamicSettings(method=method)  # checked before the work starts
+    if tokens is not None and tokens < 2:
+        raise ConfigError(f"--tune-tokens must be at least 2, got {tokens}")
+    model, vocab, ckpt = load_text_model(run_dir, device, "eval --tune-adaptation")
+    try:
+        stored = read_settings(run_dir)
+    except ConfigError:
+        stored = {}  # being replaced by this tuning
+    data = run_text_data(run_dir, ckpt, vocab, corpus=corpus, text=text, encoding=encoding)
+    ids = data.valid
+    unscored = data.unscored.get("valid")
+    if tokens is not None:
+        ids = ids[: tokens + 1]
+        unscored = unscored[: tokens + 1] if unscored is not None else None
+    tuned_on = {
+        "split": "valid",
+        "corpus": data.name,
+        "tokens": int(ids.numel()) - 1,
+        "batch_size": batch_size,
+        "bptt": bptt,
+    }
+    settings: dict[str, Any] = {"format": FORMAT}
+    settings.update({k: v for k, v in stored.items() if k in ("cache", "dynamic")})
+    tuned: list[str] = []
+    layout = {"batch_size": batch_size, "bptt": bptt, "unscored": unscored}
+    if cache:
+        static, losses = cache_grid_losses(
+            model,
+            ids,
+            thetas=CACHE_THETAS,
+            sizes=CACHE_SIZES,
+            lambdas=CACHE_LAMBDAS,
+            progress=progress,
+            **layout,
+        )
+        (theta, size, lam), best = min(losses.items(), key=lambda kv: kv[1])
+        settings["cache"] = {
+            "settings": CacheSettings(size=size, theta=theta, lam=lam).to_dict(),
+            "tuned_on": tuned_on,
+            "valid": {
+                "static_perplexity": perplexity(static),
+                "perplexity": perplexity(best),
+            },
+            "grid": [
+                {"theta": t, "size": s, "lambda": m, "perplexity": perplexity(v)}
+                for (t, s, m), v in losses.items()
+            ],
+        }
+        tuned.append("cache")
+    if dynamic:
+        probe = DynamicSettings(method=method)
+        train_ids = None if (corpus or text) else data.train
+        rms = training_rms(
+            run_dir, model, ckpt, vocab, train_ids, probe, batch_size=batch_size, bptt=bptt
+        )
+
+        def loss_of(lr: float, decay: float) -> float:
+            s = DynamicSettings(method=method, lr=lr, decay=decay)
+            r = evaluate_adaptive(
+                model, ids, dynamic=s, rms=rms, progress=progress, label="tune dynamic", **layout
+            )
+            return r.result.loss
+
+        from rnnlab.evaluation.text import evaluate
+
+        static = evaluate(model, ids, batch_size=batch_size, bptt=bptt, unscored=unscored).loss
+        grid: dict[tuple[float, float], float] = {}
+        for lr in DYNAMIC_LRS[method]:
+            grid[(lr, DYNAMIC_DECAY_START)] = loss_of(lr, DYNAMIC_DECAY_START)
+        best_lr = min((k for k in grid), key=lambda k: grid[k])[0]
+        for decay in DYNAMIC_DECAYS:
+            if (best_lr, decay) not in grid:
+                grid[(best_lr, decay)] = loss_of(best_lr, decay)
+        (lr, decay), best = min(grid.items(), key=lambda kv: kv[1])
+        settings["dynamic"] = {
+            "settings": DynamicSettings(method=method, lr=lr, decay=decay).to_dict(),
+            "tuned_on": tuned_on,
+            "valid": {"static_perplexity": perplexity(static), "perplexity": perplexity(best)},
+            "grid": [
+                {"lr": a, "decay": b, "perplexity": perplexity(v)} for (a, b), v in grid.items()
+            ],
+        }
+        tuned.append("dynamic")
+    path = settings_path(run_dir)
+    write_atomic(path, (json.dumps(settings, indent=2) + "\n").encode("utf-8"))
+    return TuneReport(path, settings, tuple(tuned))

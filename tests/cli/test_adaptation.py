@@ -1,0 +1,246 @@
+"""``rnnlab eval`` and ``score`` with ``--cache``, ``--dynamic`` and ``--tune-adaptation``: the
+settings named in every result, the run directory untouched but for ``adaptation.json``, and
+bad values refused in one line."""
+
+import json
+import shutil
+
+import pytest
+
+from rnnlab.cli import main
+from rnnlab.evaluation.tuning import SETTINGS_FILE
+
+SMALL = ["--hidden", "16", "--embed", "8", "--layers", "1", "--bptt", "8", "--batch-size", "4"]
+QUIET = ["--no-progress", "--no-sample"]
+FAST = ["--threads", "1", "--no-progress"]
+
+
+def assert_one_line_error(code, err, *mentions):
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rnnlab: error:"), err
+    for m in mentions:
+        assert m in lines[0], lines[0]
+
+
+def snapshot(directory) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, make_fox_file):
+    """One small character-level run, shared by the read-only tests."""
+    d = tmp_path_factory.mktemp("adapt")
+    text = make_fox_file(d, "english.txt")
+    out = d / "char"
+    args = ["train", "--text", text, "--max-steps", "20", *SMALL, *QUIET, "--out", out]
+    assert main([str(a) for a in args]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(run, tmp_path):
+    return shutil.copytree(run, tmp_path / "copy")
+
+
+def eval_json(run_cli, run, *args):
+    code, out, err = run_cli("eval", run, *FAST, "--json", *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_cache_with_lambda_zero_equals_static_eval_and_names_its_settings(run, run_cli):
+    static = eval_json(run_cli, run)
+    cached = eval_json(run_cli, run, "--cache", "--cache-lambda", "0", "--cache-size", "7")
+    assert "adaptation" not in static
+    assert cached["loss"] == static["loss"]
+    assert cached["adaptation"]["cache"] == {
+        "size": 7,
+        "theta": 0.3,
+        "lambda": 0.0,
+        "source": "defaults, not tuned; given: size, lambda",
+    }
+    code, out, _ = run_cli("eval", run, *FAST, "--cache", "--cache-theta", "0.5")
+    assert code == 0
+    assert "with cache size 500, theta 0.5, lambda 0.1 [defaults, not tuned; given: theta]" in out
+
+
+def test_dynamic_lr_zero_equals_static_and_leaves_the_run_untouched(run_copy, run_cli):
+    before = snapshot(run_copy)
+    static = eval_json(run_cli, run_copy)
+    dyn = eval_json(run_cli, run_copy, "--dynamic", "--dynamic-lr", "0")
+    assert dyn["loss"] == pytest.approx(static["loss"], rel=1e-7)
+    adapted = eval_json(run_cli, run_copy, "--cache", "--dynamic", "--dynamic-lr", "0.01")
+    assert adapted["adaptation"]["dynamic"]["method"] == "rms"
+    assert adapted["adaptation"]["dynamic"]["lr"] == 0.01
+    assert adapted["loss"] != static["loss"]
+    sgd = eval_json(run_cli, run_copy, "--dynamic", "--dynamic-method", "sgd")
+    assert sgd["adaptation"]["dynamic"]["lr"] == 0.1  # sgd's own default rate
+    assert snapshot(run_copy) == before
+
+
+def test_tune_writes_only_its_settings_file_and_eval_uses_it(run_copy, run_cli):
+    before = snapshot(run_copy)
+    code, out, err = run_cli("eval", run_copy, *FAST, "--tune-adaptation")
+    assert code == 0, err
+    assert "settings written to" in out
+    after = snapshot(run_copy)
+    assert set(after) == set(before) | {SETTINGS_FILE}
+    assert {k: v for k, v in after.items() if k != SETTINGS_FILE} == before
+    stored = json.loads((run_copy / SETTINGS_FILE).read_text())
+    assert stored["cache"]["tuned_on"]["split"] == "valid"
+    assert len(stored["cache"]["grid"]) > 1 and len(stored["dynamic"]["grid"]) > 1
+    cache, dynamic = stored["cache"]["settings"], stored["dynamic"]["settings"]
+    best = min(g["perplexity"] for g in stored["cache"]["grid"])
+    assert stored["cache"]["valid"]["perplexity"] == best
+
+    both = eval_json(run_cli, run_copy, "--cache", "--dynamic")
+    tuned = "tuned on valid (adaptation.json)"
+    assert both["adaptation"]["cache"] == dict(cache, source=tuned)
+    assert both["adaptation"]["dynamic"] == dict(dynamic, source=tuned)
+    explicit = eval_json(
+        run_cli,
+        run_copy,
+        "--cache",
+        "--cache-size",
+        cache["size"],
+        "--cache-theta",
+        cache["theta"],
+        "--cache-lambda",
+        cache["lambda"],
+        "--dynamic",
+        "--dynamic-lr",
+        dynamic["lr"],
+        "--dynamic-decay",
+        dynamic["decay"],
+    )
+    assert explicit["loss"] == both["loss"]
+    assert explicit["adaptation"]["cache"]["source"] == "given"
+    # the tuned validation figure is what eval gives on valid with those settings
+    valid = eval_json(run_cli, run_copy, "--cache", "--split", "valid")
+    assert valid["perplexity"] == pytest.approx(stored["cache"]["valid"]["perplexity"], rel=1e-9)
+    code, out, _ = run_cli("eval", run_copy, *FAST, "--cache")
+    assert f"[{tuned}]" in out
+    # the sgd update was not tuned: its own defaults, said so
+    sgd = eval_json(run_cli, run_copy, "--dynamic", "--dynamic-method", "sgd")
+    assert sgd["adaptation"]["dynamic"]["source"] == "defaults, not tuned"
+    assert {k: v for k, v in snapshot(run_copy).items() if k != SETTINGS_FILE} == before
+
+
+def test_tuning_one_part_keeps_the_other(run_copy, run_cli):
+    code, _, err = run_cli("eval", run_copy, *FAST, "--tune-adaptation", "--cache")
+    assert code == 0, err
+    stored = json.loads((run_copy / SETTINGS_FILE).read_text())
+    assert "cache" in stored and "dynamic" not in stored
+    code, _, err = run_cli(
+        "eval", run_copy, *FAST, "--tune-adaptation", "--dynamic", "--dynamic-method", "sgd"
+    )
+    assert code == 0, err
+    again = json.loads((run_copy / SETTINGS_FILE).read_text())
+    assert again["cache"] == stored["cache"]
+    assert again["dynamic"]["settings"]["method"] == "sgd"
+    assert len(again["dynamic"]["grid"]) > 1
+
+
+def test_a_damaged_settings_file_is_one_line(run_copy, run_cli):
+    (run_copy / SETTINGS_FILE).write_text('{"cache": {"settings": {"size": -4}}}')
+    code, _, err = run_cli("eval", run_copy, *FAST, "--cache")
+    assert_one_line_error(code, err, SETTINGS_FILE, "--tune-adaptation")
+    code, _, err = run_cli("score", run_copy, "--text", run_copy / "run.json", "--cache")
+    assert_one_line_error(code, err, SETTINGS_FILE)
+
+
+BAD = [
+    (["--cache", "--cache-size", "-1"], ["--cache-size must be a positive integer"]),
+    (["--cache", "--cache-size", "0"], ["--cache-size"]),
+    (["--cache", "--cache-lambda", "1.5"], ["--cache-lambda must be between 0 and 1"]),
+    (["--cache", "--cache-lambda", "-0.2"], ["--cache-lambda"]),
+    (["--cache", "--cache-theta", "-1"], ["--cache-theta must be 0 or more"]),
+    (["--cache", "--cache-theta", "nan"], ["--cache-theta must be a finite number"]),
+    (["--dynamic", "--dynamic-lr", "-0.1"], ["--dynamic-lr must be 0 or more"]),
+    (["--dynamic", "--dynamic-decay", "2"], ["--dynamic-decay must be between 0 and 1"]),
+    (["--cache-lambda", "0.2"], ["--cache-lambda is a setting of --cache"]),
+    (["--dynamic-lr", "0.2"], ["--dynamic-lr is a setting of --dynamic"]),
+]
+
+
+@pytest.mark.parametrize("args,mentions", BAD)
+def test_eval_bad_values_are_one_line(run, run_cli, args, mentions):
+    code, _, err = run_cli("eval", run, *FAST, *args)
+    assert_one_line_error(code, err, *mentions)
+
+
+@pytest.mark.parametrize("args,mentions", BAD)
+def test_score_bad_values_are_one_line(run, tmp_path, run_cli, args, mentions):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox", encoding="utf-8")
+    code, _, err = run_cli("score", run, "--text", text, *args)
+    assert_one_line_error(code, err, *mentions)
+
+
+@pytest.mark.parametrize(
+    "args,mentions",
+    [
+        (["--tune-tokens", "50"], ["--tune-tokens is a setting of --tune-adaptation"]),
+        (["--tune-adaptation", "--tune-tokens", "1"], ["--tune-tokens must be at least 2"]),
+        (["--tune-adaptation", "--cache", "--cache-size", "9"], ["chooses the settings itself"]),
+        (["--tune-adaptation", "--split", "train"], ["validation split"]),
+    ],
+)
+def test_tune_bad_requests_are_one_line(run_copy, run_cli, args, mentions):
+    code, _, err = run_cli("eval", run_copy, *FAST, *args)
+    assert_one_line_error(code, err, *mentions)
+    assert not (run_copy / SETTINGS_FILE).exists()
+
+
+def test_score_with_adaptation(run, tmp_path, run_cli):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 6, encoding="utf-8")
+    code, out, err = run_cli("score", run, "--text", text, "--json")
+    assert code == 0, err
+    static = json.loads(out)
+    code, out, err = run_cli(
+        "score", run, "--text", text, "--json", "--cache", "--cache-lambda", "0"
+    )
+    assert code == 0, err
+    zero = json.loads(out)
+    assert zero["count"] == static["count"]
+    assert zero["adaptation"]["cache"]["lambda"] == 0.0
+    for a, b in zip(zero["tokens"], static["tokens"], strict=True):
+        assert a["logprob"] == pytest.approx(b["logprob"], rel=1e-5, abs=1e-5)
+    # a repetitive document: the cache and dynamic evaluation both help after the first lap
+    args = ["--cache", "--cache-lambda", "0.3", "--dynamic", "--dynamic-method", "sgd"]
+    code, out, err = run_cli("score", run, "--text", text, "--json", *args)
+    assert code == 0, err
+    adapted = json.loads(out)
+    assert adapted["adaptation"]["dynamic"]["method"] == "sgd"
+    assert adapted["total_logprob"] > static["total_logprob"]
+    first = len("the quick brown fox jumps over the lazy dog. ")
+    for a, b in zip(adapted["tokens"][:1], static["tokens"][:1], strict=True):
+        assert a["logprob"] == pytest.approx(b["logprob"], rel=1e-5)
+    assert len(adapted["tokens"]) == 6 * first
+    code, out, _ = run_cli("score", run, "--text", text, *args)
+    assert code == 0
+    assert out.strip().splitlines()[-1].endswith("decay 0.02 [defaults, not tuned]")
+
+
+def test_rms_dynamic_needs_the_training_data_and_says_so(tmp_path, make_fox_file, run_cli):
+    text = make_fox_file(tmp_path, "gone.txt")
+    out = tmp_path / "run"
+    args = ["train", "--text", text, "--max-steps", "4", *SMALL, *QUIET, "--out", out]
+    assert run_cli(*args)[0] == 0
+    doc = tmp_path / "doc.txt"
+    doc.write_text("the quick brown fox", encoding="utf-8")
+    text.unlink()
+    code, _, err = run_cli("score", out, "--text", doc, "--dynamic")
+    assert_one_line_error(code, err, "training data", "--dynamic-method sgd")
+    code, _, err = run_cli("eval", out, *FAST, "--text", doc, "--dynamic")
+    assert_one_line_error(code, err, "training data", "--dynamic-method sgd")
+    code, _, err = run_cli("score", out, "--text", doc, "--dynamic", "--dynamic-method", "sgd")
+    assert code == 0, err
