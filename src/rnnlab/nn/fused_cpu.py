@@ -93,6 +93,11 @@ def run_stack(
     return x, (torch.stack(finals),)
 
 
+def _gru_slices(hidden: int) -> tuple[tuple[int, int], ...]:
+    """The last-axis ranges of (r and z), r, z and n in a GRU's (..., 3H) gate tensor."""
+    return ((0, 2 * hidden), (0, hidden), (hidden, 2 * hidden), (2 * hidden, 3 * hidden))
+
+
 def _input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
     """x W_ih^T + bias for the whole window in one GEMM: (T, B, G*H), a fresh buffer."""
     x2d = x.reshape(-1, x.size(-1))  # (T*B, I)
@@ -135,8 +140,9 @@ class _RNNWindow(torch.autograd.Function):
         hs = x.new_empty(steps + 1, *h0.shape)  # h_0 .. h_T
         hs[0] = h0
         w_hh_t = w_hh.t()
+        pre_t, h_t = pre.unbind(0), hs.unbind(0)  # per-step views, made once
         for t in range(steps):
-            h = torch.addmm(pre[t], hs[t], w_hh_t, out=hs[t + 1])  # (B, H)
+            h = torch.addmm(pre_t[t], h_t[t], w_hh_t, out=h_t[t + 1])  # (B, H)
             h.relu_() if relu else h.tanh_()
         ctx.save_for_backward(x, w_ih, w_hh, hs)
         ctx.relu = relu
@@ -155,10 +161,11 @@ class _RNNWindow(torch.autograd.Function):
         slope = (out > 0).to(out.dtype) if ctx.relu else 1 - out * out
         delta = torch.empty_like(out)  # dL/d pre_t
         dh = grad_out[steps - 1].clone()  # dL/dh_T (the final state is out[-1])
+        delta_t, slope_t, go_t = delta.unbind(0), slope.unbind(0), grad_out.unbind(0)
         for t in range(steps - 1, -1, -1):
-            torch.mul(dh, slope[t], out=delta[t])
+            torch.mul(dh, slope_t[t], out=delta_t[t])
             if t:
-                dh = torch.addmm(grad_out[t - 1], delta[t], w_hh)  # dL/dh_{t-1}
+                dh = torch.addmm(go_t[t - 1], delta_t[t], w_hh)  # dL/dh_{t-1}
         dh0 = delta[0].mm(w_hh) if ctx.needs_input_grad[1] else None
         dw_hh = None
         if ctx.needs_input_grad[3]:
@@ -207,28 +214,29 @@ class _GRUWindow(torch.autograd.Function):
             w_rz_t, w_n_t = w_hh[:two].t(), w_hh[two:].t()
             rh = x.new_empty(steps, batch, hidden)  # r ∘ h_{t-1}: the factor of dU_n
             gh = x.new_empty(batch, two)
+            rz, r, z, n = (gates[..., a:b].unbind(0) for a, b in _gru_slices(hidden))
+            h_t, rh_t = hs.unbind(0), rh.unbind(0)
             for t in range(steps):
-                g, h = gates[t], hs[t]
-                g[:, :two].add_(torch.mm(h, w_rz_t, out=gh)).sigmoid_()  # r, z
-                torch.mul(g[:, :hidden], h, out=rh[t])
-                g[:, two:].addmm_(rh[t], w_n_t).tanh_()  # n
-                torch.lerp(g[:, two:], h, g[:, hidden:two], out=hs[t + 1])
+                rz[t].add_(torch.mm(h_t[t], w_rz_t, out=gh)).sigmoid_()  # r, z
+                torch.mul(r[t], h_t[t], out=rh_t[t])
+                n[t].addmm_(rh_t[t], w_n_t).tanh_()  # n
+                torch.lerp(n[t], h_t[t], z[t], out=h_t[t + 1])
             ctx.save_for_backward(x, w_ih, w_hh, hs, gates, rh)
         else:
             w_hh_t = w_hh.t()
-            b_n = None if b_hh is None else b_hh[two:]
+            b_n = x.new_zeros(hidden) if b_hh is None else b_hh[two:]
             hn = x.new_empty(steps, batch, hidden)  # U_n h_{t-1} + b_hn
             gh = x.new_empty(batch, 3 * hidden)
+            gh_rz, gh_n = gh[:, :two], gh[:, two:]
+            # per-step views made once (slicing in the loop would cost an op each)
+            rz, r, z, n = (gates[..., a:b].unbind(0) for a, b in _gru_slices(hidden))
+            h_t, hn_t = hs.unbind(0), hn.unbind(0)
             for t in range(steps):
-                g, h = gates[t], hs[t]
-                torch.mm(h, w_hh_t, out=gh)
-                g[:, :two].add_(gh[:, :two]).sigmoid_()  # r, z
-                if b_n is None:
-                    hn[t].copy_(gh[:, two:])
-                else:
-                    torch.add(gh[:, two:], b_n, out=hn[t])
-                g[:, two:].addcmul_(g[:, :hidden], hn[t]).tanh_()  # n
-                torch.lerp(g[:, two:], h, g[:, hidden:two], out=hs[t + 1])
+                torch.mm(h_t[t], w_hh_t, out=gh)
+                rz[t].add_(gh_rz).sigmoid_()  # r, z
+                torch.add(gh_n, b_n, out=hn_t[t])
+                n[t].addcmul_(r[t], hn_t[t]).tanh_()  # n
+                torch.lerp(n[t], h_t[t], z[t], out=h_t[t + 1])
             ctx.save_for_backward(x, w_ih, w_hh, hs, gates, hn)
         ctx.before = before
         return hs[1:]
@@ -259,12 +267,19 @@ class _GRUWindow(torch.autograd.Function):
         dgh = torch.empty(steps, batch, 3, hidden, dtype=hs.dtype)  # dL/d(U h + b_hh)
         dhs = torch.empty_like(hs[1:])  # dL/dh_t of every step
         dhs[-1] = grad_out[-1]
+        d_t, g_t, f_t, z_t = (
+            dhs.unsqueeze(2).unbind(0),
+            dgh.unbind(0),
+            factors.unbind(0),
+            z.unbind(0),
+        )
+        go_t, dgh_t, dh_t = grad_out.unbind(0), dgh.view(steps, batch, -1).unbind(0), dhs.unbind(0)
         for t in range(steps - 1, -1, -1):
-            d = dhs[t]
-            torch.mul(d.unsqueeze(1), factors[t], out=dgh[t])
+            d = d_t[t]  # (B, 1, H)
+            torch.mul(d, f_t[t], out=g_t[t])
             if t:
-                torch.addcmul(grad_out[t - 1], d, z[t], out=dhs[t - 1])
-                dhs[t - 1].addmm_(dgh[t].view(batch, -1), w_hh)
+                prev = torch.addcmul(go_t[t - 1], dh_t[t], z_t[t], out=dh_t[t - 1])
+                prev.addmm_(dgh_t[t], w_hh)
         dgh = dgh.view(steps, batch, 3 * hidden)
         dh0 = None
         if ctx.needs_input_grad[1]:
@@ -307,15 +322,25 @@ class _GRUWindow(torch.autograd.Function):
         delta = torch.empty(steps, batch, 3 * hidden, dtype=hs.dtype)  # r, z, n pre-acts
         d_rh = torch.empty(batch, hidden, dtype=hs.dtype)
         d = grad_out[-1].clone()  # dL/dh_T
+        zn_t = delta[:, :, hidden:].view(steps, batch, 2, hidden).unbind(0)  # per-step views
+        rz_t, r_t, n_t = (
+            delta[..., a:b].unbind(0) for a, b in _gru_slices(hidden)[:2] + ((two, 3 * hidden),)
+        )
+        f_t, drf_t, go_t, z_t, rr_t = (
+            zn_factors.unbind(0),
+            dr_factor.unbind(0),
+            grad_out.unbind(0),
+            z.unbind(0),
+            r.unbind(0),
+        )
         for t in range(steps - 1, -1, -1):
-            dt = delta[t]
-            torch.mul(d.unsqueeze(1), zn_factors[t], out=dt[:, hidden:].view(batch, 2, hidden))
-            torch.mm(dt[:, two:], w_n, out=d_rh)  # dL/d(r ∘ h_{t-1})
-            torch.mul(d_rh, dr_factor[t], out=dt[:, :hidden])
+            torch.mul(d.unsqueeze(1), f_t[t], out=zn_t[t])
+            torch.mm(n_t[t], w_n, out=d_rh)  # dL/d(r ∘ h_{t-1})
+            torch.mul(d_rh, drf_t[t], out=r_t[t])
             if t or ctx.needs_input_grad[1]:
-                base = grad_out[t - 1] if t else torch.zeros_like(d)
-                d_new = torch.addcmul(base, d, z[t])
-                d_new.addcmul_(d_rh, r[t]).addmm_(dt[:, :two], w_rz)
+                base = go_t[t - 1] if t else torch.zeros_like(d)
+                d_new = torch.addcmul(base, d, z_t[t])
+                d_new.addcmul_(d_rh, rr_t[t]).addmm_(rz_t[t], w_rz)
                 d = d_new
         dh0 = d if ctx.needs_input_grad[1] else None
         dw_hh = None
