@@ -24,7 +24,14 @@ Two implementations compute the same function:
   are handled around the step by :mod:`rnnlab.nn.scan`: a packed window steps only its active
   rows, and the backward direction runs the same loop from the last step to the first.
 
-``impl="auto"`` (default) picks the fused kernel whenever it computes the same equations.
+* **cpu** - rnnlab's own whole-window kernel for the GRU and the RNN on CPU tensors
+  (:mod:`rnnlab.nn.fused_cpu`: one autograd node per layer, no per-step bookkeeping); where it
+  does not apply (GPU, packed, bidirectional, no autograd, other dtypes) the layer runs as
+  ``auto``.
+
+``impl="auto"`` (default) picks the fused kernel whenever it computes the same equations; on
+CPU, with autograd on, it runs rnnlab's window kernel for the RNN and the reset-before GRU
+(:func:`rnnlab.nn.fused_cpu.auto_picks`).
 Dropout is applied to the output of every layer but the last, in training mode, as torch does.
 
 torch.nn's contract holds too: a misuse raises the built-in exception torch.nn raises
