@@ -102,7 +102,7 @@ def _input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
     """x W_ih^T + bias for the whole window in one GEMM: (T, B, G*H), a fresh buffer."""
     x2d = x.reshape(-1, x.size(-1))  # (T*B, I)
     gi = x2d.mm(w_ih.t()) if bias is None else torch.addmm(bias, x2d, w_ih.t())
-    return gi.view(x.size(0), x.size(1), -1)
+    return gi.view(x.size(0), x.size(1), w_ih.size(0))
 
 
 def _input_grads(
