@@ -23,13 +23,16 @@ B 20, input 650, 650 / 760 / 1300; "music" = T 200, B 8, 88 inputs, 34 / 41 / 78
 2014). For these, a GRU or RNN case also times ``nn.LSTM`` at its matched size in the same
 interleaved run and reports ``time_vs_lstm`` (rnnlab's seconds / nn.LSTM's: 1.15 or less is
 the target) and ``speedup_vs_torch`` (torch.nn's seconds / rnnlab's) for each rnnlab path.
-Contenders: ``fused`` (torch's kernel), ``explicit`` (rnnlab's loop) and ``cpu`` (rnnlab's
-window kernel, :mod:`rnnlab.nn.fused_cpu`; the LSTM has none, so it is not run for it).
+Contenders: ``fused`` (torch's kernel), ``explicit`` (rnnlab's loop), ``cpu`` (rnnlab's
+window kernel, :mod:`rnnlab.nn.fused_cpu`, with its numba-compiled time loops) and
+``cpu_torch_loops`` (the same kernel with its loops as torch ops: ``RNNLAB_CPU_LOOPS=torch``);
+the LSTM has no rnnlab kernel, so the last two are not run for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -40,6 +43,7 @@ from _common import machine_info, write_report
 from torch import Tensor, nn
 
 import rnnlab.nn.recurrent as rr
+from rnnlab.nn import fused_cpu
 
 SHAPES = {
     "word": {"num_layers": 2, "hidden_size": 200, "input_size": 200, "batch": 20, "steps": 20},
@@ -69,7 +73,7 @@ SHAPES = {
 ITERS = {"word": 20, "char": 2, "ptb-small": 20, "ptb-medium": 3, "music": 20}
 QUICK_ITERS = {"word": 5, "char": 1, "ptb-small": 3, "ptb-medium": 1, "music": 3}
 CELLS = {"lstm": (rr.LSTM, nn.LSTM), "gru": (rr.GRU, nn.GRU), "rnn": (rr.RNN, nn.RNN)}
-IMPLS = ("fused", "explicit", "cpu")
+IMPLS = ("fused", "explicit", "cpu", "cpu_torch_loops")
 
 
 def hidden_for(shape: dict, cell: str) -> int:
@@ -78,15 +82,23 @@ def hidden_for(shape: dict, cell: str) -> int:
     return hidden[cell] if isinstance(hidden, dict) else hidden
 
 
-def make_step(model: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]:
-    """One forward+backward pass of ``model`` on ``x``, gradients dropped before each pass."""
+def make_step(
+    model: nn.Module, x: Tensor, grad: Tensor, loops: str | None = None
+) -> Callable[[], None]:
+    """One forward+backward pass of ``model`` on ``x``, gradients dropped before each pass;
+    ``loops`` sets ``RNNLAB_CPU_LOOPS`` (numba or torch) for the pass."""
     params = list(model.parameters())
 
     def step() -> None:
         for p in params:
             p.grad = None
-        output, _ = model(x)
-        output.backward(grad)
+        if loops is not None:
+            os.environ[fused_cpu.LOOPS_ENV] = loops
+        try:
+            output, _ = model(x)
+            output.backward(grad)
+        finally:
+            os.environ.pop(fused_cpu.LOOPS_ENV, None)
 
     return step
 
@@ -114,14 +126,15 @@ def bench_case(
     control = torch_cls(*size).to(device)  # a second torch.nn copy: shows the noise floor
     control.load_state_dict(reference.state_dict())
     contenders = {"torch": reference, "torch_control": control}
-    impls = [impl for impl in IMPLS if not (cell == "lstm" and impl == "cpu")]
+    impls = [impl for impl in IMPLS if cell != "lstm" or not impl.startswith("cpu")]
     for impl in impls:
-        model = ours_cls(*size, impl=impl).to(device)
+        model = ours_cls(*size, impl=impl.split("_")[0]).to(device)
         model.load_state_dict(reference.state_dict())
         contenders[impl] = model
     x = torch.randn(shape["steps"], shape["batch"], shape["input_size"], device=device)
     grad = torch.randn(shape["steps"], shape["batch"], hidden, device=device)
-    steps = {name: make_step(model, x, grad) for name, model in contenders.items()}
+    loops = {"cpu": "numba", "cpu_torch_loops": "torch"}
+    steps = {name: make_step(model, x, grad, loops.get(name)) for name, model in contenders.items()}
     matched = isinstance(shape["hidden_size"], dict) and cell != "lstm"
     if matched:  # nn.LSTM at its matched size, in the same interleaved run
         lstm_hidden = hidden_for(shape, "lstm")

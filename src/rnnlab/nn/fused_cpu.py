@@ -27,6 +27,9 @@ Shapes: T time, B batch, I input size, H hidden size.
 
 from __future__ import annotations
 
+import os
+import warnings
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
@@ -44,6 +47,38 @@ _DOUBLE_BACKWARD = (
     "double backward through rnnlab's CPU window kernel is not supported; use impl='explicit' "
     "for higher-order gradients"
 )
+
+
+LOOPS_ENV = "RNNLAB_CPU_LOOPS"
+"""Environment variable choosing the time loops: "numba" (default; compiled,
+:mod:`rnnlab.nn.fused_cpu_numba`) or "torch" (a Python loop of torch ops, no autograd)."""
+
+_NUMBA: list[ModuleType | None] = []  # the loaded numba loops (None: unavailable), once
+
+
+def compiled_loops() -> ModuleType | None:
+    """The numba-compiled loops, or None to run the loops as torch ops: when ``RNNLAB_CPU_LOOPS``
+    is "torch", or numba cannot be imported (then a one-line warning, once per process)."""
+    if os.environ.get(LOOPS_ENV, "numba") == "torch":
+        return None
+    if not _NUMBA:
+        try:
+            from rnnlab.nn import fused_cpu_numba
+        except ImportError as error:  # numba missing or broken for this interpreter
+            warnings.warn(
+                f"rnnlab: numba is unavailable ({error}); the GRU/RNN CPU window kernel runs its "
+                "time loop as torch ops, slower at small sizes (pip install numba)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            fused_cpu_numba = None
+        _NUMBA.append(fused_cpu_numba)
+    return _NUMBA[0]
+
+
+def _np(t: Tensor):  # noqa: ANN202 - a NumPy view for the compiled loops
+    """A NumPy view of ``t`` (detached; made contiguous first if it is not)."""
+    return t.detach().contiguous().numpy()
 
 
 def supports(layer: Recurrent, input: Tensor) -> bool:
@@ -139,13 +174,17 @@ class _RNNWindow(torch.autograd.Function):
         steps = pre.size(0)
         hs = x.new_empty(steps + 1, *h0.shape)  # h_0 .. h_T
         hs[0] = h0
+        ctx.relu, ctx.loops = relu, compiled_loops()
+        if ctx.loops is not None:
+            ctx.loops.rnn_forward(_np(pre), _np(hs), _np(w_hh.t()), relu)
+            ctx.save_for_backward(x, w_ih, w_hh, hs)
+            return hs[1:]
         w_hh_t = w_hh.t()
         pre_t, h_t = pre.unbind(0), hs.unbind(0)  # per-step views, made once
         for t in range(steps):
             h = torch.addmm(pre_t[t], h_t[t], w_hh_t, out=h_t[t + 1])  # (B, H)
             h.relu_() if relu else h.tanh_()
         ctx.save_for_backward(x, w_ih, w_hh, hs)
-        ctx.relu = relu
         return hs[1:]
 
     @staticmethod
@@ -157,16 +196,22 @@ class _RNNWindow(torch.autograd.Function):
         steps = out.size(0)
         if grad_out is None:
             grad_out = torch.zeros_like(out)
-        # phi'(pre) from phi's output, for every step at once
-        slope = (out > 0).to(out.dtype) if ctx.relu else 1 - out * out
         delta = torch.empty_like(out)  # dL/d pre_t
-        dh = grad_out[steps - 1].clone()  # dL/dh_T (the final state is out[-1])
-        delta_t, slope_t, go_t = delta.unbind(0), slope.unbind(0), grad_out.unbind(0)
-        for t in range(steps - 1, -1, -1):
-            torch.mul(dh, slope_t[t], out=delta_t[t])
-            if t:
-                dh = torch.addmm(go_t[t - 1], delta_t[t], w_hh)  # dL/dh_{t-1}
-        dh0 = delta[0].mm(w_hh) if ctx.needs_input_grad[1] else None
+        if ctx.loops is not None:
+            dh0 = torch.from_numpy(
+                ctx.loops.rnn_backward(_np(grad_out), _np(hs), _np(w_hh), _np(delta), ctx.relu)
+            )
+        else:
+            # phi'(pre) from phi's output, for every step at once
+            slope = (out > 0).to(out.dtype) if ctx.relu else 1 - out * out
+            dh = grad_out[steps - 1].clone()  # dL/dh_T (the final state is out[-1])
+            delta_t, slope_t, go_t = delta.unbind(0), slope.unbind(0), grad_out.unbind(0)
+            for t in range(steps - 1, -1, -1):
+                torch.mul(dh, slope_t[t], out=delta_t[t])
+                if t:
+                    dh = torch.addmm(go_t[t - 1], delta_t[t], w_hh)  # dL/dh_{t-1}
+            dh0 = delta[0].mm(w_hh)
+        dh0 = dh0 if ctx.needs_input_grad[1] else None
         dw_hh = None
         if ctx.needs_input_grad[3]:
             delta2d = delta.view(-1, delta.size(-1))
@@ -210,6 +255,19 @@ class _GRUWindow(torch.autograd.Function):
         steps, batch = gates.size(0), gates.size(1)
         hs = x.new_empty(steps + 1, batch, hidden)  # h_0 .. h_T
         hs[0] = h0
+        ctx.before, ctx.loops = before, compiled_loops()
+        if ctx.loops is not None:
+            extra = x.new_empty(steps, batch, hidden)  # before: r ∘ h_{t-1}; after: U_n h + b_hn
+            if before:
+                w_rz_t, w_n_t = _np(w_hh[:two].t()), _np(w_hh[two:].t())
+                ctx.loops.gru_before_forward(_np(gates), _np(hs), _np(extra), w_rz_t, w_n_t)
+            else:
+                b_n = x.new_zeros(hidden) if b_hh is None else b_hh[two:]
+                ctx.loops.gru_after_forward(
+                    _np(gates), _np(hs), _np(extra), _np(w_hh.t()), _np(b_n)
+                )
+            ctx.save_for_backward(x, w_ih, w_hh, hs, gates, extra)
+            return hs[1:]
         if before:
             w_rz_t, w_n_t = w_hh[:two].t(), w_hh[two:].t()
             rh = x.new_empty(steps, batch, hidden)  # r ∘ h_{t-1}: the factor of dU_n
@@ -238,7 +296,6 @@ class _GRUWindow(torch.autograd.Function):
                 n[t].addcmul_(r[t], hn_t[t]).tanh_()  # n
                 torch.lerp(n[t], h_t[t], z[t], out=h_t[t + 1])
             ctx.save_for_backward(x, w_ih, w_hh, hs, gates, hn)
-        ctx.before = before
         return hs[1:]
 
     @staticmethod
@@ -250,6 +307,8 @@ class _GRUWindow(torch.autograd.Function):
         two = 2 * hidden
         if grad_out is None:
             grad_out = torch.zeros_like(hs[1:])
+        if ctx.loops is not None:
+            return _GRUWindow._backward_compiled(ctx, grad_out, x, w_ih, w_hh, hs, gates, extra)
         r, z, n = gates.split(hidden, dim=2)  # (T, B, H) each
         h_prev = hs[:-1]
         # The step-independent factors, for all steps at once: with d = dL/dh_t,
@@ -291,6 +350,55 @@ class _GRUWindow(torch.autograd.Function):
         if ctx.needs_input_grad[3]:
             dgh2d = dgh.view(-1, 3 * hidden)
             dw_hh = dgh2d.t().mm(h_prev.reshape(-1, hidden))  # one GEMM: (3H, H)
+        dx, dw_ih, db_ih = _input_grads(ctx, delta, x, w_ih)
+        db_hh = dgh.sum((0, 1)) if ctx.needs_input_grad[5] else None
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
+
+    @staticmethod
+    def _backward_compiled(
+        ctx: FunctionCtx,
+        grad_out: Tensor,
+        x: Tensor,
+        w_ih: Tensor,
+        w_hh: Tensor,
+        hs: Tensor,
+        gates: Tensor,
+        extra: Tensor,
+    ) -> tuple:
+        """Backward with the numba loops: the loop fills the pre-activation gradients, then
+        the same GEMMs as the torch-op loops give the weight and input gradients."""
+        steps, batch, hidden = hs.size(0) - 1, hs.size(1), hs.size(2)
+        two = 2 * hidden
+        h_prev = hs[:-1].reshape(-1, hidden)
+        if ctx.before:
+            d_rz = hs.new_empty(steps, batch, two)
+            d_n = hs.new_empty(steps, batch, hidden)
+            dh0 = ctx.loops.gru_before_backward(
+                _np(grad_out), _np(gates), _np(hs), _np(w_hh[:two]), _np(w_hh[two:]),
+                _np(d_rz), _np(d_n),
+            )  # fmt: skip
+            delta = torch.cat((d_rz, d_n), dim=2)  # every slice adds to its pre-activation
+            dgh = delta
+            dw_hh = None
+            if ctx.needs_input_grad[3]:
+                dw_hh = torch.cat(
+                    (
+                        d_rz.view(-1, two).t().mm(h_prev),  # (2H, H)
+                        d_n.view(-1, hidden).t().mm(extra.view(-1, hidden)),  # (H, H): r ∘ h
+                    )
+                )
+        else:
+            dgh = hs.new_empty(steps, batch, 3 * hidden)  # dL/d(U h + b_hh)
+            dgi_n = hs.new_empty(steps, batch, hidden)
+            dh0 = ctx.loops.gru_after_backward(
+                _np(grad_out), _np(gates), _np(hs), _np(extra), _np(w_hh), _np(dgh), _np(dgi_n)
+            )
+            delta = dgh.clone()
+            delta[:, :, two:] = dgi_n
+            dw_hh = None
+            if ctx.needs_input_grad[3]:
+                dw_hh = dgh.view(-1, 3 * hidden).t().mm(h_prev)  # one GEMM: (3H, H)
+        dh0 = torch.from_numpy(dh0) if ctx.needs_input_grad[1] else None
         dx, dw_ih, db_ih = _input_grads(ctx, delta, x, w_ih)
         db_hh = dgh.sum((0, 1)) if ctx.needs_input_grad[5] else None
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
