@@ -25,7 +25,8 @@ interleaved run and reports ``time_vs_lstm`` (rnnlab's seconds / nn.LSTM's: 1.15
 the target) and ``speedup_vs_torch`` (torch.nn's seconds / rnnlab's) for each rnnlab path.
 Contenders: ``fused`` (torch's kernel), ``explicit`` (rnnlab's loop), ``cpu`` (rnnlab's
 window kernel, :mod:`rnnlab.nn.fused_cpu`, with its numba-compiled time loops) and
-``cpu_torch_loops`` (the same kernel with its loops as torch ops: ``RNNLAB_CPU_LOOPS=torch``);
+``cpu_numba`` and ``cpu_torch_loops`` (the same kernel with its time loops forced to numba or
+to torch ops: ``RNNLAB_CPU_LOOPS``; ``cpu`` picks by size);
 the LSTM has no rnnlab kernel, so the last two are not run for it.
 """
 
@@ -73,7 +74,7 @@ SHAPES = {
 ITERS = {"word": 20, "char": 2, "ptb-small": 20, "ptb-medium": 3, "music": 20}
 QUICK_ITERS = {"word": 5, "char": 1, "ptb-small": 3, "ptb-medium": 1, "music": 3}
 CELLS = {"lstm": (rr.LSTM, nn.LSTM), "gru": (rr.GRU, nn.GRU), "rnn": (rr.RNN, nn.RNN)}
-IMPLS = ("fused", "explicit", "cpu", "cpu_torch_loops")
+IMPLS = ("fused", "explicit", "cpu", "cpu_numba", "cpu_torch_loops")
 
 
 def hidden_for(shape: dict, cell: str) -> int:
@@ -116,7 +117,13 @@ def time_once(step: Callable[[], None], iters: int, device: torch.device) -> flo
 
 
 def bench_case(
-    cell: str, shape: dict, reps: int, iters: int, warmup: int, device: torch.device
+    cell: str,
+    shape: dict,
+    reps: int,
+    iters: int,
+    warmup: int,
+    device: torch.device,
+    impls: tuple[str, ...] = IMPLS,
 ) -> list[dict]:
     """Time torch.nn and both rnnlab paths for one cell and shape, interleaved."""
     ours_cls, torch_cls = CELLS[cell]
@@ -126,14 +133,14 @@ def bench_case(
     control = torch_cls(*size).to(device)  # a second torch.nn copy: shows the noise floor
     control.load_state_dict(reference.state_dict())
     contenders = {"torch": reference, "torch_control": control}
-    impls = [impl for impl in IMPLS if cell != "lstm" or not impl.startswith("cpu")]
+    impls = tuple(impl for impl in impls if cell != "lstm" or not impl.startswith("cpu"))
     for impl in impls:
         model = ours_cls(*size, impl=impl.split("_")[0]).to(device)
         model.load_state_dict(reference.state_dict())
         contenders[impl] = model
     x = torch.randn(shape["steps"], shape["batch"], shape["input_size"], device=device)
     grad = torch.randn(shape["steps"], shape["batch"], hidden, device=device)
-    loops = {"cpu": "numba", "cpu_torch_loops": "torch"}
+    loops = {"cpu_numba": "numba", "cpu_torch_loops": "torch"}  # "cpu": auto, by size
     steps = {name: make_step(model, x, grad, loops.get(name)) for name, model in contenders.items()}
     matched = isinstance(shape["hidden_size"], dict) and cell != "lstm"
     if matched:  # nn.LSTM at its matched size, in the same interleaved run
@@ -192,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="short smoke run (2 reps, few iters)")
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
     parser.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=list(CELLS))
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions")
     parser.add_argument("--iters", type=int, default=0, help="passes per rep (0: per shape)")
     parser.add_argument("--warmup", type=int, default=2)
@@ -211,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
         shape = SHAPES[shape_name]
         iters = args.iters or default_iters[shape_name]
         for cell in args.cells:
-            for row in bench_case(cell, shape, args.reps, iters, args.warmup, device):
+            rows = bench_case(cell, shape, args.reps, iters, args.warmup, device, tuple(args.impls))
+            for row in rows:
                 row = {"shape": shape_name, **row}
                 results.append(row)
                 print(
@@ -235,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         "config": {
             "shapes": {name: SHAPES[name] for name in args.shapes},
             "cells": args.cells,
+            "impls": args.impls,
             "reps": args.reps,
             "iters": args.iters or {name: default_iters[name] for name in args.shapes},
             "warmup": args.warmup,

@@ -3,11 +3,14 @@ rnnlab's explicit loop, and where the layers dispatch to them."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+import rnnlab.nn
 from rnnlab.nn import fused_cpu
 from rnnlab.nn.recurrent import GRU, LSTM, RNN, Recurrent
 
@@ -21,6 +24,13 @@ VARIANTS = {
     "rnn-relu": (RNN, nn.RNN, {"nonlinearity": "relu"}),
 }
 F32 = {"atol": 3e-5, "rtol": 1e-4}
+
+
+@pytest.fixture(params=["numba", "torch"])
+def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with each implementation of the time loops (RNNLAB_CPU_LOOPS)."""
+    monkeypatch.setenv(fused_cpu.LOOPS_ENV, request.param)
+    return request.param
 
 
 def _layer(variant: str, impl: str = "cpu", dtype: torch.dtype = torch.float32, **kw) -> Recurrent:
@@ -68,7 +78,7 @@ def _assert_all_close(got: list[Tensor], expected: list[Tensor], **tol: float) -
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("bias", [True, False])
-def test_gradcheck_float64(variant: str, bias: bool) -> None:
+def test_gradcheck_float64(variant: str, bias: bool, loops: str) -> None:
     torch.manual_seed(0)
     layer = _layer(variant, dtype=torch.float64, bias=bias, num_layers=2)
     x = torch.randn(4, 2, I, dtype=torch.float64, requires_grad=True)
@@ -88,7 +98,9 @@ def test_gradcheck_float64(variant: str, bias: bool) -> None:
 @pytest.mark.parametrize(
     ("steps", "batch", "with_h0"), [(1, B, True), (200, B, False), (7, 1, True), (7, 1, False)]
 )
-def test_matches_reference_float32(variant: str, steps: int, batch: int, with_h0: bool) -> None:
+def test_matches_reference_float32(
+    variant: str, steps: int, batch: int, with_h0: bool, loops: str
+) -> None:
     torch.manual_seed(0)
     ours = _layer(variant)
     reference = _reference(variant, ours)
@@ -99,7 +111,7 @@ def test_matches_reference_float32(variant: str, steps: int, batch: int, with_h0
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_layers_with_dropout_match_the_same_masks(variant: str) -> None:
+def test_layers_with_dropout_match_the_same_masks(variant: str, loops: str) -> None:
     torch.manual_seed(0)
     ours = _layer(variant, dtype=torch.float64, num_layers=3, dropout=0.4)
     reference = _reference(variant, ours)  # torch.nn draws the masks the explicit loop draws
@@ -112,7 +124,7 @@ def test_layers_with_dropout_match_the_same_masks(variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_batch_first_and_unbatched(variant: str) -> None:
+def test_batch_first_and_unbatched(variant: str, loops: str) -> None:
     torch.manual_seed(0)
     ours = _layer(variant, dtype=torch.float64, num_layers=2, batch_first=True)
     reference = _reference(variant, ours)
@@ -198,3 +210,49 @@ def test_supports_refuses_autocast() -> None:
     x = torch.randn(3, 2, I)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not fused_cpu.supports(layer, x)
+
+
+def test_both_loops_compute_the_same_window() -> None:
+    """The numba loops and the torch-op loops: the same outputs and gradients."""
+    torch.manual_seed(0)
+    results = {}
+    for name in ("numba", "torch"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(fused_cpu.LOOPS_ENV, name)
+            for variant in sorted(VARIANTS):
+                torch.manual_seed(1)
+                layer = _layer(variant, dtype=torch.float64, num_layers=2)
+                x = torch.randn(12, B, I, dtype=torch.float64, requires_grad=True)
+                results[name, variant] = _outputs_and_grads(layer, x, None)
+    for variant in VARIANTS:
+        _assert_all_close(results["numba", variant], results["torch", variant])
+
+
+def test_without_numba_a_one_line_warning_and_the_torch_loops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(fused_cpu.LOOPS_ENV, raising=False)
+    monkeypatch.setattr(fused_cpu, "_NUMBA", [])
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba -> ImportError
+    monkeypatch.delitem(sys.modules, "rnnlab.nn.fused_cpu_numba", raising=False)
+    monkeypatch.delattr(rnnlab.nn, "fused_cpu_numba", raising=False)
+    torch.manual_seed(0)
+    ours = _layer("gru-after")
+    reference = _reference("gru-after", ours)
+    x = torch.randn(5, B, I, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="numba is unavailable") as caught:
+        got = _outputs_and_grads(ours, x, None)
+        _outputs_and_grads(ours, x, None)  # once per process: no second warning
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert fused_cpu.compiled_loops() is None
+    _assert_all_close(got, _outputs_and_grads(reference, x, None), **F32)
+
+
+def test_auto_loops_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(fused_cpu.LOOPS_ENV, "auto")
+    assert fused_cpu.compiled_loops(fused_cpu.NUMBA_MAX_UNITS) is not None  # small: numba
+    assert fused_cpu.compiled_loops(fused_cpu.NUMBA_MAX_UNITS + 1) is None  # large: torch ops
+    monkeypatch.setenv(fused_cpu.LOOPS_ENV, "numba")
+    assert fused_cpu.compiled_loops(10**6) is not None
+    monkeypatch.setenv(fused_cpu.LOOPS_ENV, "torch")
+    assert fused_cpu.compiled_loops(1) is None

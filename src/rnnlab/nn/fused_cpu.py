@@ -12,10 +12,15 @@ direction of one layer over the whole window, so autograd sees a single node:
   state gradient back; after the loop the weight gradients in one GEMM each
   (``dW_hh = sum_t delta_t^T h_{t-1}``, ``dW_ih = delta^T x``) and the input gradient in one.
 
-The per-step work is 6-7 ops forward and 3 (RNN: 2) backward, so the cost is the GEMMs plus a
-few microseconds of dispatch per op: see ``benchmarks/bench_layers.py --shapes ptb-small
-ptb-medium music`` and ``benchmarks/results/fused_cpu/`` for the measurements behind the
-choice of this design (torch ops without autograd) over the other candidates.
+The time loops come in two implementations computing the same thing: compiled with numba
+(:mod:`rnnlab.nn.fused_cpu_numba`: one call per window, a BLAS product and a compiled gate loop
+per step; for small steps, :data:`NUMBA_MAX_UNITS`) and a Python loop of torch ops under no
+autograd (6-7 in-place ops per step forward, 2-3 backward; for larger steps, with
+``RNNLAB_CPU_LOOPS=torch``, and as the fallback, with a one-line warning, where numba cannot be
+imported). ``benchmarks/bench_layers.py --shapes ptb-small
+ptb-medium music`` and ``benchmarks/results/fused_cpu/`` hold the measurements behind the
+choice: the torch-op loop pays a few microseconds of dispatch per op, which dominates at
+small sizes (the music shape: 200 steps of batch 8 x 41 units).
 
 :func:`supports` says whether a layer call can run here (CPU, float32/float64, padded input,
 one direction, grad enabled, no autocast); :func:`run_stack` runs the layer stack with dropout
@@ -50,16 +55,28 @@ _DOUBLE_BACKWARD = (
 
 
 LOOPS_ENV = "RNNLAB_CPU_LOOPS"
-"""Environment variable choosing the time loops: "numba" (default; compiled,
-:mod:`rnnlab.nn.fused_cpu_numba`) or "torch" (a Python loop of torch ops, no autograd)."""
+"""Environment variable choosing the time loops: "auto" (default: by size, see
+:data:`NUMBA_MAX_UNITS`), "numba" (compiled, :mod:`rnnlab.nn.fused_cpu_numba`) or "torch" (a
+Python loop of torch ops, no autograd)."""
+
+NUMBA_MAX_UNITS = 1024
+"""``auto`` runs the numba loops when a step has at most this many units (batch x hidden), the
+torch-op loops above. Measured (one thread): at the music shape (8 x 41 = 328 units) the numba
+loops are 1.3x faster than the torch-op loops, whose fixed cost of ~10 op dispatches per step
+dominates there; at PTB-small (20 x 240 = 4800) they are 1.5x slower, their scalar exp/tanh
+costing more than torch's vectorised ones. The crossover lies between; 1024 is its estimate
+from those per-op and per-unit costs."""
 
 _NUMBA: list[ModuleType | None] = []  # the loaded numba loops (None: unavailable), once
 
 
-def compiled_loops() -> ModuleType | None:
-    """The numba-compiled loops, or None to run the loops as torch ops: when ``RNNLAB_CPU_LOOPS``
-    is "torch", or numba cannot be imported (then a one-line warning, once per process)."""
-    if os.environ.get(LOOPS_ENV, "numba") == "torch":
+def compiled_loops(units: int = 0) -> ModuleType | None:
+    """The numba-compiled loops for steps of ``units`` (batch x hidden) units, or None to run
+    the loops as torch ops: when ``RNNLAB_CPU_LOOPS`` is "torch", or is "auto" (default) and
+    ``units`` exceeds :data:`NUMBA_MAX_UNITS`, or numba cannot be imported (then a one-line
+    warning, once per process)."""
+    choice = os.environ.get(LOOPS_ENV, "auto")
+    if choice == "torch" or (choice != "numba" and units > NUMBA_MAX_UNITS):
         return None
     if not _NUMBA:
         try:
@@ -174,7 +191,7 @@ class _RNNWindow(torch.autograd.Function):
         steps = pre.size(0)
         hs = x.new_empty(steps + 1, *h0.shape)  # h_0 .. h_T
         hs[0] = h0
-        ctx.relu, ctx.loops = relu, compiled_loops()
+        ctx.relu, ctx.loops = relu, compiled_loops(h0.numel())
         if ctx.loops is not None:
             ctx.loops.rnn_forward(_np(pre), _np(hs), _np(w_hh.t()), relu)
             ctx.save_for_backward(x, w_ih, w_hh, hs)
@@ -255,7 +272,7 @@ class _GRUWindow(torch.autograd.Function):
         steps, batch = gates.size(0), gates.size(1)
         hs = x.new_empty(steps + 1, batch, hidden)  # h_0 .. h_T
         hs[0] = h0
-        ctx.before, ctx.loops = before, compiled_loops()
+        ctx.before, ctx.loops = before, compiled_loops(batch * hidden)
         if ctx.loops is not None:
             extra = x.new_empty(steps, batch, hidden)  # before: r ∘ h_{t-1}; after: U_n h + b_hn
             if before:
