@@ -207,13 +207,22 @@ class TrainerLoop:
 
 
 def make_trainer(
-    shape: dict, data: LMData, run_dir: Path, device: str, threads: int | None
+    shape: dict,
+    data: LMData,
+    run_dir: Path,
+    device: str,
+    threads: int | None,
+    cell: str = "lstm",
+    impl: str = "auto",
 ) -> Trainer:
+    """A Trainer of ``shape`` on ``data`` (``shape["embed"]``, when given, is the embedding
+    width; else the hidden size), with ``cell`` and the layers' ``impl``."""
     h = shape["hidden"]
     config = RunConfig(
         model=LanguageModelConfig(
-            cell="lstm",
-            embed_size=h,
+            cell=cell,
+            impl=impl,
+            embed_size=shape.get("embed", h),
             hidden_size=h,
             num_layers=shape["layers"],
             dropout=shape["dropout"],

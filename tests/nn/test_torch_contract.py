@@ -358,11 +358,13 @@ def test_jit_script_fused_layer(family: str) -> None:
     assert set(scripted._c._method_names()) == set(torch_scripted._c._method_names())
     x = torch.randn(B, T, I)
     out, _ = scripted.forward__0(x, None)
-    assert torch.equal(out, layer(x)[0])
+    torch.testing.assert_close(out, layer(x)[0])  # auto may run rnnlab's CPU window kernel
+    with torch.no_grad():  # where it does not, both run torch's kernel: bitwise equal
+        assert torch.equal(scripted.forward__0(x, None)[0], layer(x)[0])
     # the scripted module shares the Parameters: an update to one is seen by the other
     with torch.no_grad():
         layer.weight_hh_l0.add_(0.5)
-    assert torch.equal(scripted.forward__0(x, None)[0], layer(x)[0])
+        assert torch.equal(scripted.forward__0(x, None)[0], layer(x)[0])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

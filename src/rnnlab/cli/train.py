@@ -244,7 +244,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--tie", action="store_const", const=True, help="tie decoder and embedding weights"
     )
     m.add_argument("--init-range", type=float, help="uniform init in ±X (Zaremba et al.)")
-    m.add_argument("--impl", choices=["auto", "fused", "explicit"])
+    m.add_argument(
+        "--impl",
+        choices=["auto", "fused", "explicit", "cpu"],
+        help="recurrent layer path: auto, torch's fused kernel, rnnlab's explicit loop, or "
+        "cpu (rnnlab's window kernel for the GRU/RNN on CPU; see rnnlab.nn.fused_cpu)",
+    )
     m.add_argument(
         "--head",
         choices=["softmax", "adaptive"],

@@ -43,7 +43,8 @@ class LanguageModelConfig:
             2017). Needs ``embed_size == hidden_size``.
         init_range: if set, every weight starts uniform in ±init_range (Zaremba et al. 2014);
             otherwise torch's defaults (and embedding/decoder uniform ±0.1).
-        impl: "auto" (fused torch kernel where the equations allow), "explicit" or "fused".
+        impl: "auto" (fused torch kernel where the equations allow), "explicit", "fused" or
+            "cpu" (rnnlab's window kernel for the GRU/RNN on CPU: :mod:`rnnlab.nn.fused_cpu`).
         head: "softmax" (one of V symbols per step: text), "adaptive" (the same distribution
             factored by frequency clusters, Grave et al. 2017: for large word vocabularies) or
             "sigmoid" (V independent 0/1 units per step: piano rolls, V = 88). The trainer sets

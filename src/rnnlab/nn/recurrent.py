@@ -24,7 +24,14 @@ Two implementations compute the same function:
   are handled around the step by :mod:`rnnlab.nn.scan`: a packed window steps only its active
   rows, and the backward direction runs the same loop from the last step to the first.
 
-``impl="auto"`` (default) picks the fused kernel whenever it computes the same equations.
+* **cpu** - rnnlab's own whole-window kernel for the GRU and the RNN on CPU tensors
+  (:mod:`rnnlab.nn.fused_cpu`: one autograd node per layer, no per-step bookkeeping); where it
+  does not apply (GPU, packed, bidirectional, no autograd, other dtypes) the layer runs as
+  ``auto``.
+
+``impl="auto"`` (default) picks the fused kernel whenever it computes the same equations; on
+CPU, with autograd on, it runs rnnlab's window kernel for the RNN and the reset-before GRU
+(:func:`rnnlab.nn.fused_cpu.auto_picks`).
 Dropout is applied to the output of every layer but the last, in training mode, as torch does.
 
 torch.nn's contract holds too: a misuse raises the built-in exception torch.nn raises
@@ -59,12 +66,13 @@ from rnnlab.errors import (
     LayerShapeError,
     LayerUnsupportedError,
 )
+from rnnlab.nn import fused_cpu
 from rnnlab.nn.cells import NONLINEARITIES, RESET_MODES, GRUCell, LSTMCell, RNNCell, add_forget_bias
 from rnnlab.nn.registry import CELL_NAMES as CELL_NAMES  # re-exported: the names by cell
 from rnnlab.nn.registry import CellSpec, find_cell, get_cell
 from rnnlab.nn.scan import Step, join_window, scan_direction, split_window
 
-IMPLS = ("auto", "fused", "explicit")
+IMPLS = ("auto", "fused", "explicit", "cpu")
 
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -387,6 +395,14 @@ class Recurrent(nn.Module):
         (``CellSpec.fused``)."""
         return self.impl != "explicit" and self.equations().fused
 
+    def uses_cpu_kernel(self, input: Tensor) -> bool:
+        """Whether ``forward`` on the padded (T, B, I) ``input`` runs rnnlab's CPU window kernel
+        (:mod:`rnnlab.nn.fused_cpu`): for ``impl="cpu"`` wherever it applies, for ``"auto"``
+        where :func:`rnnlab.nn.fused_cpu.auto_picks` chose it by measurement."""
+        if self.impl not in ("cpu", "auto") or not fused_cpu.supports(self, input):
+            return False
+        return self.impl == "cpu" or fused_cpu.auto_picks(self)
+
     def forward(
         self, input: Tensor | PackedSequence, hx: State | None = None
     ) -> tuple[Tensor | PackedSequence, State]:
@@ -412,7 +428,12 @@ class Recurrent(nn.Module):
             states = tuple(input.new_zeros(shape) for shape in shapes)
         else:
             states = self._check_states(self._unpack(hx), input.size(batch_dim), batched)
-        if self.uses_fused():
+        if self.uses_cpu_kernel(input):  # rnnlab.nn.fused_cpu: the GRU/RNN window on CPU
+            x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
+            output, states = fused_cpu.run_stack(self, x, states)  # (T, B, H)
+            if self.batch_first:
+                output = output.transpose(0, 1)  # (B, T, H)
+        elif self.uses_fused():
             output, states = self._fused(input, states)
         else:
             x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)

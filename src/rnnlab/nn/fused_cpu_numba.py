@@ -1,0 +1,172 @@
+"""The time loops of :mod:`rnnlab.nn.fused_cpu`, compiled with numba: one call per window.
+
+Each function runs the whole recurrence of one layer over a window, forward or backward, on
+NumPy views of the tensors :mod:`rnnlab.nn.fused_cpu` allocates: per step one BLAS product
+(``np.dot`` into a preallocated buffer; two for the reset-before GRU) and one compiled loop over
+the step's B x H units for the gate arithmetic. What does not depend on the recurrence (the
+input projection, the weight and input gradients) stays in torch GEMMs outside.
+
+Importing this module needs numba (a dependency of rnnlab); compiled code is cached on disk
+(``cache=True``), so the compile (a few seconds per cell and dtype) happens once per machine.
+Arrays: C-contiguous float32 or float64, all of one dtype. Shapes as in fused_cpu: T time,
+B batch, H hidden size; ``gates`` is (T, B, 3H) for the GRU, in the order r, z, n.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _sigmoid(a: float) -> float:  # pragma: no cover - compiled
+    return 1.0 / (1.0 + math.exp(-a))
+
+
+@njit(cache=True)
+def gru_after_forward(gates, hs, hn, w_hh_t, b_n):  # pragma: no cover - compiled
+    """Reset-after GRU forward. In: ``gates`` holds the input projection (b_hh's r and z
+    slices folded in), ``hs[0]`` = h0; ``w_hh_t`` (H, 3H), ``b_n`` (H,). Out, in place:
+    ``gates`` = r, z, n; ``hs[1:]`` the states; ``hn`` = U_n h_{t-1} + b_hn."""
+    steps, batch, three = gates.shape
+    hidden = three // 3
+    gh = np.empty((batch, three), dtype=gates.dtype)
+    for t in range(steps):
+        np.dot(hs[t], w_hh_t, gh)
+        g, h, h_next, v = gates[t], hs[t], hs[t + 1], hn[t]
+        for b in range(batch):
+            for j in range(hidden):
+                r = _sigmoid(g[b, j] + gh[b, j])
+                z = _sigmoid(g[b, hidden + j] + gh[b, hidden + j])
+                u = gh[b, 2 * hidden + j] + b_n[j]
+                n = math.tanh(g[b, 2 * hidden + j] + r * u)
+                g[b, j] = r
+                g[b, hidden + j] = z
+                g[b, 2 * hidden + j] = n
+                v[b, j] = u
+                h_next[b, j] = n + z * (h[b, j] - n)
+
+
+@njit(cache=True)
+def gru_after_backward(grad_out, gates, hs, hn, w_hh, dgh, dgi_n):  # pragma: no cover
+    """Reset-after GRU backward. Fills ``dgh`` (T, B, 3H) = dL/d(U h + b_hh) and ``dgi_n``
+    (T, B, H) = dL/d(W_n x + b_in); returns dL/dh0 (B, H). ``w_hh`` is (3H, H)."""
+    steps, batch, three = gates.shape
+    hidden = three // 3
+    dh = grad_out[steps - 1].copy()
+    carry = np.empty_like(dh)
+    back = np.empty_like(dh)
+    for t in range(steps - 1, -1, -1):
+        g, h_prev, v, d_gh, d_n = gates[t], hs[t], hn[t], dgh[t], dgi_n[t]
+        for b in range(batch):
+            for j in range(hidden):
+                r, z, n, d = g[b, j], g[b, hidden + j], g[b, 2 * hidden + j], dh[b, j]
+                dn = d * (1.0 - z) * (1.0 - n * n)
+                d_gh[b, j] = dn * v[b, j] * r * (1.0 - r)
+                d_gh[b, hidden + j] = d * (h_prev[b, j] - n) * z * (1.0 - z)
+                d_gh[b, 2 * hidden + j] = dn * r
+                d_n[b, j] = dn
+                carry[b, j] = d * z + (grad_out[t - 1, b, j] if t > 0 else 0.0)
+        np.dot(d_gh, w_hh, back)
+        for b in range(batch):
+            for j in range(hidden):
+                dh[b, j] = carry[b, j] + back[b, j]
+    return dh
+
+
+@njit(cache=True)
+def gru_before_forward(gates, hs, rh, w_rz_t, w_n_t):  # pragma: no cover - compiled
+    """Reset-before GRU forward. In: ``gates`` holds the input projection with all of b_hh
+    folded in, ``hs[0]`` = h0; ``w_rz_t`` (H, 2H), ``w_n_t`` (H, H). Out, in place: ``gates`` =
+    r, z, n; ``hs[1:]``; ``rh`` = r ∘ h_{t-1}."""
+    steps, batch, three = gates.shape
+    hidden = three // 3
+    gh = np.empty((batch, 2 * hidden), dtype=gates.dtype)
+    un = np.empty((batch, hidden), dtype=gates.dtype)
+    for t in range(steps):
+        np.dot(hs[t], w_rz_t, gh)
+        g, h, h_next, rht = gates[t], hs[t], hs[t + 1], rh[t]
+        for b in range(batch):
+            for j in range(hidden):
+                r = _sigmoid(g[b, j] + gh[b, j])
+                g[b, j] = r
+                g[b, hidden + j] = _sigmoid(g[b, hidden + j] + gh[b, hidden + j])
+                rht[b, j] = r * h[b, j]
+        np.dot(rht, w_n_t, un)
+        for b in range(batch):
+            for j in range(hidden):
+                n = math.tanh(g[b, 2 * hidden + j] + un[b, j])
+                z = g[b, hidden + j]
+                g[b, 2 * hidden + j] = n
+                h_next[b, j] = n + z * (h[b, j] - n)
+
+
+@njit(cache=True)
+def gru_before_backward(grad_out, gates, hs, w_rz, w_n, d_rz, d_n):  # pragma: no cover
+    """Reset-before GRU backward. Fills ``d_rz`` (T, B, 2H) and ``d_n`` (T, B, H), the
+    gradients of the r/z and n pre-activations; returns dL/dh0. ``w_rz`` (2H, H), ``w_n``
+    (H, H)."""
+    steps, batch, three = gates.shape
+    hidden = three // 3
+    dh = grad_out[steps - 1].copy()
+    carry = np.empty_like(dh)
+    d_rh = np.empty_like(dh)
+    back = np.empty_like(dh)
+    for t in range(steps - 1, -1, -1):
+        g, h_prev, drz, dn_t = gates[t], hs[t], d_rz[t], d_n[t]
+        for b in range(batch):
+            for j in range(hidden):
+                z, n, d = g[b, hidden + j], g[b, 2 * hidden + j], dh[b, j]
+                dn_t[b, j] = d * (1.0 - z) * (1.0 - n * n)
+                drz[b, hidden + j] = d * (h_prev[b, j] - n) * z * (1.0 - z)
+                carry[b, j] = d * z + (grad_out[t - 1, b, j] if t > 0 else 0.0)
+        np.dot(dn_t, w_n, d_rh)  # dL/d(r ∘ h_{t-1})
+        for b in range(batch):
+            for j in range(hidden):
+                r = g[b, j]
+                drz[b, j] = d_rh[b, j] * h_prev[b, j] * r * (1.0 - r)
+                carry[b, j] += d_rh[b, j] * r
+        np.dot(drz, w_rz, back)
+        for b in range(batch):
+            for j in range(hidden):
+                dh[b, j] = carry[b, j] + back[b, j]
+    return dh
+
+
+@njit(cache=True)
+def rnn_forward(pre, hs, w_hh_t, relu):  # pragma: no cover - compiled
+    """Elman forward: ``hs[t+1] = phi(pre[t] + hs[t] w_hh_t)``; ``w_hh_t`` (H, H)."""
+    steps, batch, hidden = pre.shape
+    acc = np.empty((batch, hidden), dtype=pre.dtype)
+    for t in range(steps):
+        np.dot(hs[t], w_hh_t, acc)
+        p, h_next = pre[t], hs[t + 1]
+        for b in range(batch):
+            for j in range(hidden):
+                a = p[b, j] + acc[b, j]
+                h_next[b, j] = (a if a > 0.0 else 0.0) if relu else math.tanh(a)
+
+
+@njit(cache=True)
+def rnn_backward(grad_out, hs, w_hh, delta, relu):  # pragma: no cover - compiled
+    """Elman backward: fills ``delta`` (T, B, H) = dL/d pre-activation; returns dL/dh0."""
+    steps, batch, hidden = delta.shape
+    dh = grad_out[steps - 1].copy()
+    back = np.empty_like(dh)
+    for t in range(steps - 1, -1, -1):
+        out, dt = hs[t + 1], delta[t]
+        for b in range(batch):
+            for j in range(hidden):
+                y = out[b, j]
+                slope = (1.0 if y > 0.0 else 0.0) if relu else 1.0 - y * y
+                dt[b, j] = dh[b, j] * slope
+        np.dot(dt, w_hh, back)
+        if t > 0:
+            for b in range(batch):
+                for j in range(hidden):
+                    dh[b, j] = grad_out[t - 1, b, j] + back[b, j]
+        else:
+            dh[:, :] = back
+    return dh
