@@ -154,9 +154,9 @@ def test_state_dict_interchange_with_torch(variant: str) -> None:
 def test_dispatch_where_the_kernel_runs() -> None:
     x = torch.randn(5, B, I)
     assert GRU(I, H, impl="cpu").uses_cpu_kernel(x)
-    assert RNN(I, H).uses_cpu_kernel(x)  # auto: the RNN and the reset-before GRU
+    assert RNN(I, H).uses_cpu_kernel(x)  # auto: the RNN and both GRUs
     assert GRU(I, H, reset="before").uses_cpu_kernel(x)
-    assert not GRU(I, H).uses_cpu_kernel(x)  # auto keeps torch's kernel for the reset-after GRU
+    assert GRU(I, H).uses_cpu_kernel(x)
     assert not GRU(I, H, impl="explicit", reset="before").uses_cpu_kernel(x)
     assert not GRU(I, H, impl="fused").uses_cpu_kernel(x)
     assert not LSTM(I, H, impl="cpu").uses_cpu_kernel(x)  # torch's oneDNN kernel
