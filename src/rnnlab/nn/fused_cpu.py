@@ -283,9 +283,10 @@ class _GRUWindow(torch.autograd.Function):
                 ctx.loops.gru_before_forward(_np(gates), _np(hs), _np(extra), w_rz_t, w_n_t)
             else:
                 b_n = x.new_zeros(hidden) if b_hh is None else b_hh[two:]
-                ctx.loops.gru_after_forward(
-                    _np(gates), _np(hs), _np(extra), _np(w_hh.t()), _np(b_n)
-                )
+                forward = ctx.loops.gru_after_forward
+                if x.dtype == torch.float32:
+                    forward = ctx.loops.gru_after_forward_f32
+                forward(_np(gates), _np(hs), _np(extra), _np(w_hh.t()), _np(b_n))
             ctx.save_for_backward(x, w_ih, w_hh, hs, gates, extra)
             return hs[1:]
         if before:

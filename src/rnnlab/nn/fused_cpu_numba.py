@@ -25,6 +25,73 @@ def _sigmoid(a: float) -> float:  # pragma: no cover - compiled
     return 1.0 / (1.0 + math.exp(-a))
 
 
+# float32 constants of the vectorisable exp below (float32 globals stay float32 when compiled)
+_F = np.float32
+_ONE, _TWO, _HALF = _F(1.0), _F(2.0), _F(0.5)
+_EXP_LO, _EXP_HI = _F(-87.0), _F(87.0)  # 2^k stays a normal float32 for k in [-126, 127]
+_LOG2E = _F(1.4426950408889634)
+_LN2_HI, _LN2_LO = _F(0.693359375), _F(-2.12194440e-4)  # ln 2 = HI + LO; k * HI is exact
+_C2, _C3, _C4, _C5, _C6, _C7 = (
+    _F(1 / 2),
+    _F(1 / 6),
+    _F(1 / 24),
+    _F(1 / 120),
+    _F(1 / 720),
+    _F(1 / 5040),
+)
+
+
+@njit(cache=True, inline="always")
+def _exp32_inplace(x, scale_i, scale_f, n):  # pragma: no cover - compiled
+    """x[:n] = exp(x[:n]) in float32 (arguments clamped to [-87, 87]; relative error < 1e-7),
+    in loops LLVM vectorises, unlike calls to libm: exp(x) = 2^k exp(r), |r| <= ln2 / 2, with
+    exp(r) by its Taylor polynomial to degree 7 and 2^k written as float32 bits into
+    ``scale_i``, an int32 view of the float32 scratch ``scale_f``."""
+    for i in range(n):
+        v = min(max(x[i], _EXP_LO), _EXP_HI)
+        k = np.floor(v * _LOG2E + _HALF)
+        r = v - k * _LN2_HI - k * _LN2_LO
+        x[i] = _ONE + r * (
+            _ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * (_C6 + r * _C7)))))
+        )
+        scale_i[i] = (np.int32(k) + np.int32(127)) << np.int32(23)
+    for i in range(n):
+        x[i] *= scale_f[i]
+
+
+@njit(cache=True)
+def gru_after_forward_f32(gates, hs, hn, w_hh_t, b_n):  # pragma: no cover - compiled
+    """:func:`gru_after_forward` for float32, with the gate loops vectorised: sigmoid(a) =
+    1 / (1 + exp(-a)) and tanh(a) = 1 - 2 / (exp(2a) + 1) over a row's units at once, exp by
+    :func:`_exp32_inplace` (libm's scalar tanh costs ~8x more per unit). Results differ from
+    the libm ones in the last bits (tanh's absolute error < 2e-7)."""
+    steps, batch, three = gates.shape
+    hidden = three // 3
+    two = 2 * hidden
+    gh = np.empty((batch, three), dtype=gates.dtype)
+    buf = np.empty(two, dtype=gates.dtype)
+    scale_f = np.empty(two, dtype=gates.dtype)
+    scale_i = scale_f.view(np.int32)
+    for t in range(steps):
+        np.dot(hs[t], w_hh_t, gh)
+        for b in range(batch):
+            g, ghb, h, h_next, v = gates[t, b], gh[b], hs[t, b], hs[t + 1, b], hn[t, b]
+            for j in range(two):
+                buf[j] = -(g[j] + ghb[j])
+            _exp32_inplace(buf, scale_i, scale_f, two)
+            for j in range(two):
+                g[j] = _ONE / (_ONE + buf[j])  # r, z
+            for j in range(hidden):
+                u = ghb[two + j] + b_n[j]
+                v[j] = u
+                buf[j] = _TWO * (g[two + j] + g[j] * u)
+            _exp32_inplace(buf, scale_i, scale_f, hidden)
+            for j in range(hidden):
+                n = _ONE - _TWO / (buf[j] + _ONE)
+                g[two + j] = n
+                h_next[j] = n + g[hidden + j] * (h[j] - n)
+
+
 @njit(cache=True)
 def gru_after_forward(gates, hs, hn, w_hh_t, b_n):  # pragma: no cover - compiled
     """Reset-after GRU forward. In: ``gates`` holds the input projection (b_hh's r and z
