@@ -410,12 +410,10 @@ class _GRUWindow(torch.autograd.Function):
                 )
         else:
             dgh = hs.new_empty(steps, batch, 3 * hidden)  # dL/d(U h + b_hh)
-            dgi_n = hs.new_empty(steps, batch, hidden)
+            delta = hs.new_empty(steps, batch, 3 * hidden)  # dL/d(input projection)
             dh0 = ctx.loops.gru_after_backward(
-                _np(grad_out), _np(gates), _np(hs), _np(extra), _np(w_hh), _np(dgh), _np(dgi_n)
+                _np(grad_out), _np(gates), _np(hs), _np(extra), _np(w_hh), _np(dgh), _np(delta)
             )
-            delta = dgh.clone()
-            delta[:, :, two:] = dgi_n
             dw_hh = None
             if ctx.needs_input_grad[3]:
                 dw_hh = dgh.view(-1, 3 * hidden).t().mm(h_prev)  # one GEMM: (3H, H)

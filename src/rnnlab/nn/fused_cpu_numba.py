@@ -117,26 +117,35 @@ def gru_after_forward(gates, hs, hn, w_hh_t, b_n):  # pragma: no cover - compile
 
 
 @njit(cache=True)
-def gru_after_backward(grad_out, gates, hs, hn, w_hh, dgh, dgi_n):  # pragma: no cover
-    """Reset-after GRU backward. Fills ``dgh`` (T, B, 3H) = dL/d(U h + b_hh) and ``dgi_n``
-    (T, B, H) = dL/d(W_n x + b_in); returns dL/dh0 (B, H). ``w_hh`` is (3H, H)."""
+def gru_after_backward(grad_out, gates, hs, hn, w_hh, dgh, delta):  # pragma: no cover
+    """Reset-after GRU backward. Fills ``dgh`` (T, B, 3H) = dL/d(U h + b_hh) and ``delta``
+    (T, B, 3H) = dL/d(W x + b_ih) (r and z as in dgh; n without dgh's factor r); returns
+    dL/dh0 (B, H). ``w_hh`` is (3H, H)."""
     steps, batch, three = gates.shape
     hidden = three // 3
+    two = 2 * hidden
     dh = grad_out[steps - 1].copy()
+    zero = np.zeros_like(dh)
     carry = np.empty_like(dh)
     back = np.empty_like(dh)
     for t in range(steps - 1, -1, -1):
-        g, h_prev, v, d_gh, d_n = gates[t], hs[t], hn[t], dgh[t], dgi_n[t]
+        below = grad_out[t - 1] if t > 0 else zero
         for b in range(batch):
+            g, h_prev, v, d = gates[t, b], hs[t, b], hn[t, b], dh[b]
+            d_gh, d_in, c, low = dgh[t, b], delta[t, b], carry[b], below[b]
             for j in range(hidden):
-                r, z, n, d = g[b, j], g[b, hidden + j], g[b, 2 * hidden + j], dh[b, j]
-                dn = d * (1.0 - z) * (1.0 - n * n)
-                d_gh[b, j] = dn * v[b, j] * r * (1.0 - r)
-                d_gh[b, hidden + j] = d * (h_prev[b, j] - n) * z * (1.0 - z)
-                d_gh[b, 2 * hidden + j] = dn * r
-                d_n[b, j] = dn
-                carry[b, j] = d * z + (grad_out[t - 1, b, j] if t > 0 else 0.0)
-        np.dot(d_gh, w_hh, back)
+                r, z, n = g[j], g[hidden + j], g[two + j]
+                dn = d[j] * (1.0 - z) * (1.0 - n * n)
+                dr = dn * v[j] * r * (1.0 - r)
+                dz = d[j] * (h_prev[j] - n) * z * (1.0 - z)
+                d_gh[j] = dr
+                d_gh[hidden + j] = dz
+                d_gh[two + j] = dn * r
+                d_in[j] = dr
+                d_in[hidden + j] = dz
+                d_in[two + j] = dn
+                c[j] = d[j] * z + low[j]
+        np.dot(dgh[t], w_hh, back)
         for b in range(batch):
             for j in range(hidden):
                 dh[b, j] = carry[b, j] + back[b, j]
