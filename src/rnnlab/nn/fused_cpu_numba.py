@@ -59,37 +59,82 @@ def _exp32_inplace(x, scale_i, scale_f, n):  # pragma: no cover - compiled
         x[i] *= scale_f[i]
 
 
-@njit(cache=True)
-def gru_after_forward_f32(gates, hs, hn, w_hh_t, b_n):  # pragma: no cover - compiled
-    """:func:`gru_after_forward` for float32, with the gate loops vectorised: sigmoid(a) =
+@njit(cache=True, inline="always")
+def _gru_after_gates(g, gh, h, h_next, v, b_n):  # pragma: no cover - compiled
+    """One reset-after step's gates, libm's exp and tanh: ``g`` (B, 3H) in: the input
+    projection, out: r, z, n; ``gh`` (B, 3H) = h U^T; ``v`` (B, H) out: U_n h + b_hn; ``h_next``
+    (B, H) out: the new state."""
+    batch, hidden = h.shape
+    for b in range(batch):
+        for j in range(hidden):
+            r = _sigmoid(g[b, j] + gh[b, j])
+            z = _sigmoid(g[b, hidden + j] + gh[b, hidden + j])
+            u = gh[b, 2 * hidden + j] + b_n[j]
+            n = math.tanh(g[b, 2 * hidden + j] + r * u)
+            g[b, j] = r
+            g[b, hidden + j] = z
+            g[b, 2 * hidden + j] = n
+            v[b, j] = u
+            h_next[b, j] = n + z * (h[b, j] - n)
+
+
+@njit(cache=True, inline="always")
+def _gru_after_gates32(g, gh, h, h_next, v, b_n, buf, scale_i, scale_f):  # pragma: no cover
+    """:func:`_gru_after_gates` for float32 with the loops vectorised: sigmoid(a) =
     1 / (1 + exp(-a)) and tanh(a) = 1 - 2 / (exp(2a) + 1) over a row's units at once, exp by
     :func:`_exp32_inplace` (libm's scalar tanh costs ~8x more per unit). Results differ from
-    the libm ones in the last bits (tanh's absolute error < 2e-7)."""
-    steps, batch, three = gates.shape
-    hidden = three // 3
+    the libm ones in the last bits (tanh's absolute error < 2e-7). ``buf``, ``scale_f``: float32
+    scratch of 2H; ``scale_i`` its int32 view."""
+    batch, hidden = h.shape
     two = 2 * hidden
-    gh = np.empty((batch, three), dtype=gates.dtype)
-    buf = np.empty(two, dtype=gates.dtype)
-    scale_f = np.empty(two, dtype=gates.dtype)
-    scale_i = scale_f.view(np.int32)
-    for t in range(steps):
-        np.dot(hs[t], w_hh_t, gh)
-        for b in range(batch):
-            g, ghb, h, h_next, v = gates[t, b], gh[b], hs[t, b], hs[t + 1, b], hn[t, b]
-            for j in range(two):
-                buf[j] = -(g[j] + ghb[j])
-            _exp32_inplace(buf, scale_i, scale_f, two)
-            for j in range(two):
-                g[j] = _ONE / (_ONE + buf[j])  # r, z
-            for j in range(hidden):
-                u = ghb[two + j] + b_n[j]
-                v[j] = u
-                buf[j] = _TWO * (g[two + j] + g[j] * u)
-            _exp32_inplace(buf, scale_i, scale_f, hidden)
-            for j in range(hidden):
-                n = _ONE - _TWO / (buf[j] + _ONE)
-                g[two + j] = n
-                h_next[j] = n + g[hidden + j] * (h[j] - n)
+    for b in range(batch):
+        gb, ghb, hb, hn_b, vb = g[b], gh[b], h[b], h_next[b], v[b]
+        for j in range(two):
+            buf[j] = -(gb[j] + ghb[j])
+        _exp32_inplace(buf, scale_i, scale_f, two)
+        for j in range(two):
+            gb[j] = _ONE / (_ONE + buf[j])  # r, z
+        for j in range(hidden):
+            u = ghb[two + j] + b_n[j]
+            vb[j] = u
+            buf[j] = _TWO * (gb[two + j] + gb[j] * u)
+        _exp32_inplace(buf, scale_i, scale_f, hidden)
+        for j in range(hidden):
+            n = _ONE - _TWO / (buf[j] + _ONE)
+            gb[two + j] = n
+            hn_b[j] = n + gb[hidden + j] * (hb[j] - n)
+
+
+@njit(cache=True, inline="always")
+def _gru_after_back_gates(d, below, g, h_prev, v, d_gh, d_in, carry):  # pragma: no cover
+    """One reset-after step backward, before the recurrent product: from ``d`` = dL/dh_t
+    (B, H), fills ``d_gh`` (B, 3H) = dL/d(U h + b_hh), ``d_in`` (B, 3H) = dL/d(input
+    projection) and ``carry`` = d z + ``below`` (dL/dh_{t-1} from above, without U)."""
+    batch, hidden = d.shape
+    two = 2 * hidden
+    for b in range(batch):
+        gb, hb, vb, db, gh_b, in_b, cb, lb = (
+            g[b],
+            h_prev[b],
+            v[b],
+            d[b],
+            d_gh[b],
+            d_in[b],
+            carry[b],
+            below[b],
+        )
+        for j in range(hidden):
+            r, z, n = gb[j], gb[hidden + j], gb[two + j]
+            dn = db[j] * (1.0 - z) * (1.0 - n * n)
+            dr = dn * vb[j] * r * (1.0 - r)
+            dz = db[j] * (hb[j] - n) * z * (1.0 - z)
+            gh_b[j] = dr
+            gh_b[hidden + j] = dz
+            gh_b[two + j] = dn * r
+            in_b[j] = dr
+            in_b[hidden + j] = dz
+            in_b[two + j] = dn
+            cb[j] = db[j] * z + lb[j]
 
 
 @njit(cache=True)
@@ -98,22 +143,45 @@ def gru_after_forward(gates, hs, hn, w_hh_t, b_n):  # pragma: no cover - compile
     slices folded in), ``hs[0]`` = h0; ``w_hh_t`` (H, 3H), ``b_n`` (H,). Out, in place:
     ``gates`` = r, z, n; ``hs[1:]`` the states; ``hn`` = U_n h_{t-1} + b_hn."""
     steps, batch, three = gates.shape
-    hidden = three // 3
     gh = np.empty((batch, three), dtype=gates.dtype)
     for t in range(steps):
         np.dot(hs[t], w_hh_t, gh)
-        g, h, h_next, v = gates[t], hs[t], hs[t + 1], hn[t]
-        for b in range(batch):
-            for j in range(hidden):
-                r = _sigmoid(g[b, j] + gh[b, j])
-                z = _sigmoid(g[b, hidden + j] + gh[b, hidden + j])
-                u = gh[b, 2 * hidden + j] + b_n[j]
-                n = math.tanh(g[b, 2 * hidden + j] + r * u)
-                g[b, j] = r
-                g[b, hidden + j] = z
-                g[b, 2 * hidden + j] = n
-                v[b, j] = u
-                h_next[b, j] = n + z * (h[b, j] - n)
+        _gru_after_gates(gates[t], gh, hs[t], hs[t + 1], hn[t], b_n)
+
+
+@njit(cache=True)
+def gru_after_forward_f32(gates, hs, hn, w_hh_t, b_n):  # pragma: no cover - compiled
+    """:func:`gru_after_forward` for float32, gates by :func:`_gru_after_gates32`."""
+    steps, batch, three = gates.shape
+    gh = np.empty((batch, three), dtype=gates.dtype)
+    scale_f = np.empty(three, dtype=gates.dtype)
+    buf = np.empty(three, dtype=gates.dtype)
+    scale_i = scale_f.view(np.int32)
+    for t in range(steps):
+        np.dot(hs[t], w_hh_t, gh)
+        _gru_after_gates32(gates[t], gh, hs[t], hs[t + 1], hn[t], b_n, buf, scale_i, scale_f)
+
+
+@njit(cache=True)
+def gru_after_step(g, gh, h, h_next, v, b_n, buf, scale_f):  # pragma: no cover - compiled
+    """One reset-after forward step's gates after the product ``gh`` = h U^T (which the
+    caller computes, e.g. with torch's GEMM): :func:`_gru_after_gates`; ``buf`` and
+    ``scale_f`` are unused (the float32 variant's scratch)."""
+    _gru_after_gates(g, gh, h, h_next, v, b_n)
+
+
+@njit(cache=True)
+def gru_after_step_f32(g, gh, h, h_next, v, b_n, buf, scale_f):  # pragma: no cover
+    """:func:`gru_after_step` for float32: :func:`_gru_after_gates32`; ``buf`` and
+    ``scale_f`` float32 scratch of at least 2H."""
+    _gru_after_gates32(g, gh, h, h_next, v, b_n, buf, scale_f.view(np.int32), scale_f)
+
+
+@njit(cache=True)
+def gru_after_back_step(d, below, g, h_prev, v, d_gh, d_in, carry):  # pragma: no cover
+    """One reset-after backward step before the product with U (the caller's):
+    :func:`_gru_after_back_gates`."""
+    _gru_after_back_gates(d, below, g, h_prev, v, d_gh, d_in, carry)
 
 
 @njit(cache=True)
@@ -121,33 +189,17 @@ def gru_after_backward(grad_out, gates, hs, hn, w_hh, dgh, delta):  # pragma: no
     """Reset-after GRU backward. Fills ``dgh`` (T, B, 3H) = dL/d(U h + b_hh) and ``delta``
     (T, B, 3H) = dL/d(W x + b_ih) (r and z as in dgh; n without dgh's factor r); returns
     dL/dh0 (B, H). ``w_hh`` is (3H, H)."""
-    steps, batch, three = gates.shape
-    hidden = three // 3
-    two = 2 * hidden
+    steps = gates.shape[0]
     dh = grad_out[steps - 1].copy()
     zero = np.zeros_like(dh)
     carry = np.empty_like(dh)
     back = np.empty_like(dh)
     for t in range(steps - 1, -1, -1):
         below = grad_out[t - 1] if t > 0 else zero
-        for b in range(batch):
-            g, h_prev, v, d = gates[t, b], hs[t, b], hn[t, b], dh[b]
-            d_gh, d_in, c, low = dgh[t, b], delta[t, b], carry[b], below[b]
-            for j in range(hidden):
-                r, z, n = g[j], g[hidden + j], g[two + j]
-                dn = d[j] * (1.0 - z) * (1.0 - n * n)
-                dr = dn * v[j] * r * (1.0 - r)
-                dz = d[j] * (h_prev[j] - n) * z * (1.0 - z)
-                d_gh[j] = dr
-                d_gh[hidden + j] = dz
-                d_gh[two + j] = dn * r
-                d_in[j] = dr
-                d_in[hidden + j] = dz
-                d_in[two + j] = dn
-                c[j] = d[j] * z + low[j]
+        _gru_after_back_gates(dh, below, gates[t], hs[t], hn[t], dgh[t], delta[t], carry)
         np.dot(dgh[t], w_hh, back)
-        for b in range(batch):
-            for j in range(hidden):
+        for b in range(dh.shape[0]):
+            for j in range(dh.shape[1]):
                 dh[b, j] = carry[b, j] + back[b, j]
     return dh
 
