@@ -12,15 +12,19 @@ direction of one layer over the whole window, so autograd sees a single node:
   state gradient back; after the loop the weight gradients in one GEMM each
   (``dW_hh = sum_t delta_t^T h_{t-1}``, ``dW_ih = delta^T x``) and the input gradient in one.
 
-The time loops come in two implementations computing the same thing: compiled with numba
-(:mod:`rnnlab.nn.fused_cpu_numba`: one call per window, a BLAS product and a compiled gate loop
-per step; for small steps, :data:`NUMBA_MAX_UNITS`) and a Python loop of torch ops under no
-autograd (6-7 in-place ops per step forward, 2-3 backward; for larger steps, with
+The time loops come in three implementations computing the same thing (:func:`loop_kind`):
+compiled with numba (:mod:`rnnlab.nn.fused_cpu_numba`: one call per window, a BLAS product and
+a compiled gate loop per step; for small steps, :data:`NUMBA_MAX_UNITS`), mixed (the reset-after
+GRU above that size: a Python loop with torch's GEMM per step and one compiled call for the
+step's gates, forward and backward) and a Python loop of torch ops under no autograd (6-7
+in-place ops per step forward, 2-3 backward; for the other cells at larger steps, with
 ``RNNLAB_CPU_LOOPS=torch``, and as the fallback, with a one-line warning, where numba cannot be
-imported). ``benchmarks/bench_layers.py --shapes ptb-small
+imported). In float32 the compiled GRU gates use their own vectorised exp (tanh from it),
+within float32 rounding of libm's. ``benchmarks/bench_layers.py --shapes ptb-small
 ptb-medium music`` and ``benchmarks/results/fused_cpu/`` hold the measurements behind the
 choice: the torch-op loop pays a few microseconds of dispatch per op, which dominates at
-small sizes (the music shape: 200 steps of batch 8 x 41 units).
+small sizes (the music shape: 200 steps of batch 8 x 41 units); numba's BLAS is far slower
+than torch's GEMM at PTB-small's 20 x 240 x 720 product.
 
 :func:`supports` says whether a layer call can run here (CPU, float32/float64, padded input,
 one direction, grad enabled, no autocast); :func:`run_stack` runs the layer stack with dropout

@@ -41,7 +41,7 @@ _C2, _C3, _C4, _C5, _C6, _C7 = (
 )
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _exp32_inplace(x, scale_i, scale_f, n):  # pragma: no cover - compiled
     """x[:n] = exp(x[:n]) in float32 (arguments clamped to [-87, 87]; relative error < 1e-7),
     in loops LLVM vectorises, unlike calls to libm: exp(x) = 2^k exp(r), |r| <= ln2 / 2, with
@@ -78,7 +78,7 @@ def _gru_after_gates(g, gh, h, h_next, v, b_n):  # pragma: no cover - compiled
             h_next[b, j] = n + z * (h[b, j] - n)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _gru_after_gates32(g, gh, h, h_next, v, b_n, buf, scale_i, scale_f):  # pragma: no cover
     """:func:`_gru_after_gates` for float32 with the loops vectorised: sigmoid(a) =
     1 / (1 + exp(-a)) and tanh(a) = 1 - 2 / (exp(2a) + 1) over a row's units at once, exp by
@@ -105,7 +105,7 @@ def _gru_after_gates32(g, gh, h, h_next, v, b_n, buf, scale_i, scale_f):  # prag
             hn_b[j] = n + gb[hidden + j] * (hb[j] - n)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _gru_after_back_gates(d, below, g, h_prev, v, d_gh, d_in, carry):  # pragma: no cover
     """One reset-after step backward, before the recurrent product: from ``d`` = dL/dh_t
     (B, H), fills ``d_gh`` (B, 3H) = dL/d(U h + b_hh), ``d_in`` (B, 3H) = dL/d(input
@@ -149,7 +149,7 @@ def gru_after_forward(gates, hs, hn, w_hh_t, b_n):  # pragma: no cover - compile
         _gru_after_gates(gates[t], gh, hs[t], hs[t + 1], hn[t], b_n)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gru_after_forward_f32(gates, hs, hn, w_hh_t, b_n):  # pragma: no cover - compiled
     """:func:`gru_after_forward` for float32, gates by :func:`_gru_after_gates32`."""
     steps, batch, three = gates.shape
@@ -170,21 +170,21 @@ def gru_after_step(g, gh, h, h_next, v, b_n, buf, scale_f):  # pragma: no cover 
     _gru_after_gates(g, gh, h, h_next, v, b_n)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gru_after_step_f32(g, gh, h, h_next, v, b_n, buf, scale_f):  # pragma: no cover
     """:func:`gru_after_step` for float32: :func:`_gru_after_gates32`; ``buf`` and
     ``scale_f`` float32 scratch of at least 2H."""
     _gru_after_gates32(g, gh, h, h_next, v, b_n, buf, scale_f.view(np.int32), scale_f)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gru_after_back_step(d, below, g, h_prev, v, d_gh, d_in, carry):  # pragma: no cover
     """One reset-after backward step before the product with U (the caller's):
     :func:`_gru_after_back_gates`."""
     _gru_after_back_gates(d, below, g, h_prev, v, d_gh, d_in, carry)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gru_after_backward(grad_out, gates, hs, hn, w_hh, dgh, delta):  # pragma: no cover
     """Reset-after GRU backward. Fills ``dgh`` (T, B, 3H) = dL/d(U h + b_hh) and ``delta``
     (T, B, 3H) = dL/d(W x + b_ih) (r and z as in dgh; n without dgh's factor r); returns
