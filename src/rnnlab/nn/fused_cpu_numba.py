@@ -109,7 +109,8 @@ def _gru_after_gates32(g, gh, h, h_next, v, b_n, buf, scale_i, scale_f):  # prag
 def _gru_after_back_gates(d, below, g, h_prev, v, d_gh, d_in, carry):  # pragma: no cover
     """One reset-after step backward, before the recurrent product: from ``d`` = dL/dh_t
     (B, H), fills ``d_gh`` (B, 3H) = dL/d(U h + b_hh), ``d_in`` (B, 3H) = dL/d(input
-    projection) and ``carry`` = d z + ``below`` (dL/dh_{t-1} from above, without U)."""
+    projection) and ``carry`` = d z + ``below`` (dL/dh_{t-1} from above, without U). The
+    constants are float32 so that float32 arrays are computed in float32 (vectorised 8 wide)."""
     batch, hidden = d.shape
     two = 2 * hidden
     for b in range(batch):
@@ -125,9 +126,9 @@ def _gru_after_back_gates(d, below, g, h_prev, v, d_gh, d_in, carry):  # pragma:
         )
         for j in range(hidden):
             r, z, n = gb[j], gb[hidden + j], gb[two + j]
-            dn = db[j] * (1.0 - z) * (1.0 - n * n)
-            dr = dn * vb[j] * r * (1.0 - r)
-            dz = db[j] * (hb[j] - n) * z * (1.0 - z)
+            dn = db[j] * (_ONE - z) * (_ONE - n * n)
+            dr = dn * vb[j] * r * (_ONE - r)
+            dz = db[j] * (hb[j] - n) * z * (_ONE - z)
             gh_b[j] = dr
             gh_b[hidden + j] = dz
             gh_b[two + j] = dn * r
