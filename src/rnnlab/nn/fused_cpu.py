@@ -388,20 +388,15 @@ class _GRUWindow(torch.autograd.Function):
         dL/dh0."""
         steps = hs.size(0) - 1
         dh = grad_out[-1].clone()  # dL/dh_T
-        carry, zero = torch.empty_like(dh), torch.zeros_like(dh)
+        zero = torch.zeros_like(dh)
         go_np, g_np, hs_np, hn_np = _np(grad_out), _np(gates), _np(hs), _np(hn)
-        dgh_np, delta_np, dh_np, carry_np, zero_np = (
-            _np(dgh),
-            _np(delta),
-            _np(dh),
-            _np(carry),
-            _np(zero),
-        )
+        dgh_np, delta_np, dh_np, zero_np = _np(dgh), _np(delta), _np(dh), _np(zero)
         step, dgh_t = loops.gru_after_back_step, dgh.unbind(0)
         for t in range(steps - 1, -1, -1):
             below = go_np[t - 1] if t else zero_np
-            step(dh_np, below, g_np[t], hs_np[t], hn_np[t], dgh_np[t], delta_np[t], carry_np)
-            torch.addmm(carry, dgh_t[t], w_hh, out=dh)  # dL/dh_{t-1}
+            # dh becomes the carry d z + below in place (each unit read before it is written)
+            step(dh_np, below, g_np[t], hs_np[t], hn_np[t], dgh_np[t], delta_np[t], dh_np)
+            dh.addmm_(dgh_t[t], w_hh)  # dL/dh_{t-1}
         return dh
 
     @staticmethod

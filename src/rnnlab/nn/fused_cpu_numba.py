@@ -109,7 +109,8 @@ def _gru_after_gates32(g, gh, h, h_next, v, b_n, buf, scale_i, scale_f):  # prag
 def _gru_after_back_gates(d, below, g, h_prev, v, d_gh, d_in, carry):  # pragma: no cover
     """One reset-after step backward, before the recurrent product: from ``d`` = dL/dh_t
     (B, H), fills ``d_gh`` (B, 3H) = dL/d(U h + b_hh), ``d_in`` (B, 3H) = dL/d(input
-    projection) and ``carry`` = d z + ``below`` (dL/dh_{t-1} from above, without U). The
+    projection) and ``carry`` = d z + ``below`` (dL/dh_{t-1} from above, without U; ``carry``
+    may be ``d`` itself: each unit is read before it is written). The
     constants are float32 so that float32 arrays are computed in float32 (vectorised 8 wide)."""
     batch, hidden = d.shape
     two = 2 * hidden
