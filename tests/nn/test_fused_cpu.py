@@ -260,13 +260,16 @@ def test_auto_loops_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_loop_kind_by_size_and_cell(monkeypatch: pytest.MonkeyPatch) -> None:
-    """auto: numba loops for small steps; above, mixed loops for the reset-after GRU and
-    torch-op loops for the cells without mixed loops; the variable overrides."""
+    """auto: numba loops for small steps; above, mixed loops for the reset-after GRU (by the
+    size of its recurrent product) and torch-op loops for the other cells (by units); the
+    variable overrides."""
     monkeypatch.setenv(fused_cpu.LOOPS_ENV, "auto")
     small, large = fused_cpu.NUMBA_MAX_UNITS, fused_cpu.NUMBA_MAX_UNITS + 1
-    assert fused_cpu.loop_kind(small, mixed=True) == "numba"
-    assert fused_cpu.loop_kind(large, mixed=True) == "mixed"
+    macs = fused_cpu.NUMBA_MAX_GRU_MACS
+    assert fused_cpu.loop_kind(small, mixed=False) == "numba"
     assert fused_cpu.loop_kind(large, mixed=False) == "torch"
+    assert fused_cpu.loop_kind(large, mixed=True, macs=macs) == "numba"
+    assert fused_cpu.loop_kind(small, mixed=True, macs=macs + 1) == "mixed"
     monkeypatch.setenv(fused_cpu.LOOPS_ENV, "mixed")
     assert fused_cpu.loop_kind(1, mixed=True) == "mixed"
     assert fused_cpu.loop_kind(1, mixed=False) == "torch"

@@ -68,13 +68,20 @@ LOOP_KINDS = ("numba", "mixed", "torch")
 """The time-loop implementations :func:`loop_kind` picks from."""
 
 NUMBA_MAX_UNITS = 1024
-"""``auto`` runs the numba loops when a step has at most this many units (batch x hidden); above,
-the mixed loops for the reset-after GRU and the torch-op loops for the other cells. Measured
-(2 threads, ``benchmarks/results/fused_cpu/``): at the music shape (8 x 41 = 328 units) the
-numba loops beat the torch-op loops 2.7x, whose fixed cost of ~10 op dispatches per step
-dominates there; at PTB-small (20 x 240 = 4800) the numba loops are 2-4x slower than both
-others, their per-step product (numba's BLAS) costing far more than torch's GEMM at that size.
-The crossover lies between; 1024 is its estimate from those per-op and per-unit costs."""
+"""``auto`` runs the numba loops for the RNN and the reset-before GRU when a step has at most
+this many units (batch x hidden), the torch-op loops above (the reset-after GRU:
+:data:`NUMBA_MAX_GRU_MACS`). Measured (one thread): at the music shape (8 x 41 = 328 units) the
+numba loops are 1.3x faster than the torch-op loops, whose fixed cost of ~10 op dispatches per
+step dominates there; at PTB-small (20 x 240 = 4800) they are 1.5x slower. The crossover lies
+between; 1024 is its estimate from those per-op and per-unit costs."""
+
+NUMBA_MAX_GRU_MACS = 2**17
+"""For the reset-after GRU, which has mixed loops, ``auto`` runs the numba loops when a step's
+recurrent product has at most this many multiply-adds (batch x hidden x 3 hidden), the mixed
+loops above: numba's BLAS falls behind torch's GEMM as the product grows, whatever the batch.
+Measured (2 threads, forward+backward, numba's time / mixed's): batch 32 x 16 units (25k)
+0.59, 8 x 41 (the music shape, 40k) 0.76, 8 x 64 (98k) 0.9-1.1, 4 x 128 (197k) 1.45,
+8 x 128 (393k) 1.6, 20 x 240 (PTB-small, 3.5M) 1.3-3.5."""
 
 _NUMBA: list[ModuleType | None] = []  # the loaded numba loops (None: unavailable), once
 
@@ -97,14 +104,19 @@ def _load_numba() -> ModuleType | None:
     return _NUMBA[0]
 
 
-def loop_kind(units: int = 0, mixed: bool = False) -> str:
+def loop_kind(units: int = 0, mixed: bool = False, macs: int = 0) -> str:
     """Which time loops (one of :data:`LOOP_KINDS`) run a layer whose steps have ``units``
-    (batch x hidden) units; ``mixed``: whether the cell has mixed loops (the reset-after GRU).
-    ``RNNLAB_CPU_LOOPS`` chooses; "auto" (default) picks "numba" up to :data:`NUMBA_MAX_UNITS`
-    units, above it "mixed" where the cell has it, else "torch". Without numba: "torch"."""
+    (batch x hidden) units and a recurrent product of ``macs`` multiply-adds; ``mixed``:
+    whether the cell has mixed loops (the reset-after GRU). ``RNNLAB_CPU_LOOPS`` chooses;
+    "auto" (default) picks, for a cell with mixed loops, "numba" up to
+    :data:`NUMBA_MAX_GRU_MACS` and "mixed" above; for the others "numba" up to
+    :data:`NUMBA_MAX_UNITS` units and "torch" above. Without numba: "torch"."""
     choice = os.environ.get(LOOPS_ENV, "auto")
     if choice not in LOOP_KINDS:
-        choice = "numba" if units <= NUMBA_MAX_UNITS else "mixed"
+        if mixed:
+            choice = "numba" if macs <= NUMBA_MAX_GRU_MACS else "mixed"
+        else:
+            choice = "numba" if units <= NUMBA_MAX_UNITS else "torch"
     if choice == "mixed" and not mixed:
         choice = "torch"
     if choice != "torch" and _load_numba() is None:
@@ -301,7 +313,8 @@ class _GRUWindow(torch.autograd.Function):
         steps, batch = gates.size(0), gates.size(1)
         hs = x.new_empty(steps + 1, batch, hidden)  # h_0 .. h_T
         hs[0] = h0
-        ctx.before, ctx.kind = before, loop_kind(batch * hidden, mixed=not before)
+        units, macs = batch * hidden, batch * hidden * 3 * hidden
+        ctx.before, ctx.kind = before, loop_kind(units, mixed=not before, macs=macs)
         ctx.loops = None if ctx.kind == "torch" else _load_numba()
         if ctx.kind == "mixed":
             b_n = x.new_zeros(hidden) if b_hh is None else b_hh[two:]
