@@ -25,9 +25,10 @@ interleaved run and reports ``time_vs_lstm`` (rnnlab's seconds / nn.LSTM's: 1.15
 the target) and ``speedup_vs_torch`` (torch.nn's seconds / rnnlab's) for each rnnlab path.
 Contenders: ``fused`` (torch's kernel), ``explicit`` (rnnlab's loop), ``cpu`` (rnnlab's
 window kernel, :mod:`rnnlab.nn.fused_cpu`, with its numba-compiled time loops) and
-``cpu_numba`` and ``cpu_torch_loops`` (the same kernel with its time loops forced to numba or
-to torch ops: ``RNNLAB_CPU_LOOPS``; ``cpu`` picks by size);
-the LSTM has no rnnlab kernel, so the last two are not run for it.
+``cpu_numba``, ``cpu_mixed`` and ``cpu_torch_loops`` (the same kernel with its time loops
+forced to numba, to mixed (torch GEMM + compiled gates; reset-after GRU only, the other cells
+run torch ops then) or to torch ops: ``RNNLAB_CPU_LOOPS``; ``cpu`` picks by size);
+the LSTM has no rnnlab kernel, so the ``cpu*`` contenders are not run for it.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ SHAPES = {
 ITERS = {"word": 20, "char": 2, "ptb-small": 20, "ptb-medium": 3, "music": 20}
 QUICK_ITERS = {"word": 5, "char": 1, "ptb-small": 3, "ptb-medium": 1, "music": 3}
 CELLS = {"lstm": (rr.LSTM, nn.LSTM), "gru": (rr.GRU, nn.GRU), "rnn": (rr.RNN, nn.RNN)}
-IMPLS = ("fused", "explicit", "cpu", "cpu_numba", "cpu_torch_loops")
+IMPLS = ("fused", "explicit", "cpu", "cpu_numba", "cpu_mixed", "cpu_torch_loops")
 
 
 def hidden_for(shape: dict, cell: str) -> int:
@@ -87,7 +88,7 @@ def make_step(
     model: nn.Module, x: Tensor, grad: Tensor, loops: str | None = None
 ) -> Callable[[], None]:
     """One forward+backward pass of ``model`` on ``x``, gradients dropped before each pass;
-    ``loops`` sets ``RNNLAB_CPU_LOOPS`` (numba or torch) for the pass."""
+    ``loops`` sets ``RNNLAB_CPU_LOOPS`` (numba, mixed or torch) for the pass."""
     params = list(model.parameters())
 
     def step() -> None:
@@ -140,7 +141,7 @@ def bench_case(
         contenders[impl] = model
     x = torch.randn(shape["steps"], shape["batch"], shape["input_size"], device=device)
     grad = torch.randn(shape["steps"], shape["batch"], hidden, device=device)
-    loops = {"cpu_numba": "numba", "cpu_torch_loops": "torch"}  # "cpu": auto, by size
+    loops = {"cpu_numba": "numba", "cpu_mixed": "mixed", "cpu_torch_loops": "torch"}  # cpu: auto
     steps = {name: make_step(model, x, grad, loops.get(name)) for name, model in contenders.items()}
     matched = isinstance(shape["hidden_size"], dict) and cell != "lstm"
     if matched:  # nn.LSTM at its matched size, in the same interleaved run

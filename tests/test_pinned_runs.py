@@ -10,7 +10,8 @@ that code on the fixture).
 
 Re-recorded since, on purpose: the two GRU runs (``shakespeare-char-gru``, ``run-v0-resumed``)
 when ``impl="auto"`` began to train the GRU with rnnlab's CPU window kernel (issue 18), whose
-numbers equal torch's kernel's up to float rounding.
+numbers equal torch's kernel's up to float rounding; and again when that kernel's float32 GRU
+gates moved to rnnlab's own vectorised exp (issue 18 continued; last bits only).
 
 Re-record only on purpose, when a change is meant to move the numbers, and say so in the commit:
 ``python tests/test_pinned_runs.py --record`` (RNNLAB_DATA_DIR must name the corpus mirror).

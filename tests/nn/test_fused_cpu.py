@@ -26,7 +26,7 @@ VARIANTS = {
 F32 = {"atol": 3e-5, "rtol": 1e-4}
 
 
-@pytest.fixture(params=["numba", "torch"])
+@pytest.fixture(params=["numba", "mixed", "torch"])
 def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test with each implementation of the time loops (RNNLAB_CPU_LOOPS)."""
     monkeypatch.setenv(fused_cpu.LOOPS_ENV, request.param)
@@ -216,7 +216,7 @@ def test_both_loops_compute_the_same_window() -> None:
     """The numba loops and the torch-op loops: the same outputs and gradients."""
     torch.manual_seed(0)
     results = {}
-    for name in ("numba", "torch"):
+    for name in fused_cpu.LOOP_KINDS:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv(fused_cpu.LOOPS_ENV, name)
             for variant in sorted(VARIANTS):
@@ -226,6 +226,7 @@ def test_both_loops_compute_the_same_window() -> None:
                 results[name, variant] = _outputs_and_grads(layer, x, None)
     for variant in VARIANTS:
         _assert_all_close(results["numba", variant], results["torch", variant])
+        _assert_all_close(results["mixed", variant], results["torch", variant])
 
 
 def test_without_numba_a_one_line_warning_and_the_torch_loops(
@@ -256,3 +257,45 @@ def test_auto_loops_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fused_cpu.compiled_loops(10**6) is not None
     monkeypatch.setenv(fused_cpu.LOOPS_ENV, "torch")
     assert fused_cpu.compiled_loops(1) is None
+
+
+def test_loop_kind_by_size_and_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: numba loops for small steps; above, mixed loops for the reset-after GRU (by the
+    size of its recurrent product) and torch-op loops for the other cells (by units); the
+    variable overrides."""
+    monkeypatch.setenv(fused_cpu.LOOPS_ENV, "auto")
+    small, large = fused_cpu.NUMBA_MAX_UNITS, fused_cpu.NUMBA_MAX_UNITS + 1
+    macs = fused_cpu.NUMBA_MAX_GRU_MACS
+    assert fused_cpu.loop_kind(small, mixed=False) == "numba"
+    assert fused_cpu.loop_kind(large, mixed=False) == "torch"
+    assert fused_cpu.loop_kind(large, mixed=True, macs=macs) == "numba"
+    assert fused_cpu.loop_kind(small, mixed=True, macs=macs + 1) == "mixed"
+    monkeypatch.setenv(fused_cpu.LOOPS_ENV, "mixed")
+    assert fused_cpu.loop_kind(1, mixed=True) == "mixed"
+    assert fused_cpu.loop_kind(1, mixed=False) == "torch"
+    monkeypatch.setenv(fused_cpu.LOOPS_ENV, "numba")
+    assert fused_cpu.loop_kind(10**6, mixed=True) == "numba"
+
+
+@pytest.mark.parametrize("loops", ["numba", "mixed"])
+def test_float32_gru_after_matches_float64(monkeypatch: pytest.MonkeyPatch, loops: str) -> None:
+    """The float32 reset-after GRU (own vectorised exp and tanh) stays within float32 rounding
+    of the float64 one (libm), saturated gates included."""
+    monkeypatch.setenv(fused_cpu.LOOPS_ENV, loops)
+    torch.manual_seed(3)
+    layer64 = _layer("gru-after", dtype=torch.float64)
+    with torch.no_grad():
+        layer64.weight_ih_l0.mul_(40)  # pre-activations up to ~+-100: exp clamps, gates saturate
+    layer32 = _layer("gru-after")
+    layer32.load_state_dict(layer64.state_dict())
+    x = torch.randn(9, B, I, dtype=torch.float64)
+    weights = torch.randn(9, B, H, dtype=torch.float64)  # of the loss, the same for both
+
+    def run(layer: Recurrent, dtype: torch.dtype) -> list[Tensor]:
+        xd = x.to(dtype).requires_grad_()
+        output, _ = layer(xd)
+        loss = (output * weights.to(dtype)).sum()
+        return [output, *torch.autograd.grad(loss, [xd, *layer.parameters()])]
+
+    got, want = run(layer32, torch.float32), run(layer64, torch.float64)
+    _assert_all_close([g.double() for g in got], want, atol=2e-4, rtol=1e-4)

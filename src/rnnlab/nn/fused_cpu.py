@@ -12,15 +12,19 @@ direction of one layer over the whole window, so autograd sees a single node:
   state gradient back; after the loop the weight gradients in one GEMM each
   (``dW_hh = sum_t delta_t^T h_{t-1}``, ``dW_ih = delta^T x``) and the input gradient in one.
 
-The time loops come in two implementations computing the same thing: compiled with numba
-(:mod:`rnnlab.nn.fused_cpu_numba`: one call per window, a BLAS product and a compiled gate loop
-per step; for small steps, :data:`NUMBA_MAX_UNITS`) and a Python loop of torch ops under no
-autograd (6-7 in-place ops per step forward, 2-3 backward; for larger steps, with
+The time loops come in three implementations computing the same thing (:func:`loop_kind`):
+compiled with numba (:mod:`rnnlab.nn.fused_cpu_numba`: one call per window, a BLAS product and
+a compiled gate loop per step; for small steps, :data:`NUMBA_MAX_UNITS`), mixed (the reset-after
+GRU above that size: a Python loop with torch's GEMM per step and one compiled call for the
+step's gates, forward and backward) and a Python loop of torch ops under no autograd (6-7
+in-place ops per step forward, 2-3 backward; for the other cells at larger steps, with
 ``RNNLAB_CPU_LOOPS=torch``, and as the fallback, with a one-line warning, where numba cannot be
-imported). ``benchmarks/bench_layers.py --shapes ptb-small
+imported). In float32 the compiled GRU gates use their own vectorised exp (tanh from it),
+within float32 rounding of libm's. ``benchmarks/bench_layers.py --shapes ptb-small
 ptb-medium music`` and ``benchmarks/results/fused_cpu/`` hold the measurements behind the
 choice: the torch-op loop pays a few microseconds of dispatch per op, which dominates at
-small sizes (the music shape: 200 steps of batch 8 x 41 units).
+small sizes (the music shape: 200 steps of batch 8 x 41 units); numba's BLAS is far slower
+than torch's GEMM at PTB-small's 20 x 240 x 720 product.
 
 :func:`supports` says whether a layer call can run here (CPU, float32/float64, padded input,
 one direction, grad enabled, no autocast); :func:`run_stack` runs the layer stack with dropout
@@ -56,28 +60,35 @@ _DOUBLE_BACKWARD = (
 
 LOOPS_ENV = "RNNLAB_CPU_LOOPS"
 """Environment variable choosing the time loops: "auto" (default: by size, see
-:data:`NUMBA_MAX_UNITS`), "numba" (compiled, :mod:`rnnlab.nn.fused_cpu_numba`) or "torch" (a
-Python loop of torch ops, no autograd)."""
+:data:`NUMBA_MAX_UNITS`), "numba" (compiled, :mod:`rnnlab.nn.fused_cpu_numba`), "mixed" (the
+reset-after GRU only, others run "torch" then: per step torch's GEMM, then one compiled call for
+the step's gate arithmetic) or "torch" (a Python loop of torch ops, no autograd)."""
+
+LOOP_KINDS = ("numba", "mixed", "torch")
+"""The time-loop implementations :func:`loop_kind` picks from."""
 
 NUMBA_MAX_UNITS = 1024
-"""``auto`` runs the numba loops when a step has at most this many units (batch x hidden), the
-torch-op loops above. Measured (one thread): at the music shape (8 x 41 = 328 units) the numba
-loops are 1.3x faster than the torch-op loops, whose fixed cost of ~10 op dispatches per step
-dominates there; at PTB-small (20 x 240 = 4800) they are 1.5x slower, their scalar exp/tanh
-costing more than torch's vectorised ones. The crossover lies between; 1024 is its estimate
-from those per-op and per-unit costs."""
+"""``auto`` runs the numba loops for the RNN and the reset-before GRU when a step has at most
+this many units (batch x hidden), the torch-op loops above (the reset-after GRU:
+:data:`NUMBA_MAX_GRU_MACS`). Measured (one thread): at the music shape (8 x 41 = 328 units) the
+numba loops are 1.3x faster than the torch-op loops, whose fixed cost of ~10 op dispatches per
+step dominates there; at PTB-small (20 x 240 = 4800) they are 1.5x slower. The crossover lies
+between; 1024 is its estimate from those per-op and per-unit costs."""
+
+NUMBA_MAX_GRU_MACS = 2**17
+"""For the reset-after GRU, which has mixed loops, ``auto`` runs the numba loops when a step's
+recurrent product has at most this many multiply-adds (batch x hidden x 3 hidden), the mixed
+loops above: numba's BLAS falls behind torch's GEMM as the product grows, whatever the batch.
+Measured (2 threads, forward+backward, numba's time / mixed's): batch 32 x 16 units (25k)
+0.59, 8 x 41 (the music shape, 40k) 0.76, 8 x 64 (98k) 0.9-1.1, 4 x 128 (197k) 1.45,
+8 x 128 (393k) 1.6, 20 x 240 (PTB-small, 3.5M) 1.3-3.5."""
 
 _NUMBA: list[ModuleType | None] = []  # the loaded numba loops (None: unavailable), once
 
 
-def compiled_loops(units: int = 0) -> ModuleType | None:
-    """The numba-compiled loops for steps of ``units`` (batch x hidden) units, or None to run
-    the loops as torch ops: when ``RNNLAB_CPU_LOOPS`` is "torch", or is "auto" (default) and
-    ``units`` exceeds :data:`NUMBA_MAX_UNITS`, or numba cannot be imported (then a one-line
-    warning, once per process)."""
-    choice = os.environ.get(LOOPS_ENV, "auto")
-    if choice == "torch" or (choice != "numba" and units > NUMBA_MAX_UNITS):
-        return None
+def _load_numba() -> ModuleType | None:
+    """The numba loops module, imported once; None (and a one-line warning, once per process)
+    where numba cannot be imported."""
     if not _NUMBA:
         try:
             from rnnlab.nn import fused_cpu_numba
@@ -86,11 +97,38 @@ def compiled_loops(units: int = 0) -> ModuleType | None:
                 f"rnnlab: numba is unavailable ({error}); the GRU/RNN CPU window kernel runs its "
                 "time loop as torch ops, slower at small sizes (pip install numba)",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             fused_cpu_numba = None
         _NUMBA.append(fused_cpu_numba)
     return _NUMBA[0]
+
+
+def loop_kind(units: int = 0, mixed: bool = False, macs: int = 0) -> str:
+    """Which time loops (one of :data:`LOOP_KINDS`) run a layer whose steps have ``units``
+    (batch x hidden) units and a recurrent product of ``macs`` multiply-adds; ``mixed``:
+    whether the cell has mixed loops (the reset-after GRU). ``RNNLAB_CPU_LOOPS`` chooses;
+    "auto" (default) picks, for a cell with mixed loops, "numba" up to
+    :data:`NUMBA_MAX_GRU_MACS` and "mixed" above; for the others "numba" up to
+    :data:`NUMBA_MAX_UNITS` units and "torch" above. Without numba: "torch"."""
+    choice = os.environ.get(LOOPS_ENV, "auto")
+    if choice not in LOOP_KINDS:
+        if mixed:
+            choice = "numba" if macs <= NUMBA_MAX_GRU_MACS else "mixed"
+        else:
+            choice = "numba" if units <= NUMBA_MAX_UNITS else "torch"
+    if choice == "mixed" and not mixed:
+        choice = "torch"
+    if choice != "torch" and _load_numba() is None:
+        choice = "torch"
+    return choice
+
+
+def compiled_loops(units: int = 0) -> ModuleType | None:
+    """The numba-compiled whole-window loops for steps of ``units`` (batch x hidden) units, or
+    None where :func:`loop_kind` picks other loops (then a one-line warning, once per process,
+    if numba cannot be imported)."""
+    return _load_numba() if loop_kind(units) == "numba" else None
 
 
 def _np(t: Tensor):  # noqa: ANN202 - a NumPy view for the compiled loops
@@ -275,7 +313,14 @@ class _GRUWindow(torch.autograd.Function):
         steps, batch = gates.size(0), gates.size(1)
         hs = x.new_empty(steps + 1, batch, hidden)  # h_0 .. h_T
         hs[0] = h0
-        ctx.before, ctx.loops = before, compiled_loops(batch * hidden)
+        units, macs = batch * hidden, batch * hidden * 3 * hidden
+        ctx.before, ctx.kind = before, loop_kind(units, mixed=not before, macs=macs)
+        ctx.loops = None if ctx.kind == "torch" else _load_numba()
+        if ctx.kind == "mixed":
+            b_n = x.new_zeros(hidden) if b_hh is None else b_hh[two:]
+            hn = _GRUWindow._forward_mixed(ctx.loops, gates, hs, w_hh, b_n)
+            ctx.save_for_backward(x, w_ih, w_hh, hs, gates, hn)
+            return hs[1:]
         if ctx.loops is not None:
             extra = x.new_empty(steps, batch, hidden)  # before: r ∘ h_{t-1}; after: U_n h + b_hn
             if before:
@@ -283,9 +328,10 @@ class _GRUWindow(torch.autograd.Function):
                 ctx.loops.gru_before_forward(_np(gates), _np(hs), _np(extra), w_rz_t, w_n_t)
             else:
                 b_n = x.new_zeros(hidden) if b_hh is None else b_hh[two:]
-                ctx.loops.gru_after_forward(
-                    _np(gates), _np(hs), _np(extra), _np(w_hh.t()), _np(b_n)
-                )
+                forward = ctx.loops.gru_after_forward
+                if x.dtype == torch.float32:
+                    forward = ctx.loops.gru_after_forward_f32
+                forward(_np(gates), _np(hs), _np(extra), _np(w_hh.t()), _np(b_n))
             ctx.save_for_backward(x, w_ih, w_hh, hs, gates, extra)
             return hs[1:]
         if before:
@@ -319,6 +365,54 @@ class _GRUWindow(torch.autograd.Function):
         return hs[1:]
 
     @staticmethod
+    def _forward_mixed(
+        loops: ModuleType, gates: Tensor, hs: Tensor, w_hh: Tensor, b_n: Tensor
+    ) -> Tensor:
+        """The reset-after forward loop, mixed: per step torch's GEMM h U^T into one buffer,
+        then one compiled call for the gates (:func:`fused_cpu_numba.gru_after_step`). Fills
+        ``gates`` (r, z, n) and ``hs[1:]`` in place; returns U_n h_{t-1} + b_hn (T, B, H)."""
+        steps, batch, hidden = hs.size(0) - 1, hs.size(1), hs.size(2)
+        hn = hs.new_empty(steps, batch, hidden)
+        gh = hs.new_empty(batch, 3 * hidden)
+        w_hh_t = w_hh.t().contiguous()  # GEMMs run faster on it than on the transposed view
+        step = loops.gru_after_step_f32 if hs.dtype == torch.float32 else loops.gru_after_step
+        buf, scale = _np(hs.new_empty(3 * hidden)), _np(hs.new_empty(3 * hidden))
+        g_np, hs_np, hn_np, gh_np, b_np = _np(gates), _np(hs), _np(hn), _np(gh), _np(b_n)
+        h_t = hs.unbind(0)
+        for t in range(steps):
+            torch.mm(h_t[t], w_hh_t, out=gh)
+            step(g_np[t], gh_np, hs_np[t], hs_np[t + 1], hn_np[t], b_np, buf, scale)
+        return hn
+
+    @staticmethod
+    def _backward_mixed(
+        loops: ModuleType,
+        grad_out: Tensor,
+        gates: Tensor,
+        hs: Tensor,
+        hn: Tensor,
+        w_hh: Tensor,
+        dgh: Tensor,
+        delta: Tensor,
+    ) -> Tensor:
+        """The reset-after backward loop, mixed: per step one compiled call for the gates'
+        gradients (:func:`fused_cpu_numba.gru_after_back_step`), then torch's GEMM carrying
+        dL/dh back through U. Fills ``dgh`` and ``delta`` as the numba loop does; returns
+        dL/dh0."""
+        steps = hs.size(0) - 1
+        dh = grad_out[-1].clone()  # dL/dh_T
+        zero = torch.zeros_like(dh)
+        go_np, g_np, hs_np, hn_np = _np(grad_out), _np(gates), _np(hs), _np(hn)
+        dgh_np, delta_np, dh_np, zero_np = _np(dgh), _np(delta), _np(dh), _np(zero)
+        step, dgh_t = loops.gru_after_back_step, dgh.unbind(0)
+        for t in range(steps - 1, -1, -1):
+            below = go_np[t - 1] if t else zero_np
+            # dh becomes the carry d z + below in place (each unit read before it is written)
+            step(dh_np, below, g_np[t], hs_np[t], hn_np[t], dgh_np[t], delta_np[t], dh_np)
+            dh.addmm_(dgh_t[t], w_hh)  # dL/dh_{t-1}
+        return dh
+
+    @staticmethod
     def backward(ctx: FunctionCtx, grad_out: Tensor | None) -> tuple:  # type: ignore[override]
         if torch.is_grad_enabled():
             raise RuntimeError(_DOUBLE_BACKWARD)
@@ -327,7 +421,7 @@ class _GRUWindow(torch.autograd.Function):
         two = 2 * hidden
         if grad_out is None:
             grad_out = torch.zeros_like(hs[1:])
-        if ctx.loops is not None:
+        if ctx.kind != "torch":
             return _GRUWindow._backward_compiled(ctx, grad_out, x, w_ih, w_hh, hs, gates, extra)
         r, z, n = gates.split(hidden, dim=2)  # (T, B, H) each
         h_prev = hs[:-1]
@@ -393,10 +487,17 @@ class _GRUWindow(torch.autograd.Function):
         if ctx.before:
             d_rz = hs.new_empty(steps, batch, two)
             d_n = hs.new_empty(steps, batch, hidden)
-            dh0 = ctx.loops.gru_before_backward(
-                _np(grad_out), _np(gates), _np(hs), _np(w_hh[:two]), _np(w_hh[two:]),
-                _np(d_rz), _np(d_n),
-            )  # fmt: skip
+            dh0 = torch.from_numpy(
+                ctx.loops.gru_before_backward(
+                    _np(grad_out),
+                    _np(gates),
+                    _np(hs),
+                    _np(w_hh[:two]),
+                    _np(w_hh[two:]),
+                    _np(d_rz),
+                    _np(d_n),
+                )  # fmt: skip
+            )
             delta = torch.cat((d_rz, d_n), dim=2)  # every slice adds to its pre-activation
             dgh = delta
             dw_hh = None
@@ -409,16 +510,27 @@ class _GRUWindow(torch.autograd.Function):
                 )
         else:
             dgh = hs.new_empty(steps, batch, 3 * hidden)  # dL/d(U h + b_hh)
-            dgi_n = hs.new_empty(steps, batch, hidden)
-            dh0 = ctx.loops.gru_after_backward(
-                _np(grad_out), _np(gates), _np(hs), _np(extra), _np(w_hh), _np(dgh), _np(dgi_n)
-            )
-            delta = dgh.clone()
-            delta[:, :, two:] = dgi_n
+            delta = hs.new_empty(steps, batch, 3 * hidden)  # dL/d(input projection)
+            if ctx.kind == "mixed":
+                dh0 = _GRUWindow._backward_mixed(
+                    ctx.loops, grad_out, gates, hs, extra, w_hh, dgh, delta
+                )
+            else:
+                dh0 = torch.from_numpy(
+                    ctx.loops.gru_after_backward(
+                        _np(grad_out),
+                        _np(gates),
+                        _np(hs),
+                        _np(extra),
+                        _np(w_hh),
+                        _np(dgh),
+                        _np(delta),
+                    )  # fmt: skip
+                )
             dw_hh = None
             if ctx.needs_input_grad[3]:
                 dw_hh = dgh.view(-1, 3 * hidden).t().mm(h_prev)  # one GEMM: (3H, H)
-        dh0 = torch.from_numpy(dh0) if ctx.needs_input_grad[1] else None
+        dh0 = dh0 if ctx.needs_input_grad[1] else None
         dx, dw_ih, db_ih = _input_grads(ctx, delta, x, w_ih)
         db_hh = dgh.sum((0, 1)) if ctx.needs_input_grad[5] else None
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
