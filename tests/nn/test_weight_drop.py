@@ -73,7 +73,7 @@ def test_one_mask_per_forward_the_same_at_every_step():
 @pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
 def test_fused_kernel_still_runs_and_matches_the_explicit_path(cls, monkeypatch):
     torch.manual_seed(2)
-    rnn = cls(4, 5, num_layers=2)
+    rnn = cls(4, 5, num_layers=2, impl="fused")  # torch's kernel (auto trains GRU/RNN on rnnlab's)
     x = torch.randn(6, 3, 4)
     kernel = {LSTM: "lstm", GRU: "gru", RNN: "rnn_tanh"}[cls]
     calls = []
@@ -117,3 +117,28 @@ def test_gradient_reaches_the_raw_weight_through_the_mask(impl):
     assert grad_raw is not None and bool(grad_raw.abs().sum() > 0)
     assert torch.allclose(grad_raw, grad_dropped * mask * 2.0, atol=1e-6)  # chain rule
     assert bool((grad_raw[mask == 0] == 0).all())
+
+
+@pytest.mark.parametrize("cls", [GRU, RNN])
+def test_the_cpu_window_kernel_gets_the_dropped_weights(cls):
+    """impl="auto" trains the GRU and the RNN on rnnlab's CPU window kernel: it reads the
+    weights through the same hook, so it computes what the explicit path computes with the
+    same masks."""
+    torch.manual_seed(2)
+    rnn = cls(4, 5, num_layers=2)
+    x = torch.randn(6, 3, 4)
+    assert rnn.uses_cpu_kernel(x)
+    torch.manual_seed(9)
+    with weight_drop(rnn, 0.4, True):
+        kernel, kernel_state = rnn(x)
+    rnn.impl = "explicit"
+    torch.manual_seed(9)  # the same masks
+    with weight_drop(rnn, 0.4, True):
+        explicit, explicit_state = rnn(x)
+    assert torch.allclose(kernel, explicit, atol=1e-6)
+    assert torch.allclose(kernel_state, explicit_state, atol=1e-6)
+    rnn.impl = "auto"
+    torch.manual_seed(9)
+    with weight_drop(rnn, 0.0, True):  # no drop: the plain layer
+        plain, _ = rnn(x)
+    assert not torch.allclose(kernel, plain, atol=1e-3)  # the masks did act
