@@ -299,3 +299,29 @@ def test_float32_gru_after_matches_float64(monkeypatch: pytest.MonkeyPatch, loop
 
     got, want = run(layer32, torch.float32), run(layer64, torch.float64)
     _assert_all_close([g.double() for g in got], want, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["rnn-tanh", "rnn-relu"])
+def test_float32_rnn_matches_float64(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
+    """The float32 RNN's compiled loops (tanh by their own vectorised exp) stay within float32
+    rounding of the float64 ones (libm's tanh), saturated units included."""
+    monkeypatch.setenv(fused_cpu.LOOPS_ENV, "numba")
+    torch.manual_seed(4)
+    layer64 = _layer(variant, dtype=torch.float64)
+    with torch.no_grad():
+        layer64.weight_ih_l0.mul_(40)  # pre-activations up to ~+-100: tanh saturates, exp clamps
+    layer32 = _layer(variant)
+    layer32.load_state_dict(layer64.state_dict())
+    x = torch.randn(9, B, I, dtype=torch.float64)
+    weights = torch.randn(9, B, H, dtype=torch.float64)
+
+    def run(layer: Recurrent, dtype: torch.dtype) -> list[Tensor]:
+        xd = x.to(dtype).requires_grad_()
+        output, _ = layer(xd)
+        loss = (output * weights.to(dtype)).sum()
+        return [output, *torch.autograd.grad(loss, [xd, *layer.parameters()])]
+
+    got, want = run(layer32, torch.float32), run(layer64, torch.float64)
+    if variant == "rnn-tanh":
+        assert want[0].abs().max() > 1 - 1e-9  # some units saturated
+    _assert_all_close([g.double() for g in got], want, atol=2e-4, rtol=1e-4)

@@ -19,8 +19,8 @@ GRU above that size: a Python loop with torch's GEMM per step and one compiled c
 step's gates, forward and backward) and a Python loop of torch ops under no autograd (6-7
 in-place ops per step forward, 2-3 backward; for the other cells at larger steps, with
 ``RNNLAB_CPU_LOOPS=torch``, and as the fallback, with a one-line warning, where numba cannot be
-imported). In float32 the compiled GRU gates use their own vectorised exp (tanh from it),
-within float32 rounding of libm's. ``benchmarks/bench_layers.py --shapes ptb-small
+imported). In float32 the compiled GRU gates and the tanh RNN use their own vectorised exp
+(tanh from it), within float32 rounding of libm's. ``benchmarks/bench_layers.py --shapes ptb-small
 ptb-medium music`` and ``benchmarks/results/fused_cpu/`` hold the measurements behind the
 choice: the torch-op loop pays a few microseconds of dispatch per op, which dominates at
 small sizes (the music shape: 200 steps of batch 8 x 41 units); numba's BLAS is far slower
@@ -234,7 +234,9 @@ class _RNNWindow(torch.autograd.Function):
         hs[0] = h0
         ctx.relu, ctx.loops = relu, compiled_loops(h0.numel())
         if ctx.loops is not None:
-            ctx.loops.rnn_forward(_np(pre), _np(hs), _np(w_hh.t()), relu)
+            f32 = x.dtype == torch.float32
+            forward = ctx.loops.rnn_forward_f32 if f32 else ctx.loops.rnn_forward
+            forward(_np(pre), _np(hs), _np(w_hh.t()), relu)
             ctx.save_for_backward(x, w_ih, w_hh, hs)
             return hs[1:]
         w_hh_t = w_hh.t()
