@@ -6,6 +6,9 @@ import datetime
 import json
 import os
 import platform
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,3 +42,29 @@ def write_report(path: Path, report: dict, *, ascii_only: bool = True) -> None:
     text = json.dumps(report, indent=2, ensure_ascii=ascii_only) + "\n"
     path.write_text(text, encoding="utf-8")
     print(f"wrote {path}")
+
+
+def bench(
+    loops: dict[str, Callable[[], None]], reps: int, chars: int
+) -> dict[str, dict[str, float | list[float]]]:
+    """Interleaved repetitions of every loop (the order rotates each repetition, so drifts in
+    machine load hit every contender alike) after one warm-up each; chars/s from the median and
+    from the best time."""
+    for run in loops.values():  # warm up
+        run()
+    seconds: dict[str, list[float]] = {name: [] for name in loops}
+    names = list(loops)
+    for rep in range(reps):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            loops[name]()
+            seconds[name].append(time.perf_counter() - start)
+    return {
+        name: {
+            "chars_per_s": chars / statistics.median(s),
+            "chars_per_s_best": chars / min(s),
+            "seconds": s,
+        }
+        for name, s in seconds.items()
+    }

@@ -39,13 +39,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import machine_info, write_report
+from _common import bench, machine_info, write_report
 from torch import Tensor, nn
 
 from rnnlab.generation.fast_step import FastStepper
@@ -158,30 +156,6 @@ def compare(naive: NaiveLM, stepper: FastStepper, tokens: Tensor) -> tuple[float
             p, q = torch.softmax(a[0].double(), -1), torch.softmax(b.double(), -1)
             tv = max(tv, float(0.5 * (p - q).abs().sum(-1).max()))
     return logit_diff, tv
-
-
-def bench(
-    loops: dict[str, Callable[[], None]], reps: int, chars: int
-) -> dict[str, dict[str, float | list[float]]]:
-    """Interleaved repetitions of every loop; chars/s from the median and from the best time."""
-    for run in loops.values():  # warm up
-        run()
-    seconds: dict[str, list[float]] = {name: [] for name in loops}
-    names = list(loops)
-    for rep in range(reps):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            loops[name]()
-            seconds[name].append(time.perf_counter() - start)
-    return {
-        name: {
-            "chars_per_s": chars / statistics.median(s),
-            "chars_per_s_best": chars / min(s),
-            "seconds": s,
-        }
-        for name, s in seconds.items()
-    }
 
 
 def main(argv: list[str] | None = None) -> dict:

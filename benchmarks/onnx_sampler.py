@@ -27,7 +27,6 @@ Writes ``benchmarks/results/onnx_sampler/<run name>.json`` (``--out`` to change 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_info, write_report
+from _common import bench, machine_info, write_report
 
 from rnnlab.errors import RnnlabError
 from rnnlab.export.onnx_file import export_onnx
@@ -80,28 +79,6 @@ def agreement(model: object, lm: OnnxLanguageModel, context: list[int], steps: i
         logits, state = stepper.step(ids, state)
         log_probs, onnx_state = lm.step(ids.numpy(), onnx_state)
     return worst
-
-
-def bench(loops: dict[str, Callable], reps: int, chars: int) -> dict[str, dict]:
-    """Interleaved repetitions of every loop after one warm-up each."""
-    for run in loops.values():
-        run()
-    seconds: dict[str, list[float]] = {name: [] for name in loops}
-    names = list(loops)
-    for rep in range(reps):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            loops[name]()
-            seconds[name].append(time.perf_counter() - start)
-    return {
-        name: {
-            "chars_per_s": chars / statistics.median(s),
-            "chars_per_s_best": chars / min(s),
-            "seconds": s,
-        }
-        for name, s in seconds.items()
-    }
 
 
 def timed(fn: Callable) -> tuple[object, float]:
