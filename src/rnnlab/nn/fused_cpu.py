@@ -198,16 +198,28 @@ def _input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
     return gi.view(x.size(0), x.size(1), w_ih.size(0))
 
 
-def _input_grads(
-    ctx: FunctionCtx, delta: Tensor, x: Tensor, w_ih: Tensor
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """Gradients of x, W_ih and b_ih from delta (T, B, G*H), the gradient of the input
-    projection of every step: one GEMM each."""
+def _window_grads(
+    ctx: FunctionCtx,
+    delta: Tensor,
+    x: Tensor,
+    w_ih: Tensor,
+    dh0: Tensor | None,
+    dw_hh: Tensor | None,
+    d_hh: Tensor,
+) -> tuple[Tensor | None, ...]:
+    """The layer's gradients in ``forward``'s argument order (x, h0, W_ih, W_hh, b_ih, b_hh,
+    the variant flag), each None where not needed. From delta (T, B, G*H), the gradient of
+    every step's input projection, x, W_ih and b_ih take one GEMM or sum each; ``d_hh``
+    (T, B, G*H), the gradient of every step's U h + b_hh, gives b_hh's. ``dh0`` and ``dw_hh``
+    come from the caller's backward loop."""
     delta2d = delta.view(-1, delta.size(-1))  # (T*B, G*H)
     dx = delta2d.mm(w_ih).view_as(x) if ctx.needs_input_grad[0] else None
+    dh0 = dh0 if ctx.needs_input_grad[1] else None
     dw_ih = delta2d.t().mm(x.reshape(-1, x.size(-1))) if ctx.needs_input_grad[2] else None
+    dw_hh = dw_hh if ctx.needs_input_grad[3] else None
     db_ih = delta2d.sum(0) if ctx.needs_input_grad[4] else None
-    return dx, dw_ih, db_ih
+    db_hh = d_hh.sum((0, 1)) if ctx.needs_input_grad[5] else None
+    return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
 
 
 class _RNNWindow(torch.autograd.Function):
@@ -271,14 +283,11 @@ class _RNNWindow(torch.autograd.Function):
                 if t:
                     dh = torch.addmm(go_t[t - 1], delta_t[t], w_hh)  # dL/dh_{t-1}
             dh0 = delta[0].mm(w_hh)
-        dh0 = dh0 if ctx.needs_input_grad[1] else None
         dw_hh = None
         if ctx.needs_input_grad[3]:
             delta2d = delta.view(-1, delta.size(-1))
             dw_hh = delta2d.t().mm(hs[:-1].reshape(-1, hs.size(-1)))  # one GEMM: (H, H)
-        dx, dw_ih, db_ih = _input_grads(ctx, delta, x, w_ih)
-        db_hh = delta.sum((0, 1)) if ctx.needs_input_grad[5] else None
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
+        return _window_grads(ctx, delta, x, w_ih, dh0, dw_hh, delta)
 
 
 class _GRUWindow(torch.autograd.Function):
@@ -466,9 +475,7 @@ class _GRUWindow(torch.autograd.Function):
         if ctx.needs_input_grad[3]:
             dgh2d = dgh.view(-1, 3 * hidden)
             dw_hh = dgh2d.t().mm(h_prev.reshape(-1, hidden))  # one GEMM: (3H, H)
-        dx, dw_ih, db_ih = _input_grads(ctx, delta, x, w_ih)
-        db_hh = dgh.sum((0, 1)) if ctx.needs_input_grad[5] else None
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
+        return _window_grads(ctx, delta, x, w_ih, dh0, dw_hh, dgh)
 
     @staticmethod
     def _backward_compiled(
@@ -532,10 +539,7 @@ class _GRUWindow(torch.autograd.Function):
             dw_hh = None
             if ctx.needs_input_grad[3]:
                 dw_hh = dgh.view(-1, 3 * hidden).t().mm(h_prev)  # one GEMM: (3H, H)
-        dh0 = dh0 if ctx.needs_input_grad[1] else None
-        dx, dw_ih, db_ih = _input_grads(ctx, delta, x, w_ih)
-        db_hh = dgh.sum((0, 1)) if ctx.needs_input_grad[5] else None
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
+        return _window_grads(ctx, delta, x, w_ih, dh0, dw_hh, dgh)
 
     @staticmethod
     def _backward_before(
@@ -584,7 +588,7 @@ class _GRUWindow(torch.autograd.Function):
                 d_new = torch.addcmul(base, d, z_t[t])
                 d_new.addcmul_(d_rh, rr_t[t]).addmm_(rz_t[t], w_rz)
                 d = d_new
-        dh0 = d if ctx.needs_input_grad[1] else None
+        dh0 = d
         dw_hh = None
         if ctx.needs_input_grad[3]:
             d_rz = delta[:, :, :two].reshape(-1, two)
@@ -595,6 +599,4 @@ class _GRUWindow(torch.autograd.Function):
                     d_n.t().mm(rh.view(-1, hidden)),  # (H, H)
                 )
             )
-        dx, dw_ih, db_ih = _input_grads(ctx, delta, x, w_ih)
-        db_hh = delta.sum((0, 1)) if ctx.needs_input_grad[5] else None
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
+        return _window_grads(ctx, delta, x, w_ih, dh0, dw_hh, delta)
