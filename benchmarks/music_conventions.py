@@ -13,7 +13,11 @@ For each trained run and each split (train, valid, test), the NLL per step under
   (the same steps scored as ``per_step``; only the state is lost at each cut);
 - ``start_frame``: an all-zero frame before every piece, so the first frame is scored too;
 - ``one_stream``: every piece of the split joined into one sequence, the state carried across
-  the joins (the first frame of each piece predicted from the last of the one before).
+  the joins (the first frame of each piece predicted from the last of the one before);
+- ``padding_counted``: batches of 8 pieces in the split's order, zero-padded to the longest,
+  and every position counted, the padding's easy all-silent steps included (the figure a
+  missing mask would report; a model trained with that mask missing would score its padding
+  even better).
 
 And, model-free, the split's own difficulty: ``unigram`` (each note on with its training-split
 frequency, independent of time) and notes per frame. All sums in float64.
@@ -28,7 +32,7 @@ from pathlib import Path
 import torch
 from _common import machine_info, write_report
 
-from rnnlab.data.rolls import SPLITS, load_rolls, with_start_frame
+from rnnlab.data.rolls import SPLITS, load_rolls, nll_sum, pad_pieces, with_start_frame
 from rnnlab.evaluation.rolls import evaluate_rolls
 from rnnlab.runs.load import load_model, set_threads
 
@@ -50,6 +54,17 @@ def per_piece(model: torch.nn.Module, pieces: list[torch.Tensor]) -> float:
     return sum(means) / len(means)
 
 
+@torch.no_grad()
+def padding_counted(model: torch.nn.Module, pieces: list[torch.Tensor], batch: int = 8) -> float:
+    total, steps = 0.0, 0
+    for start in range(0, len(pieces), batch):
+        b = pad_pieces(pieces[start : start + batch])
+        logits, _ = model(b.inputs, None)
+        total += nll_sum(logits.double(), b.targets, torch.ones_like(b.mask)).item()
+        steps += b.mask.numel()
+    return total / steps
+
+
 def unigram(train: list[torch.Tensor], pieces: list[torch.Tensor]) -> float:
     """NLL per step of independent notes at their training-split frequencies."""
     p = torch.cat(train).double().mean(0).clamp(1e-4, 1 - 1e-4)
@@ -65,6 +80,7 @@ def conventions(model: torch.nn.Module, data, start_data, split: str) -> dict[st
         "windows_200": evaluate_rolls(model, windows(pieces, WINDOW)).loss,
         "start_frame": evaluate_rolls(model, start_data.split(split)).loss,
         "one_stream": evaluate_rolls(model, [torch.cat(pieces)], batch_size=1).loss,
+        "padding_counted": padding_counted(model, pieces),
     }
 
 
