@@ -19,7 +19,8 @@ Shapes: "word" = 2 layers x 200 hidden, input 200, batch 20, 20 steps (Zaremba e
 "char" = 2 layers x 512 hidden, input 512, batch 64, 128 steps. The matched-parameter shapes of
 issue 18 are one layer each, with per-cell hidden sizes of about equal parameter count:
 "ptb-small" = T 35, B 20, input 200, LSTM 200 / GRU 240 / RNN 400 units; "ptb-medium" = T 35,
-B 20, input 650, 650 / 760 / 1300; "music" = T 200, B 8, 88 inputs, 34 / 41 / 78 (Chung et al.
+B 20, input 650, 650 / 760 / 1300; "shakespeare" = T 35, B 32, input 64, 184 / 215 / 381 (the
+200k-parameter models of the findings' Tiny Shakespeare grid); "music" = T 200, B 8, 88 inputs, 34 / 41 / 78 (Chung et al.
 2014). For these, a GRU or RNN case also times ``nn.LSTM`` at its matched size in the same
 interleaved run and reports ``time_vs_lstm`` (rnnlab's seconds / nn.LSTM's: 1.15 or less is
 the target) and ``speedup_vs_torch`` (torch.nn's seconds / rnnlab's) for each rnnlab path.
@@ -64,6 +65,13 @@ SHAPES = {
         "batch": 20,
         "steps": 35,
     },
+    "shakespeare": {
+        "num_layers": 1,
+        "hidden_size": {"lstm": 184, "gru": 215, "rnn": 381},
+        "input_size": 64,
+        "batch": 32,
+        "steps": 35,
+    },
     "music": {
         "num_layers": 1,
         "hidden_size": {"lstm": 34, "gru": 41, "rnn": 78},
@@ -72,8 +80,8 @@ SHAPES = {
         "steps": 200,
     },
 }
-ITERS = {"word": 20, "char": 2, "ptb-small": 20, "ptb-medium": 3, "music": 20}
-QUICK_ITERS = {"word": 5, "char": 1, "ptb-small": 3, "ptb-medium": 1, "music": 3}
+ITERS = {"word": 20, "char": 2, "ptb-small": 20, "ptb-medium": 3, "shakespeare": 20, "music": 20}
+QUICK_ITERS = {"word": 5, "char": 1, "ptb-small": 3, "ptb-medium": 1, "shakespeare": 3, "music": 3}
 CELLS = {"lstm": (rr.LSTM, nn.LSTM), "gru": (rr.GRU, nn.GRU), "rnn": (rr.RNN, nn.RNN)}
 IMPLS = ("fused", "explicit", "cpu", "cpu_numba", "cpu_mixed", "cpu_torch_loops")
 
