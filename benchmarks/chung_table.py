@@ -37,8 +37,9 @@ PUBLISHED_TRAIN = {
     "musedata": (5.64, 5.06, 5.18),
     "pianomidi": (5.64, 4.93, 6.49),
 }
-CELLS = ("rnn", "gru", "lstm")
-NAMES = {"rnn": "tanh", "gru": "GRU", "lstm": "LSTM"}
+CELLS = ("rnn", "gru", "gru-reset-before", "lstm")
+NAMES = {"rnn": "tanh", "gru": "GRU", "gru-reset-before": "GRU, reset before", "lstm": "LSTM"}
+COLUMN = {"rnn": 0, "gru": 1, "gru-reset-before": 1, "lstm": 2}  # the paper's column per cell
 CORPUS_NAMES = {
     "jsb": "JSB Chorales",
     "nottingham": "Nottingham",
@@ -94,13 +95,12 @@ def table(grids: dict[str, list[dict]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for corpus, rows in grids.items():
-        by_cell = defaultdict(list)
+        by_cell = defaultdict(list)  # (cell, hidden): a larger run of a cell gets its own row
         for r in rows:
-            by_cell[r["cell"]].append(r)
-        for i, cell in enumerate(CELLS):
-            rs = by_cell.get(cell)
-            if not rs:
-                continue
+            by_cell[(r["cell"], r["hidden"])].append(r)
+        for cell, hidden in sorted(by_cell, key=lambda k: (CELLS.index(k[0]), k[1])):
+            i = COLUMN[cell]
+            rs = by_cell[(cell, hidden)]
             test = [r["test_nll"] for r in rs]
             diff = mean_std(test)[0] - PUBLISHED_TEST[corpus][i]
             epochs = [r["epochs"] for r in rs]
@@ -124,7 +124,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     set_threads(args.threads)
-    grids = dict(grid_rows(g) for g in args.grids)
+    grids: dict[str, list[dict]] = defaultdict(list)
+    for g in args.grids:  # several grids of one corpus (e.g. another cell) join its rows
+        corpus, rows = grid_rows(g)
+        grids[corpus] += rows
     text = table(grids)
     print(text)
     write_report(args.out, {"machine": machine_info(), "grids": grids, "table": text})
