@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from _common import machine_info, write_report
+from compare_tables import mean_pm as fmt
 
 from rnnlab.data.rolls import load_rolls
 from rnnlab.evaluation.rolls import evaluate_rolls
@@ -52,11 +53,6 @@ def best_epoch(run_dir: Path) -> int:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open(encoding="utf-8")]
     valid = [r for r in rows if r.get("kind") == "valid"]
     return min(valid, key=lambda r: r["valid_nll"])["epoch"]
-
-
-def fmt(values: list[float], digits: int = 2) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
 def grid_rows(grid: Path) -> tuple[str, list[dict]]:
