@@ -219,7 +219,7 @@ def test_compare_settings_come_from_a_resolved_config():
     music = settings("--corpus", "jsb")
     assert music["corpus"] == "jsb" and music["hidden"] == 36 and music["embed"] == "0"
     assert music["bptt"] == (200,) and music["lr"] == (1e-3,) and music["optimizer"] == "rmsprop"
-    assert music["weight_noise"] == 0.075 and music["patience"] == 20 and music["epochs"] == 500
+    assert music["weight_noise"] == 0.075 and music["patience"] == 20 and music["epochs"] == 2000
     plain = settings("--text", "x.txt")
     assert plain["corpus"] is None and plain["hidden"] == 128 and plain["embed"] == "64"
     assert plain["epochs"] is None and plain["schedule"] == "constant"

@@ -55,7 +55,7 @@ def test_a_piano_roll_corpus_starts_from_its_preset():
         optim=OptimConfig(
             optimizer="rmsprop", lr=1e-3, clip=1.0, schedule="constant", weight_noise=0.075
         ),
-        train=TrainConfig(batch_size=8, eval_batch_size=32, epochs=500, patience=20),
+        train=TrainConfig(batch_size=8, eval_batch_size=32, epochs=2000, patience=20),
         bptts=(200,),
     )
     assert grid_config(CompareRequest(corpus="nottingham", start_frame=True)) == expected
@@ -100,7 +100,7 @@ def test_axes_rates_and_budgets():
     assert grid.max_tokens == 900 and grid.train.max_steps is None  # a budget: no default steps
     assert grid_config(CompareRequest(text="x.txt", lr=(3e-3,))).lrs == ()
     assert grid_config(CompareRequest(text="x.txt", epochs=2)).train.max_steps is None
-    assert grid_config(CompareRequest(corpus="jsb", max_steps=5)).train.epochs == 500
+    assert grid_config(CompareRequest(corpus="jsb", max_steps=5)).train.epochs == 2000
 
 
 def test_a_rate_per_cell_or_the_rates_of_an_earlier_search(tmp_path):
@@ -116,7 +116,7 @@ def test_a_rate_per_cell_or_the_rates_of_an_earlier_search(tmp_path):
 def test_settings_are_read_from_the_resolved_config():
     music = compare_settings(CompareRequest(corpus="jsb"))
     assert music["hidden"] == 36 and music["embed"] == "0" and music["bptt"] == (200,)
-    assert music["lr"] == (1e-3,) and music["epochs"] == 500
+    assert music["lr"] == (1e-3,) and music["epochs"] == 2000
     plain = compare_settings(CompareRequest(text="x.txt"))
     assert plain["corpus"] is None and plain["embed"] == "64" and plain["epochs"] is None
     rates = {"gru": 3e-3}
