@@ -244,3 +244,24 @@ def test_rms_dynamic_needs_the_training_data_and_says_so(tmp_path, make_fox_file
     assert_one_line_error(code, err, "training data", "--dynamic-method sgd")
     code, _, err = run_cli("score", out, "--text", doc, "--dynamic", "--dynamic-method", "sgd")
     assert code == 0, err
+
+
+def test_tuning_never_chooses_a_rate_that_hurts_on_validation(run_copy, run_cli, monkeypatch):
+    """Where every rate makes validation worse (PTB at batch 1 did), the tuner keeps rate 0
+    (exactly static) and says so; a winning lowest rate first sends the search lower."""
+    from rnnlab.evaluation import tuning
+
+    monkeypatch.setattr(tuning, "DYNAMIC_LRS", {"rms": (3.0,), "sgd": (3.0,)})
+    monkeypatch.setattr(tuning, "DYNAMIC_LOWER_STEPS", 1)
+    short = ["--bptt", "4", "--batch-size", "1"]  # many segments, so the updates score
+    code, out, err = run_cli("eval", run_copy, *FAST, *short, "--tune-adaptation", "--dynamic")
+    assert code == 0, err
+    stored = json.loads((run_copy / SETTINGS_FILE).read_text(encoding="utf-8"))["dynamic"]
+    assert stored["settings"]["lr"] == 0
+    assert stored["valid"]["perplexity"] == stored["valid"]["static_perplexity"]
+    assert sorted(g["lr"] for g in stored["grid"]) == pytest.approx([0.0, 1.0, 3.0])
+    assert all(g["perplexity"] > stored["valid"]["static_perplexity"] for g in stored["grid"][1:])
+    # evaluating with the tuned settings is then the static figure exactly
+    static = eval_json(run_cli, run_copy, *short, "--split", "valid")
+    tuned = eval_json(run_cli, run_copy, *short, "--split", "valid", "--dynamic")
+    assert tuned["loss"] == pytest.approx(static["loss"], rel=1e-8)  # float32 sums, other order

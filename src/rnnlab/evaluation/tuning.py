@@ -13,8 +13,11 @@ The grids (coarse on purpose):
   :data:`CACHE_LAMBDAS`, all from one pass of the static model (the cache does not change the
   hidden states, so every combination is scored from the same pass);
 * dynamic: the learning rate over :data:`DYNAMIC_LRS` (of the method asked, ``rms`` by
-  default) at decay :data:`DYNAMIC_DECAY_START`, then the decay over :data:`DYNAMIC_DECAYS` at
-  the best rate: one adapted pass per point.
+  default) at decay :data:`DYNAMIC_DECAY_START`, extended downward (up to
+  :data:`DYNAMIC_LOWER_STEPS` thirds) while the lowest rate is the best, then the decay over
+  :data:`DYNAMIC_DECAYS` at the best rate: one adapted pass per point. Rate 0, no update at
+  all, is in the grid with the static figure: where no rate beats the static model on
+  validation (batch 1 on PTB did this: every rate hurt), the tuner chooses 0 and says so.
 
 The two are tuned separately (the cache on the static model, the dynamic rates without the
 cache) and used together as they are.
@@ -23,6 +26,7 @@ cache) and used together as they are.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,7 @@ CACHE_LAMBDAS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
 DYNAMIC_LRS = {"rms": (1e-4, 3e-4, 1e-3, 3e-3), "sgd": (0.01, 0.03, 0.1, 0.3)}
 DYNAMIC_DECAY_START = 0.02
 DYNAMIC_DECAYS = (0.0, 0.02, 0.1)
+DYNAMIC_LOWER_STEPS = 3  # rates below the grid (each a third of the last) while the lowest wins
 
 # the gradient statistics of the last run asked for, so one process (a benchmark evaluating a
 # run several ways) collects them once; keyed by run, checkpoint step, layout and device
@@ -343,18 +348,31 @@ def tune_run(
             r = evaluate_adaptive(
                 model, ids, dynamic=s, rms=rms, progress=progress, label="tune dynamic", **layout
             )
-            return r.result.loss
+            # a rate that diverged (NaN) ranks last, not wherever NaN's comparisons put it
+            return r.result.loss if math.isfinite(r.result.loss) else math.inf
 
         from rnnlab.evaluation.text import evaluate
 
         static = evaluate(model, ids, batch_size=batch_size, bptt=bptt, unscored=unscored).loss
-        grid: dict[tuple[float, float], float] = {}
+        # rate 0 (no update: exactly the static figure) first, so that no rate which fails to
+        # beat the static model on validation is ever chosen, and a tie keeps it
+        grid: dict[tuple[float, float], float] = {(0.0, 0.0): static}
         for lr in DYNAMIC_LRS[method]:
             grid[(lr, DYNAMIC_DECAY_START)] = loss_of(lr, DYNAMIC_DECAY_START)
-        best_lr = min((k for k in grid), key=lambda k: grid[k])[0]
-        for decay in DYNAMIC_DECAYS:
-            if (best_lr, decay) not in grid:
-                grid[(best_lr, decay)] = loss_of(best_lr, decay)
+
+        def best_rate() -> float:
+            return min((k for k in grid if k[0] > 0), key=lambda k: grid[k])[0]
+
+        for _ in range(DYNAMIC_LOWER_STEPS):  # best at the grid's low edge: try lower rates
+            lowest = min(k[0] for k in grid if k[0] > 0)
+            if best_rate() != lowest:
+                break
+            grid[(lowest / 3, DYNAMIC_DECAY_START)] = loss_of(lowest / 3, DYNAMIC_DECAY_START)
+        best_lr = best_rate()
+        if grid[(best_lr, DYNAMIC_DECAY_START)] < static:  # decays only for a rate that helps
+            for decay in DYNAMIC_DECAYS:
+                if (best_lr, decay) not in grid:
+                    grid[(best_lr, decay)] = loss_of(best_lr, decay)
         (lr, decay), best = min(grid.items(), key=lambda kv: kv[1])
         settings["dynamic"] = {
             "settings": DynamicSettings(method=method, lr=lr, decay=decay).to_dict(),
