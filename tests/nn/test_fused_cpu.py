@@ -277,16 +277,15 @@ def test_loop_kind_by_size_and_cell(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fused_cpu.loop_kind(10**6, mixed=True) == "numba"
 
 
-@pytest.mark.parametrize("loops", ["numba", "mixed"])
-def test_float32_gru_after_matches_float64(monkeypatch: pytest.MonkeyPatch, loops: str) -> None:
-    """The float32 reset-after GRU (own vectorised exp and tanh) stays within float32 rounding
-    of the float64 one (libm), saturated gates included."""
-    monkeypatch.setenv(fused_cpu.LOOPS_ENV, loops)
-    torch.manual_seed(3)
-    layer64 = _layer("gru-after", dtype=torch.float64)
+def _float32_and_float64(variant: str, seed: int) -> tuple[list[Tensor], list[Tensor]]:
+    """Output and gradients (input, then parameters) of one layer in float32 and in float64,
+    same weights and loss, with input weights scaled by 40 so that pre-activations reach about
+    ±100: exp clamps, tanh and the gates saturate."""
+    torch.manual_seed(seed)
+    layer64 = _layer(variant, dtype=torch.float64)
     with torch.no_grad():
-        layer64.weight_ih_l0.mul_(40)  # pre-activations up to ~+-100: exp clamps, gates saturate
-    layer32 = _layer("gru-after")
+        layer64.weight_ih_l0.mul_(40)
+    layer32 = _layer(variant)
     layer32.load_state_dict(layer64.state_dict())
     x = torch.randn(9, B, I, dtype=torch.float64)
     weights = torch.randn(9, B, H, dtype=torch.float64)  # of the loss, the same for both
@@ -297,7 +296,15 @@ def test_float32_gru_after_matches_float64(monkeypatch: pytest.MonkeyPatch, loop
         loss = (output * weights.to(dtype)).sum()
         return [output, *torch.autograd.grad(loss, [xd, *layer.parameters()])]
 
-    got, want = run(layer32, torch.float32), run(layer64, torch.float64)
+    return run(layer32, torch.float32), run(layer64, torch.float64)
+
+
+@pytest.mark.parametrize("loops", ["numba", "mixed"])
+def test_float32_gru_after_matches_float64(monkeypatch: pytest.MonkeyPatch, loops: str) -> None:
+    """The float32 reset-after GRU (own vectorised exp and tanh) stays within float32 rounding
+    of the float64 one (libm), saturated gates included."""
+    monkeypatch.setenv(fused_cpu.LOOPS_ENV, loops)
+    got, want = _float32_and_float64("gru-after", seed=3)
     _assert_all_close([g.double() for g in got], want, atol=2e-4, rtol=1e-4)
 
 
@@ -306,22 +313,7 @@ def test_float32_rnn_matches_float64(monkeypatch: pytest.MonkeyPatch, variant: s
     """The float32 RNN's compiled loops (tanh by their own vectorised exp) stay within float32
     rounding of the float64 ones (libm's tanh), saturated units included."""
     monkeypatch.setenv(fused_cpu.LOOPS_ENV, "numba")
-    torch.manual_seed(4)
-    layer64 = _layer(variant, dtype=torch.float64)
-    with torch.no_grad():
-        layer64.weight_ih_l0.mul_(40)  # pre-activations up to ~+-100: tanh saturates, exp clamps
-    layer32 = _layer(variant)
-    layer32.load_state_dict(layer64.state_dict())
-    x = torch.randn(9, B, I, dtype=torch.float64)
-    weights = torch.randn(9, B, H, dtype=torch.float64)
-
-    def run(layer: Recurrent, dtype: torch.dtype) -> list[Tensor]:
-        xd = x.to(dtype).requires_grad_()
-        output, _ = layer(xd)
-        loss = (output * weights.to(dtype)).sum()
-        return [output, *torch.autograd.grad(loss, [xd, *layer.parameters()])]
-
-    got, want = run(layer32, torch.float32), run(layer64, torch.float64)
+    got, want = _float32_and_float64(variant, seed=4)
     if variant == "rnn-tanh":
         assert want[0].abs().max() > 1 - 1e-9  # some units saturated
     _assert_all_close([g.double() for g in got], want, atol=2e-4, rtol=1e-4)

@@ -191,6 +191,11 @@ def _gru_slices(hidden: int) -> tuple[tuple[int, int], ...]:
     return ((0, 2 * hidden), (0, hidden), (hidden, 2 * hidden), (2 * hidden, 3 * hidden))
 
 
+def _plus(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """a + b where either bias may be absent (None): the one present, or None."""
+    return b if a is None else (a if b is None else a + b)
+
+
 def _input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
     """x W_ih^T + bias for the whole window in one GEMM: (T, B, G*H), a fresh buffer."""
     x2d = x.reshape(-1, x.size(-1))  # (T*B, I)
@@ -239,7 +244,7 @@ class _RNNWindow(torch.autograd.Function):
         b_hh: Tensor | None,
         relu: bool,
     ) -> Tensor:
-        bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+        bias = _plus(b_ih, b_hh)
         pre = _input_projection(x, w_ih, bias)  # (T, B, H): W x + b_ih + b_hh
         steps = pre.size(0)
         hs = x.new_empty(steps + 1, *h0.shape)  # h_0 .. h_T
@@ -314,12 +319,10 @@ class _GRUWindow(torch.autograd.Function):
         hidden = w_hh.size(1)
         two = 2 * hidden
         if before:  # every b_hh slice adds straight to its pre-activation: fold it in
-            bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+            bias = _plus(b_ih, b_hh)
         else:  # b_hn sits inside r ∘ (U_n h + b_hn): only r's and z's slices fold
-            bias = b_ih
-            if b_hh is not None:
-                bias = torch.cat((b_hh[:two], b_hh.new_zeros(hidden)))
-                bias = bias if b_ih is None else b_ih + bias
+            rz = None if b_hh is None else torch.cat((b_hh[:two], b_hh.new_zeros(hidden)))
+            bias = _plus(b_ih, rz)
         gates = _input_projection(x, w_ih, bias)  # (T, B, 3H); becomes r, z, n in place
         steps, batch = gates.size(0), gates.size(1)
         hs = x.new_empty(steps + 1, batch, hidden)  # h_0 .. h_T
