@@ -27,14 +27,19 @@ def test_zaremba_presets_are_in_mean_loss_units():
     assert medium.model.hidden_size == 650 and medium.optim.lr == 35
 
 
-@pytest.mark.parametrize("name,minutes", [("ptb-fast", 6.5), ("ptb-hour", 60.0)])
-def test_budget_presets_anneal_over_their_budget(name, minutes):
+@pytest.mark.parametrize(
+    "name,minutes,corpus",
+    [("ptb-fast", 6.5, "ptb"), ("ptb-hour", 60.0, "ptb"), ("wt2-hour", 60.0, "wikitext2")],
+)
+def test_budget_presets_anneal_over_their_budget(name, minutes, corpus):
     config = config_of("--preset", name)
     assert config.train.max_minutes == minutes and config.optim.schedule == "cosine"
-    assert config.model.head == "adaptive" and config.data.corpus == "ptb"
+    assert config.model.head == "adaptive" and config.data.corpus == corpus
     # the budget is a flag like any other: the schedule follows it
     assert config_of("--preset", name, "--max-minutes", "3").train.max_minutes == 3
-    assert config.model.tie_weights == (name == "ptb-hour")
+    assert config.model.tie_weights == name.endswith("-hour")
+    # the cutoffs follow the vocabulary (resolved when it is known): none is fixed here
+    assert config.model.cutoffs == ()
 
 
 def test_flags_override_the_preset_and_unknown_presets_are_refused():

@@ -62,7 +62,9 @@ def _zaremba(
     }
 
 
-def _ptb_budget(hidden: int, dropout: float, minutes: float, tie: bool = False) -> dict:
+def _ptb_budget(
+    hidden: int, dropout: float, minutes: float, tie: bool = False, corpus: str = "ptb"
+) -> dict:
     """PTB in a fixed wall-time budget on a CPU: an LSTM read out by an adaptive softmax, SGD
     with the PyTorch example's rate and clipping, the rate annealed to zero over the budget.
 
@@ -78,7 +80,7 @@ def _ptb_budget(hidden: int, dropout: float, minutes: float, tie: bool = False) 
     token (its tail cluster is full width).
     """
     return {
-        "data": {"corpus": "ptb", "level": "word"},
+        "data": {"corpus": corpus, "level": "word"},
         "model": {
             "cell": "lstm",
             "num_layers": 2,
@@ -328,6 +330,14 @@ PRESETS: dict[str, Preset] = {
             "batch 20",
             "rnnlab's CPU recipe (issue 8), as ptb-fast with a larger, tied, more regularised model",
             _ptb_budget(400, 0.4, 60.0, tie=True),
+        ),
+        Preset(
+            "wt2-hour",
+            "WikiText-2 words in 60 minutes: ptb-hour's recipe (2x400 LSTM, adaptive softmax "
+            "tied to the embedding, cutoffs 2,000 and 10,000) with dropout 0.3",
+            "rnnlab's CPU recipe (issue 16): ptb-hour on a corpus twice PTB's size with a "
+            "vocabulary of 33,278, where the hour covers about half as many epochs",
+            _ptb_budget(400, 0.3, 60.0, tie=True, corpus="wikitext2"),
         ),
         Preset(
             "awd-ptb",
