@@ -103,7 +103,19 @@ def test_tune_writes_only_its_settings_file_and_eval_uses_it(run_copy, run_cli):
     both = eval_json(run_cli, run_copy, "--cache", "--dynamic")
     tuned = "tuned on valid (adaptation.json)"
     assert both["adaptation"]["cache"] == dict(cache, source=tuned)
-    assert both["adaptation"]["dynamic"] == dict(dynamic, source=tuned)
+    # together they use the rates tuned with that cache on, and say so
+    joint = stored["dynamic"]["with_cache"]
+    assert joint["valid"]["cache_perplexity"] == pytest.approx(
+        stored["cache"]["valid"]["perplexity"], rel=1e-9
+    )
+    assert joint["valid"]["perplexity"] <= joint["valid"]["cache_perplexity"]
+    assert joint["grid"][0]["lr"] == 0.0  # rate 0: the cache alone
+    assert both["adaptation"]["dynamic"] == dict(
+        joint["settings"], source="tuned on valid with the cache (adaptation.json)"
+    )
+    alone = eval_json(run_cli, run_copy, "--dynamic")
+    assert alone["adaptation"]["dynamic"] == dict(dynamic, source=tuned)
+    dynamic = joint["settings"]
     explicit = eval_json(
         run_cli,
         run_copy,
@@ -131,6 +143,52 @@ def test_tune_writes_only_its_settings_file_and_eval_uses_it(run_copy, run_cli):
     sgd = eval_json(run_cli, run_copy, "--dynamic", "--dynamic-method", "sgd")
     assert sgd["adaptation"]["dynamic"]["source"] == "defaults, not tuned"
     assert {k: v for k, v in snapshot(run_copy).items() if k != SETTINGS_FILE} == before
+
+
+def test_a_best_value_at_the_grids_edge_extends_the_search(monkeypatch):
+    """The cache's theta and the dynamic rate: while the best is at an edge of the values
+    tried, the next value past it is tried (x3 or /3), up to EDGE_STEPS."""
+    import math
+
+    from rnnlab.evaluation import tuning
+
+    def bowl(x, best):  # a loss whose minimum is at ``best``
+        return 1.0 + (math.log(x) - math.log(best)) ** 2
+
+    def loss_of(lr, decay):
+        return 5.0 if lr == 0 else bowl(lr, 0.03) + decay
+
+    monkeypatch.setattr(tuning, "DYNAMIC_LRS", {"rms": (1e-4, 3e-4, 1e-3, 3e-3)})
+    (lr, decay), best, base, grid = tuning._search_rates(loss_of, "rms")
+    rates = sorted({k[0] for k in grid})
+    assert rates == pytest.approx([0, 1e-4, 3e-4, 1e-3, 3e-3, 9e-3, 2.7e-2, 8.1e-2])
+    assert lr == pytest.approx(2.7e-2) and decay == 0.0 and base == 5.0
+    # below the grid, the same (the rate search of the batch-1 case)
+    (lr, _), *_ = tuning._search_rates(lambda r, d: 5.0 if r == 0 else bowl(r, 1e-6), "rms")
+    assert lr == pytest.approx(1e-4 / 27)  # three steps, the last still the best: the bound
+
+    calls = []
+    best_theta = 3.0
+
+    def fake_grid(model, ids, *, thetas, sizes, lambdas, **kw):
+        calls.append(tuple(thetas))
+        losses = {(t, s, m): bowl(t, best_theta) + m for t in thetas for s in sizes for m in lambdas}
+        return 2.0, losses
+
+    monkeypatch.setattr(tuning, "cache_grid_losses", fake_grid)
+    monkeypatch.setattr(tuning, "CACHE_THETAS", (0.1, 0.3, 1.0))
+    static, losses = tuning._search_cache(None, None)
+    assert calls == [(0.1, 0.3, 1.0), (3.0,), (9.0,)]  # 3 is then inside: stop
+    assert min(losses, key=losses.get)[0] == 3.0 and static == 2.0
+    calls.clear()
+    best_theta = 0.001
+    tuning._search_cache(None, None)
+    assert [c[0] for c in calls[1:]] == pytest.approx([0.1 / 3, 0.1 / 9, 0.1 / 27])  # the bound
+    calls.clear()
+    monkeypatch.setattr(tuning, "CACHE_THETAS", (1.0, 3.0, 9.0))
+    best_theta = 3.0
+    tuning._search_cache(None, None)
+    assert calls == [(1.0, 3.0, 9.0)]  # the best inside the grid: one pass
 
 
 def test_tuning_one_part_keeps_the_other(run_copy, run_cli):
@@ -252,7 +310,7 @@ def test_tuning_never_chooses_a_rate_that_hurts_on_validation(run_copy, run_cli,
     from rnnlab.evaluation import tuning
 
     monkeypatch.setattr(tuning, "DYNAMIC_LRS", {"rms": (3.0,), "sgd": (3.0,)})
-    monkeypatch.setattr(tuning, "DYNAMIC_LOWER_STEPS", 1)
+    monkeypatch.setattr(tuning, "EDGE_STEPS", 1)
     short = ["--bptt", "4", "--batch-size", "1"]  # many segments, so the updates score
     code, out, err = run_cli("eval", run_copy, *FAST, *short, "--tune-adaptation", "--dynamic")
     assert code == 0, err
