@@ -172,7 +172,9 @@ def test_a_best_value_at_the_grids_edge_extends_the_search(monkeypatch):
 
     def fake_grid(model, ids, *, thetas, sizes, lambdas, **kw):
         calls.append(tuple(thetas))
-        losses = {(t, s, m): bowl(t, best_theta) + m for t in thetas for s in sizes for m in lambdas}
+        losses = {
+            (t, s, m): bowl(t, best_theta) + m for t in thetas for s in sizes for m in lambdas
+        }
         return 2.0, losses
 
     monkeypatch.setattr(tuning, "cache_grid_losses", fake_grid)

@@ -115,10 +115,11 @@ def _dynamic_from(part: dict[str, Any]) -> DynamicSettings:
     )
 
 
-def _source(tuned: dict[str, Any] | None, given: list[str], every: int) -> str:
+def _source(tuned: dict[str, Any] | None, given: list[str], every: int, how: str = "") -> str:
+    """Where settings came from; ``how`` qualifies a tuned source (" with the cache")."""
     if len(given) == every:
         return "given"
-    base = f"tuned on {tuned['split']} ({SETTINGS_FILE})" if tuned else "defaults, not tuned"
+    base = f"tuned on {tuned['split']}{how} ({SETTINGS_FILE})" if tuned else "defaults, not tuned"
     return f"{base}; given: {', '.join(given)}" if given else base
 
 
@@ -149,10 +150,10 @@ def resolve_adaptation(
             base = DynamicSettings(method=request.dynamic_method)
         dynamic = request.dynamic_settings(base)
         given = request.dynamic_given()
-        source = _source(part and part["tuned_on"], given, 2)
-        if joint and source != "given":
-            source = source.replace(f"({SETTINGS_FILE})", f"with the cache ({SETTINGS_FILE})", 1)
-        described["dynamic"] = dict(dynamic.to_dict(), source=source)
+        how = " with the cache" if joint else ""
+        described["dynamic"] = dict(
+            dynamic.to_dict(), source=_source(part and part["tuned_on"], given, 2, how)
+        )
     return cache, dynamic, described
 
 
@@ -428,29 +429,18 @@ def tune_run(
                 return r.result.loss if math.isfinite(r.result.loss) else math.inf
 
             (lr, decay), best, base, grid = _search_rates(loss_of, method)
+            base_name = "cache_perplexity" if with_cache else "static_perplexity"
             return {
                 "settings": DynamicSettings(method=method, lr=lr, decay=decay).to_dict(),
-                "valid": {"static_perplexity": perplexity(base), "perplexity": perplexity(best)},
+                "valid": {base_name: perplexity(base), "perplexity": perplexity(best)},
                 "grid": [
-                    {"lr": a, "decay": b, "perplexity": perplexity(v)}
-                    for (a, b), v in grid.items()
+                    {"lr": a, "decay": b, "perplexity": perplexity(v)} for (a, b), v in grid.items()
                 ],
             }
 
-        alone = search(None)
-        settings["dynamic"] = {
-            "settings": alone["settings"],
-            "tuned_on": tuned_on,
-            "valid": alone["valid"],
-            "grid": alone["grid"],
-        }
+        settings["dynamic"] = dict(search(None), tuned_on=tuned_on)
         if cache:
-            joint = search(chosen_cache)
-            joint["valid"] = {
-                "cache_perplexity": joint["valid"].pop("static_perplexity"),
-                **joint["valid"],
-            }
-            settings["dynamic"]["with_cache"] = joint
+            settings["dynamic"]["with_cache"] = search(chosen_cache)
         tuned.append("dynamic")
     path = settings_path(run_dir)
     write_atomic(path, (json.dumps(settings, indent=2) + "\n").encode("utf-8"))
