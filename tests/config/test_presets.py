@@ -48,6 +48,15 @@ def test_flags_override_the_preset_and_unknown_presets_are_refused():
         config_of("--preset", "no-such-preset")
 
 
+def test_a_presets_switches_can_be_turned_off():
+    assert config_of("--preset", "ptb-hour").model.tie_weights
+    assert not config_of("--preset", "ptb-hour", "--no-tie").model.tie_weights
+    assert config_of("--preset", "awd-ptb").train.variable_bptt
+    assert not config_of("--preset", "awd-ptb", "--no-variable-bptt").train.variable_bptt
+    # not given: the preset's value stands (the flag's default is no override)
+    assert config_of("--preset", "ptb-small", "--tie").model.tie_weights
+
+
 def test_awd_presets_carry_the_papers_settings():
     ptb = config_of("--preset", "awd-ptb")
     m, o, t = ptb.model, ptb.optim, ptb.train

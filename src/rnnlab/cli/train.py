@@ -241,7 +241,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--embed", type=int, help="embedding width (piano rolls: 0 = frames direct)")
     m.add_argument("--dropout", type=float)
     m.add_argument(
-        "--tie", action="store_const", const=True, help="tie decoder and embedding weights"
+        "--tie",
+        action=argparse.BooleanOptionalAction,
+        help="tie decoder and embedding weights (--no-tie: untie a preset's)",
     )
     m.add_argument("--init-range", type=float, help="uniform init in ±X (Zaremba et al.)")
     m.add_argument(
@@ -338,7 +340,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     o.add_argument("--decay-factor", type=float)
     t = p.add_argument_group("loop")
     t.add_argument("--bptt", type=int, help="truncated-BPTT window (time steps)")
-    t.add_argument("--variable-bptt", action="store_const", const=True)
+    t.add_argument(
+        "--variable-bptt",
+        action=argparse.BooleanOptionalAction,
+        help="draw each window's length around --bptt (AWD-LSTM; --no-variable-bptt: off)",
+    )
     t.add_argument("--batch-size", type=int)
     t.add_argument("--eval-batch-size", type=int)
     t.add_argument("--epochs", type=int)
