@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bptt", type=int, default=100)
     p.add_argument("--tune-tokens", type=int, help="tune on this many validation tokens")
     p.add_argument("--method", choices=["rms", "sgd"], default="rms")
+    p.add_argument(
+        "--stat-windows",
+        type=int,
+        default=100,
+        help="rms: training windows of the gradient statistics (0: the whole training split)",
+    )
     p.add_argument("--skip-tuning", action="store_true", help="use the run's adaptation.json")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--threads", type=int)
@@ -67,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_tuning:
         t0 = time.perf_counter()
         tuned = tune_run(
-            args.run_dir, method=args.method, tokens=args.tune_tokens, progress=True, **layout
+            args.run_dir,
+            method=args.method,
+            tokens=args.tune_tokens,
+            progress=True,
+            stat_windows=args.stat_windows,
+            **layout,
         )
         report["tuning"] = dict(tuned.to_dict(), seconds=time.perf_counter() - t0)
         print("\n".join(tuned.lines()), flush=True)

@@ -80,6 +80,8 @@ def test_dynamic_lr_zero_equals_static_and_leaves_the_run_untouched(run_copy, ru
     assert adapted["adaptation"]["dynamic"]["method"] == "rms"
     assert adapted["adaptation"]["dynamic"]["lr"] == 0.01
     assert adapted["loss"] != static["loss"]
+    whole = eval_json(run_cli, run_copy, "--dynamic", "--dynamic-stat-windows", "0")
+    assert whole["adaptation"]["dynamic"]["stat_windows"] == 0  # the whole training split
     sgd = eval_json(run_cli, run_copy, "--dynamic", "--dynamic-method", "sgd")
     assert sgd["adaptation"]["dynamic"]["lr"] == 0.1  # sgd's own default rate
     assert snapshot(run_copy) == before
@@ -193,6 +195,15 @@ def test_a_best_value_at_the_grids_edge_extends_the_search(monkeypatch):
     assert calls == [(1.0, 3.0, 9.0)]  # the best inside the grid: one pass
 
 
+def test_tuning_keeps_the_statistics_window_it_was_given(run_copy, run_cli):
+    args = ("--tune-adaptation", "--dynamic", "--dynamic-stat-windows", "0")
+    code, _, err = run_cli("eval", run_copy, *FAST, *args)
+    assert code == 0, err
+    saved = json.loads((run_copy / SETTINGS_FILE).read_text(encoding="utf-8"))
+    assert saved["dynamic"]["settings"]["stat_windows"] == 0
+    assert eval_json(run_cli, run_copy, "--dynamic")["adaptation"]["dynamic"]["stat_windows"] == 0
+
+
 def test_tuning_one_part_keeps_the_other(run_copy, run_cli):
     code, _, err = run_cli("eval", run_copy, *FAST, "--tune-adaptation", "--cache")
     assert code == 0, err
@@ -227,6 +238,7 @@ BAD = [
     (["--dynamic", "--dynamic-decay", "2"], ["--dynamic-decay must be between 0 and 1"]),
     (["--cache-lambda", "0.2"], ["--cache-lambda is a setting of --cache"]),
     (["--dynamic-lr", "0.2"], ["--dynamic-lr is a setting of --dynamic"]),
+    (["--dynamic", "--dynamic-stat-windows", "-2"], ["--dynamic-stat-windows must be 0"]),
 ]
 
 

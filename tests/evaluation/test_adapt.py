@@ -253,6 +253,17 @@ def test_rms_statistics_are_positive_and_leave_the_model_alone():
         assert torch.equal(p, q)
 
 
+def test_rms_statistics_over_the_whole_training_split():
+    model, ids = softmax_model(), ids_of(200, seed=9)  # batch 2, windows of 10: 10 windows
+
+    def rms(windows):
+        return gradient_rms(model, ids, batch_size=2, bptt=10, windows=windows)
+
+    whole = rms(0)
+    assert all(torch.equal(a, b) for a, b in zip(whole, rms(10**6), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(whole, rms(3), strict=True))
+
+
 def test_rms_update_needs_its_statistics():
     with pytest.raises(ConfigError, match="gradient statistics"):
         evaluate_adaptive(softmax_model(), ids_of(30), dynamic=DynamicSettings("rms"))
@@ -272,6 +283,8 @@ def test_rms_update_needs_its_statistics():
         (dict(dynamic=True, dynamic_method="adam"), "--dynamic-method must be one of"),
         (dict(cache_size=5), "--cache-size is a setting of --cache"),
         (dict(dynamic_lr=0.1), "--dynamic-lr is a setting of --dynamic"),
+        (dict(dynamic=True, dynamic_stat_windows=-1), "--dynamic-stat-windows must be 0"),
+        (dict(dynamic_stat_windows=0), "--dynamic-stat-windows is a setting of --dynamic"),
     ],
 )
 def test_bad_settings_are_refused_in_one_line(kwargs, mention):

@@ -115,6 +115,13 @@ def _add_adaptation(p: argparse.ArgumentParser) -> None:
         metavar="D",
         help="pull toward the trained weights per step, 0..1 (default 0.02)",
     )
+    g.add_argument(
+        "--dynamic-stat-windows",
+        type=int,
+        metavar="N",
+        help="rms: gradient statistics from the first N training windows; 0: the whole "
+        "training split, as Krause et al. (slower; default 100)",
+    )
 
 
 def _adaptation_request(args: argparse.Namespace) -> AdaptationRequest:
@@ -129,6 +136,7 @@ def _adaptation_request(args: argparse.Namespace) -> AdaptationRequest:
         dynamic_method=args.dynamic_method,
         dynamic_lr=args.dynamic_lr,
         dynamic_decay=args.dynamic_decay,
+        dynamic_stat_windows=args.dynamic_stat_windows,
     )
 
 
@@ -174,6 +182,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace, request: AdaptationRequest) -> int:
     """``eval --tune-adaptation``: tune on the validation split, write the settings, print them."""
+    from rnnlab.evaluation.adapt import DynamicSettings
     from rnnlab.evaluation.tuning import tune_run
 
     given = request.cache_given() + request.dynamic_given()
@@ -198,6 +207,7 @@ def _tune(args: argparse.Namespace, request: AdaptationRequest) -> int:
         device=args.device,
         tokens=args.tune_tokens,
         progress=not args.no_progress,
+        stat_windows=request.dynamic_settings(DynamicSettings()).stat_windows,
     )
     if args.json:
         print(json.dumps(report.to_dict()))

@@ -354,12 +354,13 @@ def tune_run(
     device: str = "cpu",
     tokens: int | None = None,
     progress: bool = False,
+    stat_windows: int = DynamicSettings.stat_windows,
 ) -> TuneReport:
     """Search the cache and/or dynamic settings on the validation split (its first ``tokens``
     tokens, if given) of the run's data (or ``corpus`` / ``text``) and write the best into
     ``run_dir/adaptation.json``, keeping a part not tuned now. Checkpoints and results are
-    never touched."""
-    DynamicSettings(method=method)  # checked before the work starts
+    never touched. ``stat_windows``: the training windows of the rms update's statistics."""
+    DynamicSettings(method=method, stat_windows=stat_windows)  # checked before the work starts
     if tokens is not None and tokens < 2:
         raise ConfigError(f"--tune-tokens must be at least 2, got {tokens}")
     model, vocab, ckpt = load_text_model(run_dir, device, "eval --tune-adaptation")
@@ -406,7 +407,7 @@ def tune_run(
                 k: v for k, v in settings["dynamic"].items() if k != "with_cache"
             }
     if dynamic:
-        probe = DynamicSettings(method=method)
+        probe = DynamicSettings(method=method, stat_windows=stat_windows)
         train_ids = None if (corpus or text) else data.train
         rms = training_rms(
             run_dir, model, ckpt, vocab, train_ids, probe, batch_size=batch_size, bptt=bptt
@@ -414,7 +415,7 @@ def tune_run(
 
         def search(with_cache: CacheSettings | None) -> dict[str, Any]:
             def loss_of(lr: float, decay: float) -> float:
-                s = DynamicSettings(method=method, lr=lr, decay=decay) if lr else None
+                s = DynamicSettings(method, lr, decay, stat_windows) if lr else None
                 r = evaluate_adaptive(
                     model,
                     ids,
@@ -431,7 +432,7 @@ def tune_run(
             (lr, decay), best, base, grid = _search_rates(loss_of, method)
             base_name = "cache_perplexity" if with_cache else "static_perplexity"
             return {
-                "settings": DynamicSettings(method=method, lr=lr, decay=decay).to_dict(),
+                "settings": DynamicSettings(method, lr, decay, stat_windows).to_dict(),
                 "valid": {base_name: perplexity(base), "perplexity": perplexity(best)},
                 "grid": [
                     {"lr": a, "decay": b, "perplexity": perplexity(v)} for (a, b), v in grid.items()
