@@ -1051,7 +1051,10 @@ def test_help_shows_every_run_flags_default(command, capsys):
     assert f"--hidden HIDDEN (default: {quick.model.hidden_size}; word: 200)" in out
     assert f"--lr LR (default: {quick.optim.lr}; word: 20.0)" in out
     assert "(default: tinyshakespeare, shipped with rnnlab)" in out
-    assert "--tie tie decoder and embedding weights (default: off)" in out
+    assert (
+        "--tie, --no-tie tie decoder and embedding weights (--no-tie: untie a preset's) "
+        "(default: off)" in out
+    )
     sub = make_parser()._subparsers._group_actions[0].choices[command]
     shown = {a.dest: a.help or "" for a in sub._actions if a.dest in TRAIN_FLAGS}
     assert shown.keys() == TRAIN_FLAGS.keys()
