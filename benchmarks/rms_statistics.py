@@ -32,7 +32,6 @@ from rnnlab.evaluation.run import run_text_data  # noqa: E402
 from rnnlab.runs.load import load_text_model  # noqa: E402
 
 CACHE = CacheSettings(size=500, theta=0.3, lam=0.1)
-WHOLE = 10**9  # more windows than any split has: the whole training split
 
 
 def main() -> None:
@@ -55,29 +54,34 @@ def main() -> None:
         return r.result.perplexity, time.perf_counter() - start
 
     rows = []
-    for windows in (100, WHOLE):
+    for windows in (100, 0):  # 0: the whole training split
         start = time.perf_counter()
         rms = gradient_rms(model, data.train, batch_size=10, bptt=35, windows=windows)
         seconds = time.perf_counter() - start
         grid = []
         for lr in (3e-4, 1e-3, 3e-3):
             for decay in (0.0, 0.02):
-                s = DynamicSettings(lr=lr, decay=decay, stat_windows=min(windows, 10**6))
+                s = DynamicSettings(lr=lr, decay=decay, stat_windows=windows)
                 alone, _ = score(valid, s, rms)
                 both, _ = score(valid, s, rms, CACHE)
-                grid.append({"lr": lr, "decay": decay, "valid": alone, "valid_cache": both})
-                print(json.dumps({"windows": windows, **grid[-1]}), flush=True)
+                grid.append(
+                    {"lr": lr, "decay": decay, "valid": alone, "valid_cache": both, "settings": s}
+                )
+                print(
+                    json.dumps(
+                        {"windows": windows, **s.to_dict(), "valid": alone, "valid_cache": both}
+                    ),
+                    flush=True,
+                )
         best = min(grid, key=lambda g: g["valid"])
         joint = min(grid, key=lambda g: g["valid_cache"])
-        test, t1 = score(data.test, DynamicSettings(lr=best["lr"], decay=best["decay"]), rms)
-        test_both, t2 = score(
-            data.test, DynamicSettings(lr=joint["lr"], decay=joint["decay"]), rms, CACHE
-        )
+        test, t1 = score(data.test, best["settings"], rms)
+        test_both, t2 = score(data.test, joint["settings"], rms, CACHE)
         rows.append(
             {
-                "windows": "all" if windows == WHOLE else windows,
+                "windows": windows or "all",
                 "statistics_seconds": seconds,
-                "grid": grid,
+                "grid": [{k: v for k, v in g.items() if k != "settings"} for g in grid],
                 "test": {
                     "dynamic": {
                         "perplexity": test,
