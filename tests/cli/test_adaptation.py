@@ -202,6 +202,18 @@ def test_tuning_keeps_the_statistics_window_it_was_given(run_copy, run_cli):
     saved = json.loads((run_copy / SETTINGS_FILE).read_text(encoding="utf-8"))
     assert saved["dynamic"]["settings"]["stat_windows"] == 0
     assert eval_json(run_cli, run_copy, "--dynamic")["adaptation"]["dynamic"]["stat_windows"] == 0
+    # rates tuned for the whole split, used over 3 windows: the source line says which was given
+    other = eval_json(run_cli, run_copy, "--dynamic", "--dynamic-stat-windows", "3")
+    assert other["adaptation"]["dynamic"]["stat_windows"] == 3
+    tuned = "tuned on valid (adaptation.json)"
+    assert other["adaptation"]["dynamic"]["source"] == f"{tuned}; given: stat_windows"
+    rates = ("--dynamic-lr", "0.001", "--dynamic-decay", "0")
+    partly = eval_json(run_cli, run_copy, "--dynamic", *rates)
+    assert partly["adaptation"]["dynamic"]["source"] == f"{tuned}; given: lr, decay"
+    every = eval_json(run_cli, run_copy, "--dynamic", *rates, "--dynamic-stat-windows", "3")
+    assert every["adaptation"]["dynamic"]["source"] == "given"
+    sgd = ("--dynamic", "--dynamic-method", "sgd", "--dynamic-lr", "0.1", "--dynamic-decay", "0")
+    assert eval_json(run_cli, run_copy, *sgd)["adaptation"]["dynamic"]["source"] == "given"
 
 
 def test_tuning_one_part_keeps_the_other(run_copy, run_cli):

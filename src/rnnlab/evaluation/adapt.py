@@ -487,7 +487,8 @@ class AdaptationRequest:
         return [n for n, v in (*pairs, ("lambda", self.cache_lambda)) if v is not None]
 
     def dynamic_given(self) -> list[str]:
-        """The dynamic settings given explicitly (the method not counted)."""
+        """The dynamic rates given explicitly (the method and the statistics' windows, which
+        ``--tune-adaptation`` takes, not counted)."""
         return [
             n for n, v in (("lr", self.dynamic_lr), ("decay", self.dynamic_decay)) if v is not None
         ]

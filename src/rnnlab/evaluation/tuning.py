@@ -150,9 +150,14 @@ def resolve_adaptation(
             base = DynamicSettings(method=request.dynamic_method)
         dynamic = request.dynamic_settings(base)
         given = request.dynamic_given()
+        every = 2
+        if dynamic.method == "rms":  # its statistics' windows are a setting too (sgd has none)
+            every = 3
+            if request.dynamic_stat_windows is not None:
+                given.append("stat_windows")
         how = " with the cache" if joint else ""
         described["dynamic"] = dict(
-            dynamic.to_dict(), source=_source(part and part["tuned_on"], given, 2, how)
+            dynamic.to_dict(), source=_source(part and part["tuned_on"], given, every, how)
         )
     return cache, dynamic, described
 
