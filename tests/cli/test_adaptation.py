@@ -163,11 +163,20 @@ def test_a_best_value_at_the_grids_edge_extends_the_search(monkeypatch):
     monkeypatch.setattr(tuning, "DYNAMIC_LRS", {"rms": (1e-4, 3e-4, 1e-3, 3e-3)})
     (lr, decay), best, base, grid = tuning._search_rates(loss_of, "rms")
     rates = sorted({k[0] for k in grid})
-    assert rates == pytest.approx([0, 1e-4, 3e-4, 1e-3, 3e-3, 9e-3, 2.7e-2, 8.1e-2])
+    # x3 past the edge while it wins, then the half steps around the best (x / sqrt 3, x sqrt 3)
+    halves = [1.6e-2, 4.7e-2]
+    assert rates == pytest.approx(sorted([0, 1e-4, 3e-4, 1e-3, 3e-3, 9e-3, 2.7e-2, 8.1e-2, *halves]))
     assert lr == pytest.approx(2.7e-2) and decay == 0.0 and base == 5.0
-    # below the grid, the same (the rate search of the batch-1 case)
+    # below the grid, the same (the rate search of the batch-1 case): three steps down to the
+    # bound, 1e-4 / 27, then the half step below it
     (lr, _), *_ = tuning._search_rates(lambda r, d: 5.0 if r == 0 else bowl(r, 1e-6), "rms")
-    assert lr == pytest.approx(1e-4 / 27)  # three steps, the last still the best: the bound
+    assert lr == pytest.approx(2.1e-6)
+    # a minimum between two x3 steps: the half step finds it
+    (lr, _), _, _, grid = tuning._search_rates(lambda r, d: 5.0 if r == 0 else bowl(r, 5e-3), "rms")
+    assert lr == pytest.approx(5.2e-3) and (1.7e-3, 0.02) in grid
+    # no rate helps: no half steps, no decays, rate 0 kept
+    (lr, _), _, _, grid = tuning._search_rates(lambda r, d: 1.0 if r == 0 else 2.0 + r, "rms")
+    assert lr == 0.0 and len(grid) == 1 + 4 + 3  # rate 0, the grid, three steps below it
 
     calls = []
     best_theta = 3.0

@@ -18,7 +18,10 @@ The grids (coarse on purpose):
 * dynamic: the learning rate over :data:`DYNAMIC_LRS` (of the method asked, ``rms`` by
   default) at decay :data:`DYNAMIC_DECAY_START`, extended past an edge (a third lower or three
   times higher, up to :data:`EDGE_STEPS` rates each way) while the edge rate is the best,
-  then the decay over :data:`DYNAMIC_DECAYS` at the best rate: one adapted pass per point.
+  then the half steps on either side of the best (x / sqrt 3 and x * sqrt 3: on a PTB model,
+  validation went 97.8 at 1e-3, 93.1 at 3e-3 and 107.4 at 9e-3, too coarse a grid for a
+  minimum that sharp), then the decay over :data:`DYNAMIC_DECAYS` at the best rate: one
+  adapted pass per point.
   Rate 0, no update at all, is in the grid with the static figure: where no rate beats the
   static model on validation (batch 1 on PTB did this: every rate hurt), the tuner chooses 0
   and says so.
@@ -322,7 +325,8 @@ def _search_rates(
     Rate 0 (no update: the figure without dynamic evaluation, exactly) first, so that no rate
     which fails to beat it on validation is ever chosen, and a tie keeps it. Then the rates of
     :data:`DYNAMIC_LRS` at :data:`DYNAMIC_DECAY_START`, extended past an edge while the edge
-    rate wins, then the decays at the best rate if it helps."""
+    rate wins, then, if the best rate helps, the half steps around it and the decays at the
+    best."""
     grid: dict[tuple[float, float], float] = {(0.0, 0.0): loss_of(0.0, 0.0)}
     for lr in DYNAMIC_LRS[method]:
         grid[(lr, DYNAMIC_DECAY_START)] = loss_of(lr, DYNAMIC_DECAY_START)
@@ -337,12 +341,23 @@ def _search_rates(
                 break
             grid[(end * factor, DYNAMIC_DECAY_START)] = loss_of(end * factor, DYNAMIC_DECAY_START)
     best_lr = best_rate()
+    if grid[(best_lr, DYNAMIC_DECAY_START)] < grid[(0.0, 0.0)]:  # half steps around a rate that helps
+        for lr in _half_steps(best_lr):
+            if not any(math.isclose(lr, k[0], rel_tol=1e-6) for k in grid):
+                grid[(lr, DYNAMIC_DECAY_START)] = loss_of(lr, DYNAMIC_DECAY_START)
+        best_lr = best_rate()
     if grid[(best_lr, DYNAMIC_DECAY_START)] < grid[(0.0, 0.0)]:  # decays only for a rate that helps
         for decay in DYNAMIC_DECAYS:
             if (best_lr, decay) not in grid:
                 grid[(best_lr, decay)] = loss_of(best_lr, decay)
     (lr, decay), best = min(grid.items(), key=lambda kv: kv[1])
     return (lr, decay), best, grid[(0.0, 0.0)], grid
+
+
+def _half_steps(x: float) -> tuple[float, float]:
+    """The geometric midpoints between ``x`` and its x3 neighbours (x / sqrt 3, x * sqrt 3),
+    to two significant figures: 3e-3 gives 1.7e-3 and 5.2e-3."""
+    return tuple(float(f"{x * f:.2g}") for f in (3**-0.5, 3**0.5))  # type: ignore[return-value]
 
 
 def tune_run(
