@@ -165,7 +165,9 @@ def test_a_best_value_at_the_grids_edge_extends_the_search(monkeypatch):
     rates = sorted({k[0] for k in grid})
     # x3 past the edge while it wins, then the half steps around the best (x / sqrt 3, x sqrt 3)
     halves = [1.6e-2, 4.7e-2]
-    assert rates == pytest.approx(sorted([0, 1e-4, 3e-4, 1e-3, 3e-3, 9e-3, 2.7e-2, 8.1e-2, *halves]))
+    assert rates == pytest.approx(
+        sorted([0, 1e-4, 3e-4, 1e-3, 3e-3, 9e-3, 2.7e-2, 8.1e-2, *halves])
+    )
     assert lr == pytest.approx(2.7e-2) and decay == 0.0 and base == 5.0
     # below the grid, the same (the rate search of the batch-1 case): three steps down to the
     # bound, 1e-4 / 27, then the half step below it
