@@ -341,9 +341,8 @@ def _search_rates(
                 break
             grid[(end * factor, DYNAMIC_DECAY_START)] = loss_of(end * factor, DYNAMIC_DECAY_START)
     best_lr = best_rate()
-    if (
-        grid[(best_lr, DYNAMIC_DECAY_START)] < grid[(0.0, 0.0)]
-    ):  # half steps around a rate that helps
+    # the half steps around the best rate, if it helps
+    if grid[(best_lr, DYNAMIC_DECAY_START)] < grid[(0.0, 0.0)]:
         for lr in _half_steps(best_lr):
             if not any(math.isclose(lr, k[0], rel_tol=1e-6) for k in grid):
                 grid[(lr, DYNAMIC_DECAY_START)] = loss_of(lr, DYNAMIC_DECAY_START)
