@@ -341,13 +341,12 @@ def _search_rates(
                 break
             grid[(end * factor, DYNAMIC_DECAY_START)] = loss_of(end * factor, DYNAMIC_DECAY_START)
     best_lr = best_rate()
-    # the half steps around the best rate, if it helps
+    # only for a rate that helps: the half steps around it, then the decays at the best
     if grid[(best_lr, DYNAMIC_DECAY_START)] < grid[(0.0, 0.0)]:
         for lr in _half_steps(best_lr):
             if not any(math.isclose(lr, k[0], rel_tol=1e-6) for k in grid):
                 grid[(lr, DYNAMIC_DECAY_START)] = loss_of(lr, DYNAMIC_DECAY_START)
-        best_lr = best_rate()
-    if grid[(best_lr, DYNAMIC_DECAY_START)] < grid[(0.0, 0.0)]:  # decays only for a rate that helps
+        best_lr = best_rate()  # no worse than the rate that helped
         for decay in DYNAMIC_DECAYS:
             if (best_lr, decay) not in grid:
                 grid[(best_lr, decay)] = loss_of(best_lr, decay)
