@@ -40,6 +40,7 @@ def _save_run(
     text: str = "",
     layers: int = 2,
     seed: int = 0,
+    model: dict | None = None,
 ) -> Path:
     tokens = make_tokenizer(level).tokenize(text)
     vocab = build_vocab(tokens, level=level, specials=("<unk>",))
@@ -52,6 +53,7 @@ def _save_run(
             "num_layers": layers,
             "init_range": 0.4,
             **HEADS[head],
+            **(model or {}),
         }
     )
     torch.manual_seed(seed)
@@ -65,8 +67,9 @@ def _save_run(
 
 @pytest.fixture(scope="session")
 def save_run(fox_text: Callable[..., str]) -> Callable[..., Path]:
-    """``save_run(directory, cell, head, level="char", layers=2, seed=0)``: a random model
-    over the fox text's vocabulary saved as a run directory; returns the directory."""
+    """``save_run(directory, cell, head, level="char", layers=2, seed=0, model=None)``: a random
+    model over the fox text's vocabulary (``model``: config fields to override) saved as a run
+    directory; returns the directory."""
 
     def save(directory: Path, cell: str = "lstm", head: str = "full", **kw: object) -> Path:
         return _save_run(directory, cell, head, text=fox_text(), **kw)  # type: ignore[arg-type]

@@ -35,7 +35,8 @@ def flat_state(state) -> np.ndarray:
         return torch.stack([t for pair in zip(h, c, strict=True) for t in pair]).numpy()
     if isinstance(state, torch.Tensor):  # the model's (L, B, H)
         return state.numpy()
-    return torch.stack(state).numpy()  # FastStepper: a tuple of (B, H) in the same layout
+    width = max(t.size(-1) for t in state)  # FastStepper: (B, H_k) per layer, the same layout
+    return torch.stack([torch.nn.functional.pad(t, (0, width - t.size(-1))) for t in state]).numpy()
 
 
 def run_side_by_side(run_dir, onnx_file, cfg: SamplingConfig, prime: str = "the qu"):
@@ -75,6 +76,17 @@ def test_exported_model_samples_exactly_like_pytorch(tmp_path, save_run, cell, h
     stepper = run_side_by_side(run, tmp_path / "model.onnx", cfg)
     # the softmax head is compared with rnnlab's fast sampling path, the others with forward
     assert isinstance(stepper, FastStepper) == (head == "full")
+
+
+@pytest.mark.parametrize("cell,head", [("lstm", "full"), ("gru", "tied-adaptive")])
+def test_a_narrower_last_layer_exports_and_samples_like_pytorch(tmp_path, save_run, cell, head):
+    narrow = {"last_hidden_size": 8, "embed_size": 8}  # AWD-LSTM's shape, tied where the head is
+    run = save_run(tmp_path / "run", cell, head, layers=3, model=narrow)
+    result = export_onnx(run, tmp_path / "model.onnx")
+    assert "3x16 (the last 8)" in result.summary()
+    lm = OnnxLanguageModel(tmp_path / "model.onnx", threads=1)
+    assert json.loads(lm.meta["layer_sizes"]) == [16, 16, 8] and lm.hidden_size == 16
+    run_side_by_side(run, tmp_path / "model.onnx", SETTINGS[1])
 
 
 def test_reset_before_gru_and_word_level_export(tmp_path, save_run):

@@ -32,6 +32,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "cell": ("model", "cell"),
     "layers": ("model", "num_layers"),
     "hidden": ("model", "hidden_size"),
+    "last_hidden": ("model", "last_hidden_size"),
     "embed": ("model", "embed_size"),
     "dropout": ("model", "dropout"),
     "tie": ("model", "tie_weights"),
@@ -238,6 +239,13 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--cell", help=f"recurrent cell: {cell_help()}")
     m.add_argument("--layers", type=int)
     m.add_argument("--hidden", type=int)
+    m.add_argument(
+        "--last-hidden",
+        type=int,
+        metavar="N",
+        help="the last layer's width, if not --hidden's (AWD-LSTM: 400 under 1150, to tie a "
+        "400-wide embedding); 0: --hidden",
+    )
     m.add_argument("--embed", type=int, help="embedding width (piano rolls: 0 = frames direct)")
     m.add_argument("--dropout", type=float)
     m.add_argument(
@@ -524,8 +532,7 @@ def _describe_run(trainer: Any) -> str:
         else ""
     )
     return (
-        f"{what}; {trainer.config.model.cell} {trainer.config.model.num_layers}x"
-        f"{trainer.config.model.hidden_size}{head}, "
+        f"{what}; {trainer.config.model.cell} {trainer.config.model.stack_text()}{head}, "
         f"{trainer.model.num_parameters():,} parameters, device {trainer.device}{start}"
     )
 

@@ -290,8 +290,7 @@ def _pass(
         x = inputs[start : start + bptt]
         y = targets[start : start + bptt]
         with torch.set_grad_enabled(updater is not None):
-            out, state = model.rnn(model.drop(model.embedding(x)), state)  # (L, B, H)
-            h = model.drop(out)
+            _, h, state = model.hidden(x, state)  # (L, B, O), what the decoder reads
             nll = model.readout(h, y)  # (L, B), 0 where y is IGNORE
         state = detach_state(state)
         scored = y != IGNORE

@@ -66,6 +66,8 @@ class StepGraph(nn.Module):
 
     ``forward(tokens (B,), state (N, B, H)) -> (log_probs (B, V), new_state (N, B, H))``, with
     N = layers x states per layer, rows ``h_0[, c_0], h_1[, c_1], ...``. Dropout plays no part.
+    A layer narrower than H (``last_hidden_size``) reads and writes the first columns of its
+    rows; the rest stay zero, as in the model's own state.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -78,28 +80,31 @@ class StepGraph(nn.Module):
         self.reset = spec.reset
         self.states = spec.states
         self.num_layers = config.num_layers
+        self.width = config.state_size()
         self.head = config.head
 
     def forward(self, tokens: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         x = self.model.embedding(tokens)  # (B, D)
         new_state: list[Tensor] = []
         s = self.states
-        for k in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = self.model.rnn.layer_weights(k)
-            gi = nn.functional.linear(x, w_ih, b_ih)  # (B, G*H)
+        for k, (rnn, j) in enumerate(self.model.recurrent_layers()):
+            w_ih, w_hh, b_ih, b_hh = rnn.layer_weights(j)
+            own = state[:, :, : rnn.hidden_size]  # (N, B, H_k): this layer's columns
+            gi = nn.functional.linear(x, w_ih, b_ih)  # (B, G*H_k)
             if self.family == "lstm":
-                h, c = LSTMCell.step(gi, (state[s * k], state[s * k + 1]), w_hh, b_hh)
+                h, c = LSTMCell.step(gi, (own[s * k], own[s * k + 1]), w_hh, b_hh)
                 new_state += (h, c)
             elif self.family == "gru":
-                h = GRUCell.step(gi, state[k], w_hh, b_hh, self.reset)
+                h = GRUCell.step(gi, own[k], w_hh, b_hh, self.reset)
                 new_state.append(h)
             else:
-                h = RNNCell.step(gi, state[k], w_hh, b_hh, self.nonlinearity)
+                h = RNNCell.step(gi, own[k], w_hh, b_hh, self.nonlinearity)
                 new_state.append(h)
-            x = h  # (B, H)
+            x = h  # (B, H_k)
         scores = self.model.readout(x)  # (B, V): logits, or the adaptive head's log-probs
         log_probs = torch.log_softmax(scores, dim=-1) if self.head == "softmax" else scores
-        return log_probs, torch.stack(new_state)  # (B, V), (N, B, H)
+        padded = [nn.functional.pad(t, (0, self.width - t.size(-1))) for t in new_state]
+        return log_probs, torch.stack(padded)  # (B, V), (N, B, H)
 
 
 @dataclass
@@ -110,8 +115,7 @@ class ExportResult:
     bytes: int
     cell: str
     head: str
-    num_layers: int
-    hidden_size: int
+    stack: str
     vocab_size: int
     level: str
     max_difference: float
@@ -119,8 +123,7 @@ class ExportResult:
     def summary(self) -> str:
         """One line for the command line."""
         return (
-            f"wrote {self.path} ({_size(self.bytes)}): {self.cell} {self.num_layers}x"
-            f"{self.hidden_size}, {self.head} head, {self.level} vocabulary of {self.vocab_size}; "
+            f"wrote {self.path} ({_size(self.bytes)}): {self.cell} {self.stack}, {self.head} head, {self.level} vocabulary of {self.vocab_size}; "
             f"onnxruntime matches PyTorch to {self.max_difference:.1e}. Sample without PyTorch: "
             f"python -m rnnlab.onnx_sampler {self.path} --prime TEXT --length N"
         )
@@ -171,8 +174,7 @@ def export_onnx(run_dir: str | Path, path: str | Path) -> ExportResult:
         bytes=len(data),
         cell=config.cell,
         head=("tied " if config.tie_weights else "") + config.head,
-        num_layers=config.num_layers,
-        hidden_size=config.hidden_size,
+        stack=config.stack_text(),
         vocab_size=len(vocab),
         level=ckpt.meta["level"],
         max_difference=checked[0],
@@ -199,7 +201,8 @@ def metadata_for(config: LanguageModelConfig, vocab: Vocab, level: str) -> dict[
         "cutoffs": json.dumps(list(config.cutoffs)),
         "num_layers": str(config.num_layers),
         "embed_size": str(config.embed_size),
-        "hidden_size": str(config.hidden_size),
+        "hidden_size": str(config.state_size()),
+        "layer_sizes": json.dumps(config.layer_sizes()),
         "vocab_size": str(config.vocab_size),
         "states_per_layer": str(spec.states),
         "state_names": json.dumps(names),
@@ -211,7 +214,7 @@ def _export(graph: StepGraph, config: LanguageModelConfig) -> Any:
     """The ONNX ModelProto of ``graph`` with a dynamic batch, the exporter's chatter silenced."""
     n = graph.num_layers * graph.states
     tokens = torch.zeros(2, dtype=torch.long)  # batch 2: a batch of 1 would be specialised
-    state = torch.zeros(n, 2, config.hidden_size)
+    state = torch.zeros(n, 2, config.state_size())
     batch = torch.export.Dim("batch")
     try:
         with _quiet(), torch.no_grad():
@@ -240,7 +243,7 @@ def _compare(graph: StepGraph, config: LanguageModelConfig, file: Path) -> float
     lm = OnnxLanguageModel(file, threads=1)
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(config.vocab_size, (3,), generator=gen)
-    state = torch.randn(graph.num_layers * graph.states, 3, config.hidden_size, generator=gen)
+    state = torch.randn(graph.num_layers * graph.states, 3, config.state_size(), generator=gen)
     with torch.no_grad():
         want = [t.numpy() for t in graph(tokens, state)]
     got = lm.step(tokens.numpy(), state.numpy())

@@ -21,8 +21,9 @@ training loop runs, so a step gives the same next-token distribution as ``model.
 ``forward(tokens, state) -> (logits, state)`` interface (a hand-made model in a test, a model
 with a cell the fast path does not know). :func:`make_stepper` picks one.
 
-State layout: a stepper's state is a tuple of (B, H) tensors, one per layer for RNN/GRU and two
-per layer (h, c) for LSTM, in layer order: ``(h_0, c_0, h_1, c_1, ...)``.
+State layout: a stepper's state is a tuple of (B, H_k) tensors, one per layer k for RNN/GRU and
+two per layer (h, c) for LSTM, in layer order: ``(h_0, c_0, h_1, c_1, ...)``; H_k is the
+layer's width (the last layer's may differ: ``LanguageModelConfig.last_hidden_size``).
 
 Shapes: B batch, T time, V vocabulary, D embedding, H hidden size, G gates, L layers.
 """
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError
@@ -107,7 +109,6 @@ class FastStepper:
         cell = getattr(config, "cell", None)
         if cell is None:
             raise ConfigError("FastStepper needs an rnnlab LanguageModel; use ForwardStepper")
-        rnn = model.rnn
         spec = CELLS.get(cell)
         if spec is None:
             raise ConfigError(f"FastStepper does not know cell {cell!r}; use ForwardStepper")
@@ -115,15 +116,18 @@ class FastStepper:
         self.kind = spec.family  # "rnn", "gru" or "lstm": which cell's step to call
         self.nonlinearity = spec.nonlinearity  # the RNN's; None for the gated families
         self.reset = spec.reset  # the GRU's; None for the others
-        self.num_layers = rnn.num_layers
-        self.hidden_size = rnn.hidden_size
+        # every layer bottom first (a narrowed model's last layer is a module of its own)
+        layers = model.recurrent_layers()
+        self.num_layers = len(layers)
+        self.sizes = [rnn.hidden_size for rnn, _ in layers]  # each layer's width
+        self.hidden_size = max(self.sizes)  # the model state's width
         self.states_per_layer = spec.states  # 2 for the LSTM: (h, c)
         # b_hh adds to the pre-activation directly for LSTM/RNN (fold it into gi); the GRU needs
         # it apart, inside r * (U_n h + b_hn).
         fold = self.kind != "gru"
         with torch.no_grad():
             self.layers: list[_Layer] = []
-            for k in range(self.num_layers):
+            for rnn, k in layers:
                 w_ih, w_hh, b_ih, b_hh = (
                     None if w is None else w.detach() for w in rnn.layer_weights(k)
                 )
@@ -157,14 +161,14 @@ class FastStepper:
         if self.reset == "before":  # its U_n multiplies r∘h: U h is no longer one product
             raise ConfigError(f"int8 decoding does not support {self.cell}; use bf16")
         # every tanh argument doubled, so that tanh(a) = 2 sigmoid(2a) - 1 (see _lstm_update_int8)
-        rows = _tanh_rows(self.kind, self.nonlinearity, self.hidden_size)
+        rows = [_tanh_rows(self.kind, self.nonlinearity, h) for h in self.sizes]
         layers = [
-            _Layer(*(_double_rows(t, rows) for t in (w.w_ih, w.b_ih, w.w_hh, w.b_hh)))
-            for w in self.layers
+            _Layer(*(_double_rows(t, r) for t in (w.w_ih, w.b_ih, w.w_hh, w.b_hh)))
+            for w, r in zip(self.layers, rows, strict=True)
         ]
         table = self.table is not None
         if table:  # (V, G*H) float32, gathered per step: its tanh columns doubled too
-            self.table = _double_rows(self.table.t(), rows).t().contiguous()
+            self.table = _double_rows(self.table.t(), rows[0]).t().contiguous()
         self.int8 = [
             _Int8Layer.build(layer, self.kind, from_table=(k == 0 and table))
             for k, layer in enumerate(layers)
@@ -188,9 +192,9 @@ class FastStepper:
         return self.w_out.device
 
     def init_state(self, batch: int) -> tuple[Tensor, ...]:
-        """Zeros: (B, H) per layer and per state kind."""
-        zeros = self.w_out.new_zeros(batch, self.hidden_size)
-        return tuple(zeros for _ in range(self.num_layers * self.states_per_layer))
+        """Zeros: (B, H_k) per layer k and per state kind."""
+        s = self.states_per_layer
+        return tuple(self.w_out.new_zeros(batch, h) for h in self.sizes for _ in range(s))
 
     @torch.inference_mode()
     def step(self, tokens: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -265,10 +269,13 @@ class FastStepper:
         return tuple(t.index_select(0, index) for t in state)
 
     def to_model_state(self, state: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, Tensor]:
-        """The state in the layout of ``LanguageModel.forward``: (L, B, H) or a pair of them."""
+        """The state in the layout of ``LanguageModel.forward``: (L, B, H) or a pair of them
+        (a narrowed model's layers zero-padded to the widest)."""
+        width = self.hidden_size
+        padded = [F.pad(t, (0, width - t.size(-1))) for t in state]
         if self.kind == "lstm":
-            return torch.stack(state[0::2]), torch.stack(state[1::2])
-        return torch.stack(state)
+            return torch.stack(padded[0::2]), torch.stack(padded[1::2])
+        return torch.stack(padded)
 
 
 def _tanh_rows(kind: str, nonlinearity: str | None, hidden: int) -> slice | None:

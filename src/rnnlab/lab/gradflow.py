@@ -433,6 +433,11 @@ def gradflow_of_run(
             f"{run_dir} is a piano-roll model; gradflow measures text models (train one with "
             "--text or a text --corpus)"
         )
+    if model.config.narrowed:
+        raise ConfigError(
+            f"{run_dir} has a last layer of its own width ({model.config.stack_text()}); "
+            "gradflow follows one stack of one width, so it measures runs without --last-hidden"
+        )
     if data is None:
         data = DataConfig.from_dict(ckpt.meta["run"]["data"])
     data = DataConfig.from_dict(dict(data.to_dict(), level=ckpt.meta["level"]))

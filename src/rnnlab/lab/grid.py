@@ -105,7 +105,7 @@ class ParamMatch:
 def recurrent_parameters(cfg: LanguageModelConfig) -> int:
     """Parameters of the recurrent stack: the model minus embedding and decoder."""
     emb = cfg.vocab_size * cfg.embed_size
-    dec = cfg.vocab_size * (0 if cfg.tie_weights else cfg.hidden_size) + cfg.vocab_size
+    dec = cfg.vocab_size * (0 if cfg.tie_weights else cfg.output_size) + cfg.vocab_size
     return cfg.num_parameters() - emb - dec
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 State = Tensor | tuple[Tensor, Tensor]
@@ -22,6 +23,32 @@ def detach_state(state: State | None) -> State | None:
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)  # type: ignore[return-value]
     return state.detach()
+
+
+def split_state(state: State | None, sizes: list[int]) -> tuple[State | None, State | None]:
+    """A narrowed stack's state (L, B, max(sizes)) per kind (see
+    :attr:`~rnnlab.models.config.LanguageModelConfig.narrowed`) as the states of its two
+    modules: layers 0..L-2 (their first ``sizes[0]`` columns) and layer L-1 (its first
+    ``sizes[-1]``). ``None`` stays ``None``."""
+    if state is None:
+        return None, None
+    kinds = state if isinstance(state, tuple) else (state,)
+    n = len(sizes) - 1
+    first = tuple(s[:n, :, : sizes[0]].contiguous() for s in kinds)
+    last = tuple(s[n:, :, : sizes[-1]].contiguous() for s in kinds)
+    if len(kinds) == 1:
+        return first[0], last[0]
+    return first, last  # type: ignore[return-value]
+
+
+def join_state(first: State, last: State, width: int) -> State:
+    """The inverse of :func:`split_state`: the two modules' states, each zero-padded to
+    ``width`` columns, stacked into (L, B, width) per kind."""
+    pairs = zip(*(s if isinstance(s, tuple) else (s,) for s in (first, last)), strict=True)
+    kinds = tuple(
+        torch.cat([F.pad(part, (0, width - part.size(-1))) for part in parts]) for parts in pairs
+    )
+    return kinds if len(kinds) == 2 else kinds[0]  # type: ignore[return-value]
 
 
 class RecurrentModel(nn.Module):
@@ -44,12 +71,12 @@ def init_uniform(model: nn.Module, r: float) -> None:
     offset (gate order i, f, g, o)."""
     for p in model.parameters():
         nn.init.uniform_(p, -r, r)
-    forget_bias = getattr(model.rnn, "forget_bias", 0.0)
-    if forget_bias:
-        h = model.config.hidden_size
-        with torch.no_grad():
-            for layer in range(model.config.num_layers):
-                getattr(model.rnn, f"bias_ih_l{layer}")[h : 2 * h] += forget_bias
+    stacks = model.stacks() if hasattr(model, "stacks") else [model.rnn]
+    with torch.no_grad():
+        for rnn in stacks:
+            forget_bias, h = getattr(rnn, "forget_bias", 0.0), rnn.hidden_size
+            for layer in range(rnn.num_layers if forget_bias else 0):
+                getattr(rnn, f"bias_ih_l{layer}")[h : 2 * h] += forget_bias
 
 
 def perplexity(loss: float) -> float:

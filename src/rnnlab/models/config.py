@@ -35,12 +35,18 @@ class LanguageModelConfig:
         cell: one of ``rnnlab.nn.registry.CELL_NAMES`` (rnn, rnn-relu, gru, gru-reset-before,
             lstm, lstm-fb1).
         embed_size: embedding width D.
-        hidden_size: recurrent width H.
+        hidden_size: recurrent width H (of every layer but the last when ``last_hidden_size``
+            is set).
         num_layers: stacked recurrent layers.
+        last_hidden_size: the last layer's width O; 0 (default) is H. AWD-LSTM ties a 400-wide
+            embedding to a 1150-wide stack by making its last layer 400 wide. With O != H the
+            stack is two modules (``rnn``: the first L - 1 layers, ``rnn_last``: the last) and
+            the state, one (L, B, max(H, O)) tensor per kind as for any stack, holds each
+            layer's state in its first columns, zeros after (:meth:`layer_sizes`).
         dropout: dropout on the embedding output, between layers and before the decoder
             (Zaremba et al. 2014: non-recurrent connections only).
         tie_weights: share the decoder matrix with the embedding (Press & Wolf 2017; Inan et al.
-            2017). Needs ``embed_size == hidden_size``.
+            2017). Needs ``embed_size`` equal to the last layer's width (:attr:`output_size`).
         init_range: if set, every weight starts uniform in ±init_range (Zaremba et al. 2014);
             otherwise torch's defaults (and embedding/decoder uniform ±0.1).
         impl: "auto" (fused torch kernel where the equations allow), "explicit", "fused" or
@@ -71,6 +77,7 @@ class LanguageModelConfig:
     embed_size: int = 200
     hidden_size: int = 200
     num_layers: int = 2
+    last_hidden_size: int = 0
     dropout: float = 0.0
     tie_weights: bool = False
     init_range: float | None = None
@@ -89,10 +96,12 @@ class LanguageModelConfig:
             raise ConfigError(f"vocab_size must be a non-negative integer, got {self.vocab_size!r}")
         if self.head not in HEADS:
             raise ConfigError(f"unknown head {self.head!r}; choose softmax, adaptive or sigmoid")
-        for name in ("embed_size", "hidden_size", "num_layers"):
+        for name in ("embed_size", "hidden_size", "num_layers", "last_hidden_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < (0 if name == "embed_size" else 1):
+            least = 0 if name in ("embed_size", "last_hidden_size") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self._check_last_hidden()
         # embed_size 0 (frames fed directly) is for piano rolls; a run config not yet bound to
         # its data (vocab_size 0) may carry it, a bound text model may not.
         if self.embed_size == 0 and self.head != "sigmoid" and self.vocab_size > 0:
@@ -105,14 +114,57 @@ class LanguageModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         self._check_awd()
-        if self.tie_weights and self.embed_size != self.hidden_size:
+        if self.tie_weights and self.embed_size != self.output_size:
+            if self.narrowed:
+                raise ConfigError(
+                    f"weight tying needs embed size == the last layer's width (got "
+                    f"{self.embed_size} and {self.output_size}); set --embed {self.output_size} "
+                    "or drop --tie"
+                )
             raise ConfigError(
                 f"weight tying needs embed size == hidden size (got {self.embed_size} and "
-                f"{self.hidden_size}); set --embed {self.hidden_size} or drop --tie"
+                f"{self.hidden_size}); set --embed {self.hidden_size} (or --last-hidden "
+                f"{self.embed_size}) or drop --tie"
             )
         if self.init_range is not None and not self.init_range > 0:
             raise ConfigError(f"init_range must be positive, got {self.init_range}")
         self._check_adaptive()
+
+    @property
+    def output_size(self) -> int:
+        """The last layer's width O: what the decoder reads."""
+        return self.last_hidden_size or self.hidden_size
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether the last layer's width differs from the others' (``last_hidden_size``)."""
+        return self.output_size != self.hidden_size
+
+    def layer_sizes(self) -> list[int]:
+        """Each layer's width, first to last: ``[H, ..., H, O]``."""
+        return [self.hidden_size] * (self.num_layers - 1) + [self.output_size]
+
+    def stack_text(self) -> str:
+        """The stack's shape for one line of text: ``3x1150``, or ``3x1150 (the last 400)``."""
+        text = f"{self.num_layers}x{self.hidden_size}"
+        return f"{text} (the last {self.output_size})" if self.narrowed else text
+
+    def state_size(self) -> int:
+        """The width of the state tensors, max(H, O): each layer's state fills its first
+        columns, the rest are zeros."""
+        return max(self.layer_sizes())
+
+    def _check_last_hidden(self) -> None:
+        """``last_hidden_size``: a stack of 2 or more layers, text heads only."""
+        if not self.narrowed:
+            return
+        if self.num_layers < 2:
+            raise ConfigError(
+                f"--last-hidden sets the last of several layers; with one layer use --hidden "
+                f"{self.last_hidden_size}"
+            )
+        if self.head == "sigmoid":
+            raise ConfigError("--last-hidden is for text models; drop it for piano rolls")
 
     def awd_options(self) -> dict[str, float]:
         """The AWD-LSTM regularisers that are on (name -> rate); empty for a plain model."""
@@ -171,18 +223,18 @@ class LanguageModelConfig:
                 f"the adaptive softmax needs a vocabulary of 3 or more, got {v}; use --head softmax"
             )
         if not self.cutoffs:
-            self.cutoffs = default_cutoffs(v, self.hidden_size, d)
+            self.cutoffs = default_cutoffs(v, self.output_size, d)
         if self.cutoffs[-1] > v - 1:
             raise ConfigError(
                 f"cutoffs must lie in 1..{v - 1} for a vocabulary of {v}, got "
                 f"{list(self.cutoffs)}; lower them or leave --cutoffs out for the default"
             )
-        widths = tail_widths(self.hidden_size, d, len(self.cutoffs))
+        widths = tail_widths(self.output_size, d, len(self.cutoffs))
         if widths[-1] < 1 and not self.tie_weights:
             raise ConfigError(
                 f"tail cluster {len(widths)} of the adaptive softmax would have width "
-                f"floor({self.hidden_size} / {d:g}^{len(widths)}) = 0; lower --div-value, use "
-                "fewer --cutoffs or a larger --hidden"
+                f"floor({self.output_size} / {d:g}^{len(widths)}) = 0; lower --div-value, use "
+                f"fewer --cutoffs or a larger --{'last-hidden' if self.narrowed else 'hidden'}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,20 +250,21 @@ class LanguageModelConfig:
     def num_parameters(self) -> int:
         """Parameter count without building the model (used to match sizes across cells).
 
-        ``V*E`` (embedding, or the bias-free input map of frames) + ``sum_l G*H*(I_l + H + 2)``
-        + ``V*H`` (unless tied) + ``V``; with ``embed_size`` 0 the first layer reads the V-wide
-        frame directly (I_0 = V) and there is no input map. The adaptive head replaces the last
-        two terms (see :meth:`_adaptive_parameters`).
+        ``V*E`` (embedding, or the bias-free input map of frames) + ``sum_l G*H_l*(I_l + H_l + 2)``
+        + ``V*O`` (unless tied) + ``V``, with H_l each layer's width (:meth:`layer_sizes`), I_l
+        the width below it and O the last's; with ``embed_size`` 0 the first layer reads the
+        V-wide frame directly (I_0 = V) and there is no input map. The adaptive head replaces
+        the last two terms (see :meth:`_adaptive_parameters`).
         """
-        g, h = get_cell(self.cell).gates, self.hidden_size
-        rec = 0
-        for layer in range(self.num_layers):
-            inp = (self.embed_size or self.vocab_size) if layer == 0 else h
+        g = get_cell(self.cell).gates
+        rec, inp = 0, self.embed_size or self.vocab_size
+        for h in self.layer_sizes():
             rec += g * h * (inp + h + 2)
+            inp = h
         emb = self.vocab_size * self.embed_size
         if self.head == "adaptive":
             return emb + rec + self._adaptive_parameters()
-        dec = self.vocab_size * (0 if self.tie_weights else h) + self.vocab_size
+        dec = self.vocab_size * (0 if self.tie_weights else self.output_size) + self.vocab_size
         return emb + rec + dec
 
     def _adaptive_parameters(self) -> int:
@@ -221,7 +274,7 @@ class LanguageModelConfig:
         are the embedding's, see :class:`TiedAdaptiveSoftmax`)."""
         if self.vocab_size == 0:
             return 0
-        h, bounds = self.hidden_size, [*self.cutoffs, self.vocab_size]
+        h, bounds = self.output_size, [*self.cutoffs, self.vocab_size]
         n = len(self.cutoffs)
         if self.tie_weights:  # cluster vectors and biases, a bias per word; E is the embedding
             return (h + 1) * n + self.vocab_size

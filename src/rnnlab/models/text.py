@@ -35,12 +35,14 @@ cross-entropy of the logits; for the adaptive softmax it is the fast path that n
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError
-from rnnlab.models.base import RecurrentModel, State, init_uniform
+from rnnlab.models.base import RecurrentModel, State, init_uniform, join_state, split_state
 from rnnlab.models.config import IGNORE, LanguageModelConfig
 from rnnlab.models.heads import TiedAdaptiveSoftmax
 from rnnlab.nn.recurrent import make_recurrent
@@ -52,7 +54,9 @@ class _TextModel(RecurrentModel):
     """Token ids in: embedding -> dropout -> recurrent stack -> dropout -> :meth:`readout`.
 
     Shapes: ``tokens`` is (T, B) of token ids (time first, as the batcher lays them out); the
-    state is (num_layers, B, H), or a pair (h, c) for LSTMs.
+    state is (num_layers, B, H), or a pair (h, c) for LSTMs; with a last layer of its own width
+    O (``last_hidden_size``), (num_layers, B, max(H, O)), each layer's state in its first
+    columns and zeros after.
     """
 
     def __init__(self, config: LanguageModelConfig, head: str) -> None:
@@ -69,14 +73,21 @@ class _TextModel(RecurrentModel):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_size)
         self.drop = nn.Dropout(config.dropout)
+        narrowed = config.narrowed
+        layers = config.num_layers - int(narrowed)  # those of width H
         self.rnn = make_recurrent(
             config.cell,
             config.embed_size,
             config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout,
+            num_layers=layers,
+            # between layers of the stack (a narrowed model drops before its last layer itself)
+            dropout=config.dropout if layers > 1 or not narrowed else 0.0,
             impl=config.impl,
         )
+        if narrowed:  # the last layer, of its own width (AWD-LSTM's)
+            self.rnn_last = make_recurrent(
+                config.cell, config.hidden_size, config.output_size, impl=config.impl
+            )
 
     def forward(
         self,
@@ -88,16 +99,16 @@ class _TextModel(RecurrentModel):
         """``(logits (T, B, V), state)``; with ``targets`` (T, B) the next token ids,
         ``(nll (T, B), state)``: -log p(targets_t | tokens_<=t), 0 where a target is IGNORE.
 
-        ``return_hidden`` adds a third element, the last layer's outputs (T, B, H) before and
+        ``return_hidden`` adds a third element, the last layer's outputs (T, B, O) before and
         after the output dropout (what activation regularisation reads)."""
-        out, dropped, state = self._hidden(tokens, state)
+        out, dropped, state = self.hidden(tokens, state)
         result = self.readout(dropped, targets)
         if return_hidden:
             return result, state, (out, dropped)
         return result, state
 
-    def _hidden(self, tokens: Tensor, state: State | None) -> tuple[Tensor, Tensor, State]:
-        """The last layer's outputs (T, B, H), undropped and dropped, and the final state.
+    def hidden(self, tokens: Tensor, state: State | None) -> tuple[Tensor, Tensor, State]:
+        """The last layer's outputs (T, B, O), undropped and dropped, and the final state.
 
         Plain: dropout on the embedding, the stack (its own dropout between layers), dropout.
         With AWD-LSTM's regularisers (:meth:`LanguageModelConfig.awd_options`): embedding
@@ -107,20 +118,62 @@ class _TextModel(RecurrentModel):
         c = self.config
         if not c.awd_options():
             emb = self.drop(self.embedding(tokens))  # (T, B, D)
-            out, state = self.rnn(emb, state)  # (T, B, H)
+            if c.narrowed:
+                out, state = self._narrowed(emb, state)  # (T, B, O)
+            else:
+                out, state = self.rnn(emb, state)  # (T, B, H)
             return out, self.drop(out), state
         train = self.training
         emb = embedding_dropout(self.embedding.weight, tokens, c.dropout_embed, train)
         emb = self.drop(locked_dropout(emb, c.dropout_input, train))  # (T, B, D)
-        with weight_drop(self.rnn, c.weight_drop, train):
-            if c.dropout_hidden:
+        with ExitStack() as dropped:
+            for stack in self.stacks():
+                dropped.enter_context(weight_drop(stack, c.weight_drop, train))
+            if c.narrowed:
+                out, state = self._narrowed(emb, state)  # (T, B, O)
+            elif c.dropout_hidden:
                 out, state = forward_layerwise(self.rnn, emb, state, c.dropout_hidden, train)
             else:
                 out, state = self.rnn(emb, state)  # (T, B, H)
         return out, self.drop(locked_dropout(out, c.dropout_output, train)), state
 
+    def _narrowed(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """The stack of a narrowed model (:attr:`LanguageModelConfig.narrowed`): ``rnn`` (the first
+        L - 1 layers, width H), the dropout between layers (``dropout`` or the locked
+        ``dropout_hidden``), then ``rnn_last`` (width O). ``state``: (L, B, max(H, O)) per kind,
+        each layer's in its first columns (:func:`split_state`, :func:`join_state`)."""
+        c, train = self.config, self.training
+        first, last = split_state(state, c.layer_sizes())
+        if c.dropout_hidden:
+            x, first = forward_layerwise(self.rnn, x, first, c.dropout_hidden, train)
+            x = locked_dropout(x, c.dropout_hidden, train)
+        else:
+            x, first = self.rnn(x, first)  # (T, B, H)
+            x = self.drop(x)
+        out, last = self.rnn_last(x, last)  # (T, B, O)
+        return out, join_state(first, last, c.state_size())
+
+    def stacks(self) -> list[nn.Module]:
+        """The recurrent modules, bottom first: ``[rnn]``, or ``[rnn, rnn_last]`` when the last
+        layer has its own width."""
+        return [self.rnn, self.rnn_last] if self.config.narrowed else [self.rnn]
+
+    def recurrent_layers(self) -> list[tuple[nn.Module, int]]:
+        """Every layer bottom first, as (its module, its index there): what reads the weights
+        layer by layer (the stepper, the ONNX export) iterates over this."""
+        return [(stack, k) for stack in self.stacks() for k in range(stack.num_layers)]
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The zero state for ``batch_size`` columns: (L, B, max(H, O)) per kind."""
+        if not self.config.narrowed:
+            return super().init_state(batch_size, device)
+        c, p = self.config, self.embedding.weight
+        shape = (c.num_layers, batch_size, c.state_size())
+        kinds = [p.new_zeros(shape, device=device) for _ in range(self.rnn.num_states)]
+        return tuple(kinds) if len(kinds) == 2 else kinds[0]
+
     def readout(self, h: Tensor, targets: Tensor | None = None) -> Tensor:
-        """Hidden states (..., H) to logits (..., V), or with ``targets`` (...) to the nll (...)."""
+        """Hidden states (..., O) to logits (..., V), or with ``targets`` (...) to the nll (...)."""
         raise NotImplementedError
 
 
@@ -136,7 +189,7 @@ class LanguageModel(_TextModel):
 
     def __init__(self, config: LanguageModelConfig) -> None:
         super().__init__(config, "softmax")
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder = nn.Linear(config.output_size, config.vocab_size)
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
         self.reset_parameters()
@@ -193,7 +246,7 @@ class AdaptiveLanguageModel(_TextModel):
             self.decoder = TiedAdaptiveSoftmax(self.embedding, config.cutoffs)
         else:
             self.decoder = nn.AdaptiveLogSoftmaxWithLoss(
-                config.hidden_size,
+                config.output_size,
                 config.vocab_size,
                 list(config.cutoffs),
                 div_value=config.div_value,

@@ -58,6 +58,7 @@ ARCHITECTURE = {
     "cell": "--cell",
     "num_layers": "--layers",
     "hidden_size": "--hidden",
+    "last_hidden_size": "--last-hidden",
     "embed_size": "--embed",
     "tie_weights": "--tie",
     "head": "--head",

@@ -25,7 +25,7 @@ def training_memory(
         weights:      4 P (2 + s + d)   P parameters; weights and gradients, s optimizer slots
                                         (Adam 2, SGD with momentum 1, else 0), d = 1 under DDP
                                         (its gradient buckets)
-        activations:  4 tau B (3 V' + 10 g H layers + 2 E)  kept for backpropagation: logits,
+        activations:  4 tau B (3 V' + 10 g sum H_l + 2 E)   kept for backpropagation: logits,
                                         softmax and their gradient; g gates, states and cells
                                         per layer; embeddings
 
@@ -42,7 +42,7 @@ def training_memory(
     scored = model.vocab_size
     if model.head == "adaptive" and model.cutoffs:
         scored = model.cutoffs[0] + len(model.cutoffs)
-    per_token = 3 * scored + 10 * gates * model.hidden_size * model.num_layers
+    per_token = 3 * scored + 10 * gates * sum(model.layer_sizes())
     per_token += 2 * model.embed_size
     return weights + 4 * bptt * batch_size * per_token
 
