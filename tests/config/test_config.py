@@ -89,8 +89,8 @@ def test_integers_are_taken_where_numbers_are_declared():
 
 
 def with_new_defaults(saved: dict) -> dict:
-    """A run.json of run-v0 with the keys added since at their defaults: init_from, and
-    AWD-LSTM's regularisers and NT-ASGD (all off)."""
+    """A run.json of run-v0 with the keys added since at their defaults: init_from, AWD-LSTM's
+    regularisers and NT-ASGD (all off), and the last layer's own width (0: the others')."""
     awd_model = dict.fromkeys(
         ("dropout_input", "dropout_hidden", "dropout_output", "dropout_embed", "weight_drop"), 0.0
     )
@@ -98,7 +98,7 @@ def with_new_defaults(saved: dict) -> dict:
     return dict(
         saved,
         train=dict(saved["train"], init_from=None),
-        model=dict(saved["model"], **awd_model),
+        model=dict(saved["model"], **awd_model, last_hidden_size=0),
         optim=dict(saved["optim"], **awd_optim),
     )
 

@@ -64,6 +64,7 @@ def test_awd_presets_carry_the_papers_settings():
     m, o, t = ptb.model, ptb.optim, ptb.train
     assert ptb.data.corpus == "ptb" and ptb.data.level == "word"
     assert (m.cell, m.num_layers, m.hidden_size, m.tie_weights) == ("lstm", 3, 1150, True)
+    assert (m.embed_size, m.layer_sizes()) == (400, [1150, 1150, 400])  # the last layer is 400
     assert m.dropout == 0.0
     assert (m.dropout_input, m.dropout_hidden, m.dropout_output) == (0.4, 0.3, 0.4)
     assert (m.dropout_embed, m.weight_drop) == (0.1, 0.5)
@@ -74,6 +75,7 @@ def test_awd_presets_carry_the_papers_settings():
     assert wt2.data.corpus == "wikitext2" and wt2.model.dropout_input == 0.65
     assert (wt2.train.batch_size, wt2.train.epochs) == (80, 750)
     assert wt2.model.dropout_hidden == 0.3 and wt2.optim.asgd == "nt"
+    assert wt2.model.layer_sizes() == [1150, 1150, 400] and wt2.model.embed_size == 400
 
 
 def test_awd_flags_reach_the_config():
