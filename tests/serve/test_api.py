@@ -46,6 +46,7 @@ def test_models_lists_each_run_with_its_facts(client):
     assert set(models) == {"fox", "zh"}
     fox, zh = models["fox"], models["zh"]
     assert fox["corpus"] == "fox.txt" and fox["cell"] == "lstm" and fox["hidden"] == 16
+    assert fox["last_hidden"] == 16
     assert fox["parameters"] > 0 and fox["test_perplexity"] > 1
     assert not fox["poems"] and zh["poems"]
     assert body["limits"]["max_generations"] >= 1

@@ -81,6 +81,7 @@ def load_served_model(run_dir: str | Path, name: str, device: str = "cpu") -> Se
         "cell": config.cell,
         "layers": config.num_layers,
         "hidden": config.hidden_size,
+        "last_hidden": config.output_size,  # the last layer's width (AWD-LSTM's is narrower)
         "head": config.head,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab": len(vocab),

@@ -75,6 +75,7 @@ function showModel() {
   const ppl = m.test_perplexity == null ? "no test result" : `test perplexity <b>${m.test_perplexity.toFixed(1)}</b>`;
   $("model-facts").innerHTML =
     `<b>${m.corpus}</b> · ${m.level} level · <b>${m.cell.toUpperCase()}</b> ${m.layers}×${m.hidden}` +
+    (m.last_hidden !== m.hidden ? ` (the last ${m.last_hidden})` : "") +
     ` · ${formatCount(m.parameters)} parameters · vocabulary ${formatCount(m.vocab)} · ${ppl}`;
   $("poem-unavailable").hidden = m.poems;
   $("write-poem").disabled = !m.poems;
