@@ -123,7 +123,8 @@ class ExportResult:
     def summary(self) -> str:
         """One line for the command line."""
         return (
-            f"wrote {self.path} ({_size(self.bytes)}): {self.cell} {self.stack}, {self.head} head, {self.level} vocabulary of {self.vocab_size}; "
+            f"wrote {self.path} ({_size(self.bytes)}): {self.cell} {self.stack}, {self.head} "
+            f"head, {self.level} vocabulary of {self.vocab_size}; "
             f"onnxruntime matches PyTorch to {self.max_difference:.1e}. Sample without PyTorch: "
             f"python -m rnnlab.onnx_sampler {self.path} --prime TEXT --length N"
         )

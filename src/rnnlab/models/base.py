@@ -65,15 +65,19 @@ class RecurrentModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def stacks(self) -> list[nn.Module]:
+        """The recurrent modules, bottom first: ``[rnn]`` (a text model whose last layer has its
+        own width adds ``rnn_last``)."""
+        return [self.rnn]
 
-def init_uniform(model: nn.Module, r: float) -> None:
+
+def init_uniform(model: RecurrentModel, r: float) -> None:
     """Every parameter uniform in ±r (Zaremba et al. 2014), keeping an LSTM's forget-gate bias
     offset (gate order i, f, g, o)."""
     for p in model.parameters():
         nn.init.uniform_(p, -r, r)
-    stacks = model.stacks() if hasattr(model, "stacks") else [model.rnn]
     with torch.no_grad():
-        for rnn in stacks:
+        for rnn in model.stacks():
             forget_bias, h = getattr(rnn, "forget_bias", 0.0), rnn.hidden_size
             for layer in range(rnn.num_layers if forget_bias else 0):
                 getattr(rnn, f"bias_ih_l{layer}")[h : 2 * h] += forget_bias

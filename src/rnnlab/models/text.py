@@ -118,10 +118,7 @@ class _TextModel(RecurrentModel):
         c = self.config
         if not c.awd_options():
             emb = self.drop(self.embedding(tokens))  # (T, B, D)
-            if c.narrowed:
-                out, state = self._narrowed(emb, state)  # (T, B, O)
-            else:
-                out, state = self.rnn(emb, state)  # (T, B, H)
+            out, state = self._stack(emb, state)  # (T, B, O)
             return out, self.drop(out), state
         train = self.training
         emb = embedding_dropout(self.embedding.weight, tokens, c.dropout_embed, train)
@@ -129,13 +126,19 @@ class _TextModel(RecurrentModel):
         with ExitStack() as dropped:
             for stack in self.stacks():
                 dropped.enter_context(weight_drop(stack, c.weight_drop, train))
-            if c.narrowed:
-                out, state = self._narrowed(emb, state)  # (T, B, O)
-            elif c.dropout_hidden:
-                out, state = forward_layerwise(self.rnn, emb, state, c.dropout_hidden, train)
-            else:
-                out, state = self.rnn(emb, state)  # (T, B, H)
+            out, state = self._stack(emb, state)  # (T, B, O)
         return out, self.drop(locked_dropout(out, c.dropout_output, train)), state
+
+    def _stack(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """The recurrent layers over ``x`` (T, B, D): the last layer's outputs (T, B, O) and the
+        final state. The stack in one call, or one layer at a time with locked dropout between
+        layers (``dropout_hidden``), or in two modules when the last layer has its own width."""
+        c = self.config
+        if c.narrowed:
+            return self._narrowed(x, state)
+        if c.dropout_hidden:
+            return forward_layerwise(self.rnn, x, state, c.dropout_hidden, self.training)
+        return self.rnn(x, state)
 
     def _narrowed(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         """The stack of a narrowed model (:attr:`LanguageModelConfig.narrowed`): ``rnn`` (the first
@@ -156,7 +159,7 @@ class _TextModel(RecurrentModel):
     def stacks(self) -> list[nn.Module]:
         """The recurrent modules, bottom first: ``[rnn]``, or ``[rnn, rnn_last]`` when the last
         layer has its own width."""
-        return [self.rnn, self.rnn_last] if self.config.narrowed else [self.rnn]
+        return [self.rnn, self.rnn_last] if self.config.narrowed else super().stacks()
 
     def recurrent_layers(self) -> list[tuple[nn.Module, int]]:
         """Every layer bottom first, as (its module, its index there): what reads the weights
