@@ -4,26 +4,10 @@ differences and grouping on made-up rows."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def bench(name: str):
-    """The benchmark script ``benchmarks/<name>.py`` as a module."""
-    if str(ROOT / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(ROOT / "benchmarks"))  # for their `from _common import ...`
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class Half(torch.nn.Module):
@@ -42,7 +26,7 @@ def pieces(lengths: list[int]) -> list[torch.Tensor]:
     return [(torch.rand(n, 88, generator=g) < 0.05).float() for n in lengths]
 
 
-def test_windows_score_exactly_the_pieces_steps() -> None:
+def test_windows_score_exactly_the_pieces_steps(bench) -> None:
     mc = bench("music_conventions")
     ps = pieces([1, 2, 200, 201, 450])
     cut = mc.windows(ps, 200)
@@ -52,7 +36,7 @@ def test_windows_score_exactly_the_pieces_steps() -> None:
     assert max(w.size(0) for w in cut) == 201
 
 
-def test_every_convention_of_the_half_model_is_88_ln_2() -> None:
+def test_every_convention_of_the_half_model_is_88_ln_2(bench) -> None:
     mc = bench("music_conventions")
     from rnnlab.data.rolls import RollData, with_start_frame
 
@@ -66,7 +50,7 @@ def test_every_convention_of_the_half_model_is_88_ln_2() -> None:
         assert value == pytest.approx(88 * math.log(2), rel=1e-6), name  # float32 BCE
 
 
-def test_padding_counted_divides_by_every_padded_position() -> None:
+def test_padding_counted_divides_by_every_padded_position(bench) -> None:
     mc = bench("music_conventions")
 
     class Silent(torch.nn.Module):  # near-certain silence: padding costs almost nothing
@@ -79,7 +63,7 @@ def test_padding_counted_divides_by_every_padded_position() -> None:
     assert value == pytest.approx(30 / (2 * 10), rel=1e-6)  # 2 pieces x 10 padded steps
 
 
-def test_chung_table_rows_and_differences() -> None:
+def test_chung_table_rows_and_differences(bench) -> None:
     ct = bench("chung_table")
     row = {"hidden": 41, "params": 19809, "lr": 2.5e-3, "train_nll": 3.5, "epochs": 120,
            "best_epoch": 100, "wall_time_s": 240.0}  # fmt: skip

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import random
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,6 @@ from rnnlab.data import corpora
 from rnnlab.data.corpora import load_corpus
 from rnnlab.data.registry import get_spec
 
-ROOT = Path(__file__).resolve().parents[2]
 POOL = (
     "春花秋月山水风云江河天地日夜人心长短高低来去红白青黄东西南北远近朝暮雨雪霜露"
     "松竹梅兰鸟鱼龙马金玉诗酒歌舞楼台城门归客行舟烟波明清寒暖孤独千万夏冬色"
@@ -83,15 +80,6 @@ def titled_run(fake_tang):
     return out
 
 
-def bench(name: str):
-    """The benchmark script ``benchmarks/<name>.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def read_sheet(path: Path) -> dict[int, tuple[str, str]]:
     """number -> (title, poem on one line) as the sheet shows them."""
     found: dict[int, tuple[str, str]] = {}
@@ -107,7 +95,7 @@ def read_sheet(path: Path) -> dict[int, tuple[str, str]]:
     return found
 
 
-def test_the_sheet_and_its_key_agree_with_the_test_split(titled_run, tmp_path):
+def test_the_sheet_and_its_key_agree_with_the_test_split(bench, titled_run, tmp_path):
     out = tmp_path / "sheet"
     bench("poem_sheet").main([str(titled_run), "--out", str(out), "--candidates", "3",
                               "--threads", "1"])  # fmt: skip
@@ -140,7 +128,7 @@ def test_the_sheet_and_its_key_agree_with_the_test_split(titled_run, tmp_path):
     assert len(used_titles) == 20 and not used_titles & real  # titles of 20 OTHER poems
 
 
-def test_the_scores_report_covers_every_set(titled_run, tmp_path, capsys):
+def test_the_scores_report_covers_every_set(bench, titled_run, tmp_path, capsys):
     out = tmp_path / "scores.json"
     report = bench("poem_scores").main(
         [str(titled_run), "--count", "4", "--candidates", "2", "--beam", "2", "--threads", "1",

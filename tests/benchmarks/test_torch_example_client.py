@@ -7,16 +7,11 @@ pytorch/examples and ``RNNLAB_DATA_DIR`` holds ``wikitext-2/{train,valid,test}.t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # The lines of pytorch/examples' model.py the substitution rewrites (a stand-in, not a copy).
 MODEL_PY = """import torch
@@ -33,21 +28,12 @@ class RNNModel(nn.Module):
 """
 
 
-def _client() -> ModuleType:
-    name = "torch_example_client"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_model_py_substitution_builds_rnnlab_layers() -> None:
+def test_model_py_substitution_builds_rnnlab_layers(bench) -> None:
     import torch.nn as nn
 
     import rnnlab
 
-    text = _client().rnnlab_model_py(MODEL_PY)
+    text = bench("torch_example_client").rnnlab_model_py(MODEL_PY)
     assert "import rnnlab\n" in text
     assert "nn.Linear(nhid, 3)" in text  # everything else stays torch.nn
     namespace: dict = {}
@@ -58,23 +44,26 @@ def test_model_py_substitution_builds_rnnlab_layers() -> None:
         assert isinstance(model.decoder, nn.Linear)
 
 
-def test_model_py_substitution_refuses_a_changed_file() -> None:
+def test_model_py_substitution_refuses_a_changed_file(bench) -> None:
     with pytest.raises(ValueError, match="the example changed"):
-        _client().rnnlab_model_py(MODEL_PY.replace("getattr(nn, rnn_type)", "make_rnn"))
+        bench("torch_example_client").rnnlab_model_py(
+            MODEL_PY.replace("getattr(nn, rnn_type)", "make_rnn")
+        )
 
 
-def test_last_error_line_finds_the_exception() -> None:
+def test_last_error_line_finds_the_exception(bench) -> None:
     stderr = (
         "Traceback (most recent call last):\n  File 'main.py', line 3\n"
         "RuntimeError: Expected hidden size (2, 1, 5), got [1, 1, 5]\n"
         "  warnings.warn(\n"
     )
-    assert _client().last_error_line(stderr).startswith("RuntimeError: Expected hidden size")
-    assert _client().last_error_line("") == ""
+    client = bench("torch_example_client")
+    assert client.last_error_line(stderr).startswith("RuntimeError: Expected hidden size")
+    assert client.last_error_line("") == ""
 
 
 @pytest.mark.slow
-def test_the_example_runs_on_rnnlab_as_on_torch_nn(data_dir: str, tmp_path: Path) -> None:
+def test_the_example_runs_on_rnnlab_as_on_torch_nn(bench, data_dir: str, tmp_path: Path) -> None:
     examples = os.environ.get("RNNLAB_EXAMPLES_DIR")
     if not examples or not (Path(examples) / "word_language_model" / "main.py").is_file():
         pytest.skip("needs RNNLAB_EXAMPLES_DIR pointing at a checkout of pytorch/examples")
@@ -82,7 +71,7 @@ def test_the_example_runs_on_rnnlab_as_on_torch_nn(data_dir: str, tmp_path: Path
     if not (wikitext / "train.txt").is_file():
         pytest.skip(f"needs WikiText-2's train/valid/test.txt in {wikitext}")
     out = tmp_path / "results.json"
-    code = _client().main([examples, str(wikitext), "--out", str(out)])
+    code = bench("torch_example_client").main([examples, str(wikitext), "--out", str(out)])
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["summary"]["rnnlab_fails_where_torch_works"] == []
     assert code == 0
