@@ -37,7 +37,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import machine_info, write_report
-from bench_train import TrainerLoop, interleave, load_stream, ratios, summarize
+from bench_train import (
+    TrainerLoop,
+    add_stream_args,
+    interleave,
+    load_stream,
+    ratios,
+    short_eval,
+    summarize,
+)
 
 from rnnlab.cli import make_parser
 from rnnlab.cli.train import build_run_config
@@ -99,10 +107,7 @@ def trainer_of(argv: list[str], data: LMData, run_dir: Path, threads: int | None
     config = build_run_config(parsed)
     config.train.threads = threads
     config.train.max_minutes = None  # the repetitions set max_steps; no budget schedule cut
-    short = LMData(
-        data.name, data.level, data.vocab, data.train, data.valid[:1000], data.test[:1000]
-    )
-    return Trainer(config, run_dir, data=short)
+    return Trainer(config, run_dir, data=short_eval(data))
 
 
 def bench_train_loops(args: argparse.Namespace) -> dict:
@@ -141,10 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=50, help="windows per repetition")
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--synthetic", action="store_true", help="synthetic data even with PTB")
-    parser.add_argument("--vocab", type=int, default=10_000, help="synthetic vocabulary size")
-    parser.add_argument("--eval-tokens", type=int, default=1_000, help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, default=0)
+    add_stream_args(parser, 1_000)
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.reps, args.synthetic = 2, 1, True

@@ -32,7 +32,14 @@ from pathlib import Path
 
 import torch
 from _common import machine_info, write_report
-from bench_train import Timing, TrainerLoop, interleave, load_stream, make_trainer
+from bench_train import (
+    Timing,
+    TrainerLoop,
+    add_stream_args,
+    interleave,
+    load_stream,
+    make_trainer,
+)
 
 SHAPES = {
     "ptb-small": {
@@ -116,10 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--rnn", action="store_true", help="also the tanh RNN, both paths")
-    parser.add_argument("--synthetic", action="store_true", help="synthetic data even with PTB")
-    parser.add_argument("--vocab", type=int, default=10_000, help="synthetic vocabulary size")
-    parser.add_argument("--eval-tokens", type=int, default=2_000, help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, default=0)
+    add_stream_args(parser, 2_000)
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.reps = 2, 1

@@ -237,11 +237,15 @@ def make_trainer(
             threads=threads,
         ),
     )
-    # validation after each repetition (untimed) runs on a short stream
-    short = LMData(
+    return Trainer(config, run_dir, data=short_eval(data))
+
+
+def short_eval(data: LMData) -> LMData:
+    """``data`` with its validation and test streams cut to 1,000 tokens, so the validation
+    after each repetition (untimed) stays short."""
+    return LMData(
         data.name, data.level, data.vocab, data.train, data.valid[:1000], data.test[:1000]
     )
-    return Trainer(config, run_dir, data=short)
 
 
 def plain_like(trainer: Trainer, shape: dict, device: torch.device) -> PlainLM:
@@ -337,6 +341,17 @@ def add_shares(row: dict, peaks: dict[str, float]) -> None:
     """The achieved GFLOP/s as a share of each measured matmul peak."""
     for name, peak in peaks.items():
         row[f"share_of_{name}_peak"] = row["gflops"] / peak
+
+
+def add_stream_args(
+    parser: argparse.ArgumentParser, eval_tokens: int, eval_help: str = argparse.SUPPRESS
+) -> None:
+    """The flags :func:`load_stream` reads: ``--eval-tokens`` (default ``eval_tokens``),
+    ``--synthetic``, ``--vocab`` and ``--seed``."""
+    parser.add_argument("--eval-tokens", type=int, default=eval_tokens, help=eval_help)
+    parser.add_argument("--synthetic", action="store_true", help="synthetic data even with PTB")
+    parser.add_argument("--vocab", type=int, default=10_000, help="synthetic vocabulary size")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def load_stream(args: argparse.Namespace, n_train: int) -> LMData:
@@ -559,13 +574,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--eval-tokens", type=int, default=20_000, help="eval stream length")
+    add_stream_args(parser, 20_000, "eval stream length")
     parser.add_argument("--rss-steps", type=int, default=5, help="windows in each memory run")
     parser.add_argument("--no-rss", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--no-control", action="store_true", help="skip the torch-vs-torch run")
-    parser.add_argument("--synthetic", action="store_true", help="synthetic data even with PTB")
-    parser.add_argument("--vocab", type=int, default=10_000, help="synthetic vocabulary size")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--malloc",
         choices=("default", "keep"),
