@@ -72,6 +72,16 @@ def test_a_preset_gives_its_settings_but_not_its_tying():
     assert grid == expected
 
 
+def test_a_presets_awd_dropouts_reach_every_run():
+    m = grid_config(CompareRequest(preset="awd-ptb", hidden=64)).model
+    assert (m.dropout, m.dropout_input, m.dropout_hidden, m.dropout_output) == (0, 0.4, 0.3, 0.4)
+    assert (m.dropout_embed, m.weight_drop) == (0.1, 0.5)
+    # plain dropout between layers on top of the preset's locked dropout there: refused
+    with pytest.raises(ConfigError, match="set one of them to 0"):
+        grid_config(CompareRequest(preset="awd-ptb", dropout=0.2))
+    assert grid_config(CompareRequest(text="x.txt")).model.awd_options() == {}
+
+
 def test_tying_or_embed_hidden_make_the_embedding_follow_the_hidden_size():
     tied = grid_config(CompareRequest(text="x.txt", tie=True, embed="7"))
     assert tied.embed_follows_hidden and tied.model.tie_weights

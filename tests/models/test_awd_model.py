@@ -25,7 +25,7 @@ def test_config_checks_the_rates():
         cfg(weight_drop=1.0)
     with pytest.raises(ConfigError, match="--dropout-input must be a number"):
         cfg(dropout_input="0.3")
-    with pytest.raises(ConfigError, match="use one"):
+    with pytest.raises(ConfigError, match="set one of them to 0"):
         cfg(dropout=0.2, dropout_hidden=0.3)
     with pytest.raises(ConfigError, match="piano rolls"):
         LanguageModelConfig(vocab_size=88, head="sigmoid", embed_size=0, weight_drop=0.5)

@@ -32,7 +32,7 @@ from rnnlab.data.encodings import AUTO
 from rnnlab.errors import ConfigError
 from rnnlab.lab.grid import GridConfig
 from rnnlab.lab.results import chosen_rates
-from rnnlab.models.config import LanguageModelConfig
+from rnnlab.models.config import AWD_OPTIONS, LanguageModelConfig
 
 DEFAULT_COMPARE_STEPS = 1000  # the per-run budget when no max_steps/max_tokens/max_minutes/epochs
 # ``epochs`` in the resolved config when nothing sets it: a run ends when its budget does
@@ -164,6 +164,7 @@ def compare_settings(request: CompareRequest) -> dict[str, Any]:
         "embed": request.embed if request.embed is not None else str(m.embed_size),
         "layers": m.num_layers,
         "dropout": m.dropout,
+        "regularisers": {name: getattr(m, name) for name in AWD_OPTIONS},
         "bptt": request.bptt if request.bptt is not None else (t.bptt,),
         "lr": _requested_rates(request) if request.lr is not None else (o.lr,),
         "optimizer": o.optimizer,
@@ -279,13 +280,15 @@ def _data_config(request: CompareRequest, c: dict[str, Any]) -> DataConfig:
 
 
 def _model_config(request: CompareRequest, c: dict[str, Any], follows: bool) -> LanguageModelConfig:
-    """The model template (each run sets its cell and hidden size)."""
+    """The model template (each run sets its cell and hidden size), with the preset's AWD-LSTM
+    dropouts (locked, embedding, weight drop) as it gives them."""
     return LanguageModelConfig(
         embed_size=c["hidden"] if follows else int(c["embed"]),
         hidden_size=c["hidden"],
         num_layers=c["layers"],
         dropout=c["dropout"],
         tie_weights=request.tie,
+        **c["regularisers"],
     )
 
 

@@ -186,7 +186,8 @@ class LanguageModelConfig:
             )
         if self.dropout and self.dropout_hidden:
             raise ConfigError(
-                "--dropout and --dropout-hidden both act between layers; use one (set --dropout 0)"
+                f"--dropout ({self.dropout}) and --dropout-hidden ({self.dropout_hidden}) both act "
+                "between layers, from the flags or a preset; set one of them to 0"
             )
 
     def _check_adaptive(self) -> None:
