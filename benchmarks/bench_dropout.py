@@ -1,7 +1,8 @@
 """What dropout costs in training speed: per-token masks against locked (one per sequence).
 
-``ptb-hour`` trained 31% more tokens per second with its dropout 0.4 moved to AWD-LSTM's locked
-masks (BENCHMARKS.md), in runs an hour apart on a shared machine. This measures the difference
+``ptb-hour`` (then with per-token dropout 0.4) trained 31% more tokens per second with its
+dropout moved to AWD-LSTM's locked masks (BENCHMARKS.md), in runs on different days of a
+shared machine; the preset has carried locked dropout since. This measures the difference
 in one process, interleaved, so drifts in machine load hit both alike:
 
 * ``ops``: the dropout operation alone, forward and backward, on the tensor ``ptb-hour`` drops

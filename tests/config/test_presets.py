@@ -51,6 +51,18 @@ def test_flags_override_the_preset_and_unknown_presets_are_refused():
 
 def test_a_presets_switches_can_be_turned_off():
     assert config_of("--preset", "ptb-hour").model.tie_weights
+    # ptb-hour's dropout is locked (one mask per sequence), AWD-LSTM's three rates
+    hour = config_of("--preset", "ptb-hour").model
+    assert (hour.dropout, hour.dropout_input, hour.dropout_hidden, hour.dropout_output) == (
+        0,
+        0.4,
+        0.3,
+        0.4,
+    )
+    # plain dropout on top of it is refused between layers, and allowed once that rate is 0
+    with pytest.raises(ConfigError, match="set one of them to 0"):
+        config_of("--preset", "ptb-hour", "--dropout", "0.4")
+    assert config_of("--preset", "ptb-hour", "--dropout", "0.4", "--dropout-hidden", "0").model
     assert not config_of("--preset", "ptb-hour", "--no-tie").model.tie_weights
     assert config_of("--preset", "wt2-hour", "--tie").model.tie_weights  # its first form, tied
     assert config_of("--preset", "awd-ptb").train.variable_bptt

@@ -65,7 +65,15 @@ def test_a_preset_gives_its_settings_but_not_its_tying():
     grid = grid_config(CompareRequest(preset="ptb-hour", hidden=64))
     expected = GridConfig(
         data=DataConfig(corpus="ptb"),
-        model=LanguageModelConfig(embed_size=400, hidden_size=64, num_layers=2, dropout=0.4),
+        model=LanguageModelConfig(
+            embed_size=400,
+            hidden_size=64,
+            num_layers=2,
+            dropout=0.0,
+            dropout_input=0.4,
+            dropout_hidden=0.3,
+            dropout_output=0.4,
+        ),
         optim=OptimConfig(optimizer="sgd", lr=20.0, clip=0.25, schedule="cosine"),
         train=TrainConfig(epochs=200),
     )
