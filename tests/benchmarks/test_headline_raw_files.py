@@ -92,3 +92,36 @@ def test_ptb_hour_seeds_ran_the_committed_preset(run):
     assert ran["data"]["corpus"] == now["data"]["corpus"] == "ptb"
     for key in ("bptt", "batch_size", "eval_batch_size", "max_minutes", "epochs"):
         assert ran["train"][key] == now["train"][key], key
+
+
+def test_wt2_hour_same_day_pair_is_its_raw_files():
+    """The hour-long pair that kept ``wt2-hour`` on per-token dropout: the preset's run as
+    committed, the locked run the same but for its dropout, and the figures as recorded."""
+    text = section("### `wt2-hour` with locked dropout, an hour-long same-day pair")
+    preset = read_json(RESULTS / "wt2_hour_2026-12-02" / "results.json")
+    locked = read_json(RESULTS / "wt2_hour_locked" / "results.json")
+    adapted = read_json(RESULTS / "adaptation" / "wt2-hour-2026-12-02.json")["test"]
+    for results in (preset, locked):
+        assert f"{results['test']['perplexity']:.2f}" in text
+        assert f"{results['valid']['perplexity']:.2f}" in text
+    assert f"{adapted['static']['perplexity']:.2f}" == f"{preset['test']['perplexity']:.2f}"
+    both = adapted["cache+dynamic"]["perplexity"]
+    assert f"{both:.2f}" in text
+    row = next(line for line in README.splitlines() if line.startswith("| `wt2-hour` |"))
+    assert f"{preset['test']['perplexity']:.1f}" in row and f"{both:.1f}" in row
+
+    now = resolve_config("wt2-hour").to_dict()
+    now["model"].pop("vocab_size")
+    for run, dropouts in (("wt2_hour_2026-12-02", None), ("wt2_hour_locked", (0.3, 0.3, 0.3))):
+        ran = RunConfig.from_dict(read_json(RESULTS / run / "run.json")).to_dict()
+        ran["model"].pop("vocab_size")
+        expected = dict(now["model"])
+        if dropouts is not None:
+            expected["dropout"] = 0.0
+            keys = ("dropout_input", "dropout_hidden", "dropout_output")
+            expected.update(zip(keys, dropouts, strict=True))
+        assert ran["model"] == expected, run
+        assert ran["optim"] == now["optim"], run
+        assert ran["data"]["corpus"] == "wikitext2", run
+        for key in ("bptt", "batch_size", "max_minutes"):
+            assert ran["train"][key] == now["train"][key], (run, key)
