@@ -80,18 +80,24 @@ def test_ptb_hour_figures_are_their_raw_files(run, report, heading):
     assert static in row and both in row
 
 
+def assert_ran_the_preset(run: str, preset: str, corpus: str, **model_changes) -> None:
+    """The run's model (but for ``model_changes``), optimiser, corpus and schedule are the
+    preset's as committed today."""
+    ran = RunConfig.from_dict(read_json(RESULTS / run / "run.json")).to_dict()
+    now = resolve_config(preset).to_dict()
+    ran["model"].pop("vocab_size"), now["model"].pop("vocab_size")
+    assert ran["model"] == {**now["model"], **model_changes}, run
+    assert ran["optim"] == now["optim"], run
+    assert ran["data"]["corpus"] == now["data"]["corpus"] == corpus, run
+    for key in ("bptt", "batch_size", "eval_batch_size", "max_minutes", "epochs"):
+        assert ran["train"][key] == now["train"][key], (run, key)
+
+
 @pytest.mark.parametrize("run", [run for run, _, _ in PTB_HOUR_LOCKED])
 def test_ptb_hour_seeds_ran_the_committed_preset(run):
     """Seeds 1 and 2 ran the locked rates by flags, seed 3 by the preset: each run's model
     and schedule are the preset's today, so the figures describe ``--preset ptb-hour``."""
-    ran = RunConfig.from_dict(read_json(RESULTS / run / "run.json")).to_dict()
-    now = resolve_config("ptb-hour").to_dict()
-    ran["model"].pop("vocab_size"), now["model"].pop("vocab_size")
-    assert ran["model"] == now["model"]
-    assert ran["optim"] == now["optim"]
-    assert ran["data"]["corpus"] == now["data"]["corpus"] == "ptb"
-    for key in ("bptt", "batch_size", "eval_batch_size", "max_minutes", "epochs"):
-        assert ran["train"][key] == now["train"][key], key
+    assert_ran_the_preset(run, "ptb-hour", "ptb")
 
 
 def test_wt2_hour_same_day_pair_is_its_raw_files():
@@ -110,18 +116,6 @@ def test_wt2_hour_same_day_pair_is_its_raw_files():
     row = next(line for line in README.splitlines() if line.startswith("| `wt2-hour` |"))
     assert f"{preset['test']['perplexity']:.1f}" in row and f"{both:.1f}" in row
 
-    now = resolve_config("wt2-hour").to_dict()
-    now["model"].pop("vocab_size")
-    for run, dropouts in (("wt2_hour_2026-12-02", None), ("wt2_hour_locked", (0.3, 0.3, 0.3))):
-        ran = RunConfig.from_dict(read_json(RESULTS / run / "run.json")).to_dict()
-        ran["model"].pop("vocab_size")
-        expected = dict(now["model"])
-        if dropouts is not None:
-            expected["dropout"] = 0.0
-            keys = ("dropout_input", "dropout_hidden", "dropout_output")
-            expected.update(zip(keys, dropouts, strict=True))
-        assert ran["model"] == expected, run
-        assert ran["optim"] == now["optim"], run
-        assert ran["data"]["corpus"] == "wikitext2", run
-        for key in ("bptt", "batch_size", "max_minutes"):
-            assert ran["train"][key] == now["train"][key], (run, key)
+    assert_ran_the_preset("wt2_hour_2026-12-02", "wt2-hour", "wikitext2")
+    locked = {"dropout_input": 0.3, "dropout_hidden": 0.3, "dropout_output": 0.3}
+    assert_ran_the_preset("wt2_hour_locked", "wt2-hour", "wikitext2", dropout=0.0, **locked)
